@@ -1,0 +1,46 @@
+# `make run` and `make test` each set up what they need (the venv, the pinned stack, the demo
+# data and a tiny model) and then do their job. Nothing is downloaded at run time.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ORCH := $(VENV)/bin/orch
+STAMP := $(VENV)/.stamp-stack
+TINY := models/tiny-qwen2.5-vl
+DEMO := data/demo
+PIP := $(PY) -m pip install --quiet --disable-pip-version-check
+
+.PHONY: setup run test lint bench clean
+setup: $(STAMP)
+
+# torch first, pinned, so pip takes the CPU wheel and never a multi-GB CUDA build; then the
+# stack; then DeepSpeed built with its shm op (else the first run JIT-compiles it for ~30 s).
+$(STAMP): requirements/stack.txt requirements/dev.txt pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) --upgrade pip
+	$(PIP) torch==2.13.0
+	$(PIP) -r requirements/stack.txt -r requirements/dev.txt
+	DS_BUILD_SHM_COMM=1 $(PIP) --no-build-isolation --no-deps deepspeed==0.19.8
+	$(PIP) --no-deps -e .
+	touch $@
+
+$(TINY)/config.json: $(STAMP) workers/models/tiny.py
+	$(ORCH) model tiny --out $(TINY)
+
+$(DEMO)/COMPLETE: $(STAMP) workers/data/demo.py
+	$(ORCH) data demo --out $(DEMO)
+	touch $@
+
+run: $(STAMP) $(TINY)/config.json $(DEMO)/COMPLETE
+	$(ORCH) submit jobs/demo_mix.toml
+	$(ORCH) results
+
+test: $(STAMP)
+	$(PY) -m pytest -q -ra --timeout=900
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+clean:
+	rm -rf runs $(TINY) $(DEMO)

@@ -1,0 +1,59 @@
+"""One interface for every place an eval part can run: submit, poll, cancel -> typed outcomes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from workers.evaluate import EvalJob
+
+
+@dataclass(frozen=True)
+class Succeeded:
+    result: Path
+
+
+@dataclass(frozen=True)
+class Failed:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Preempted:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    pass
+
+
+Outcome = Succeeded | Failed | Preempted | Cancelled
+
+
+class EvalBackend(Protocol):
+    name: str
+
+    def submit(self, job: EvalJob, log_path: Path) -> str:
+        """Start the part; return a backend job id. Must not block on the part's work."""
+        ...
+
+    def poll(self) -> dict[str, Outcome]:
+        """Outcomes of parts that ended since the last poll, by job id. Never blocks."""
+        ...
+
+    def running(self) -> set[str]:
+        """Job ids submitted by this backend object that have not ended yet."""
+        ...
+
+    def cancel(self, job_id: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    """The last lines of a log, for failure reasons."""
+    if not path.is_file():
+        return ""
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])

@@ -1,0 +1,122 @@
+"""The `orch` command: parse and dispatch, nothing else."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from orchestrator.errors import OrchError
+
+logger = logging.getLogger("orch")
+
+
+def _spec_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("job", type=Path, help="job spec (TOML)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a spec value, e.g. --set training.lr=1e-4 (CLI > TOML > defaults)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="orch", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("submit", help="train and evaluate a job")
+    _spec_args(p)
+    p.add_argument("--run-name", help="run directory name; an existing run is continued")
+    p.add_argument("--no-dashboard", action="store_true", help="embedded Ray without dashboard")
+
+    p = sub.add_parser("validate", help="check a job spec and its data without training")
+    _spec_args(p)
+
+    p = sub.add_parser("results", help="per-step, best and final results of a run")
+    p.add_argument("run", nargs="?", help="run name or directory (default: the latest run)")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+
+    p = sub.add_parser("data", help="datasets")
+    dsub = p.add_subparsers(dest="data_command", required=True)
+    d = dsub.add_parser("demo", help="build the offline demo datasets")
+    d.add_argument("--out", type=Path, default=Path("data/demo"))
+    d.add_argument("--force", action="store_true")
+
+    p = sub.add_parser("model", help="models")
+    msub = p.add_subparsers(dest="model_command", required=True)
+    m = msub.add_parser("tiny", help="write a tiny random Qwen2.5-VL")
+    m.add_argument("--out", type=Path, required=True)
+    m.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from orchestrator.logs import setup_logging
+
+    args = build_parser().parse_args(argv)
+    setup_logging(args.verbose)
+    try:
+        return _dispatch(args)
+    except OrchError as e:
+        logger.error("%s", e)
+        return 2
+    except KeyboardInterrupt:
+        logger.error("interrupted")
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command in ("submit", "validate"):
+        from orchestrator.spec import load_spec
+        from orchestrator.submit import preflight, submit
+
+        spec = load_spec(args.job, args.overrides)
+        if args.command == "validate":
+            sizes = preflight(spec)
+            total = sum(d.weight for d in spec.datasets.values())
+            for name, ds in spec.datasets.items():
+                logger.info(
+                    "%s: %d train samples, %.1f%% of the mix, %d classes",
+                    name,
+                    sizes[name],
+                    100 * ds.weight / total,
+                    ds.num_classes,
+                )
+            logger.info("%s is valid", args.job)
+            return 0
+        return submit(spec, run_name=args.run_name, dashboard=not args.no_dashboard)
+    if args.command == "results":
+        from orchestrator.report import collect, render
+        from orchestrator.rundir import find_run
+
+        results = collect(find_run(args.runs_dir, args.run))
+        if args.json:
+            sys.stdout.write(json.dumps(results, indent=2) + "\n")
+        else:
+            render(results)
+        return 0
+    if args.command == "data":
+        from workers.data.demo import build_demo
+
+        for ds in build_demo(args.out, force=args.force):
+            logger.info(
+                "%s: %d train, %d test, %d classes", ds.name, ds.n_train, ds.n_test, ds.num_classes
+            )
+        return 0
+    if args.command == "model":
+        from workers.models.tiny import build_tiny_qwen2_5_vl
+
+        build_tiny_qwen2_5_vl(args.out, seed=args.seed)
+        return 0
+    raise AssertionError(args.command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

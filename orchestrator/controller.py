@@ -1,0 +1,364 @@
+"""The controller: an explicit state machine over the run directory.
+
+Each iteration observes (new complete checkpoints, backend outcomes, the training status, new
+train metrics), decides with a pure function (``decide``: snapshot -> actions), and acts
+(submit, merge, publish). Everything it knows is in the run directory (checkpoints, ledger,
+result files), so a new controller on the same run rebuilds its state and carries on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+from orchestrator.backends.base import EvalBackend, Outcome, Succeeded
+from orchestrator.ledger import Key, Ledger, LedgerEntry, PartStatus
+from orchestrator.results import Best, choose_best, flat_metrics, merge_parts
+from orchestrator.rundir import RunDir, read_json_or_none
+from orchestrator.spec import JobSpec
+from orchestrator.tracking import Tracker
+from workers import checkpoint as ckpt
+from workers.evaluate import EvalJob
+from workers.fsutil import atomic_write_json
+
+logger = logging.getLogger("orch.controller")
+
+
+class TrainingState(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class TrainingStatus:
+    state: TrainingState
+    error: str | None = None
+
+
+class TrainingHandle(Protocol):
+    def status(self) -> TrainingStatus: ...
+
+
+# ----------------------------------------------------------------------------- decisions
+
+
+@dataclass(frozen=True)
+class SubmitPart:
+    step: int | None  # None: final full eval
+    dataset: str
+    eval_step: int  # the checkpoint evaluated
+    attempt: int
+
+
+@dataclass(frozen=True)
+class MergeStep:
+    step: int
+
+
+@dataclass(frozen=True)
+class MergeFinal:
+    eval_step: int
+
+
+@dataclass(frozen=True)
+class Finish:
+    exit_code: int
+    reason: str
+
+
+Action = SubmitPart | MergeStep | MergeFinal | Finish
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the controller knows at one moment; ``decide`` needs nothing else."""
+
+    datasets: tuple[str, ...]
+    checkpoints: tuple[int, ...]
+    ledger: Mapping[Key, LedgerEntry]
+    running: frozenset[str]
+    merged: frozenset[int]
+    final_merged: bool
+    best_step: int | None
+    training: TrainingState
+    during_training: bool
+    final_full: bool
+    max_attempts: int
+
+
+def decide(s: Snapshot) -> list[Action]:
+    """Pure: the actions that move the run forward from snapshot ``s``."""
+    actions: list[Action] = []
+
+    def settle(key: Key, eval_step: int) -> bool:
+        """Queue what ``key`` needs; True once it succeeded or failed for good."""
+        e = s.ledger.get(key)
+        if e is None:
+            actions.append(SubmitPart(key[0], key[1], eval_step, 1))
+            return False
+        if e.status is PartStatus.SUBMITTED:
+            if e.job_id not in s.running:  # lost with a previous controller: run it again
+                actions.append(SubmitPart(key[0], key[1], eval_step, e.attempt + 1))
+            return False
+        if e.status is PartStatus.FAILED and e.attempt < s.max_attempts:
+            actions.append(SubmitPart(key[0], key[1], eval_step, e.attempt + 1))
+            return False
+        return True
+
+    if s.during_training:
+        for step in s.checkpoints:
+            if step in s.merged:
+                continue
+            if all([settle((step, d), step) for d in s.datasets]):
+                actions.append(MergeStep(step))
+    evals_done = not s.during_training or all(step in s.merged for step in s.checkpoints)
+    if s.training is TrainingState.RUNNING or not evals_done:
+        return actions
+    if s.training is TrainingState.FAILED:
+        return [*actions, Finish(1, "training failed")]
+    if s.final_full and not s.final_merged:
+        target = s.best_step if s.during_training else max(s.checkpoints, default=None)
+        if target is None:
+            return [*actions, Finish(1, "no checkpoint was fully evaluated: no best model")]
+        if all([settle((None, d), target) for d in s.datasets]):
+            actions.append(MergeFinal(target))
+        return actions
+    failed = sorted(
+        f"{'final' if e.step is None else e.step}/{e.dataset}"
+        for e in s.ledger.values()
+        if e.status is PartStatus.FAILED
+    )
+    if failed:
+        return [*actions, Finish(1, f"eval parts failed for good: {', '.join(failed)}")]
+    return [*actions, Finish(0, "done")]
+
+
+# ----------------------------------------------------------------------------- the shell
+
+
+class Controller:
+    def __init__(
+        self,
+        spec: JobSpec,
+        rundir: RunDir,
+        backend: EvalBackend,
+        tracker: Tracker,
+        training: TrainingHandle,
+        *,
+        max_attempts: int = 2,
+        poll_s: float = 0.5,
+    ) -> None:
+        self.spec = spec
+        self.rundir = rundir
+        self.backend = backend
+        self.tracker = tracker
+        self.training = training
+        self.max_attempts = max_attempts
+        self.poll_s = poll_s
+        self.ledger = Ledger(rundir)
+        self._adopt_finished_parts()
+        self.merged: dict[int, dict[str, object]] = self._load_merged()
+        self.best: Best | None = None
+        self.train_offset = 0
+        self.last_train_step = 0
+        self.result: Finish | None = None
+
+    def _adopt_finished_parts(self) -> None:
+        """A part whose result landed after its controller died is done: never evaluate twice."""
+        for e in list(self.ledger.entries.values()):
+            if e.status is PartStatus.SUBMITTED:
+                value = read_json_or_none(self.rundir.part(e.step, e.dataset))
+                if value is not None and value.get("step") == e.eval_step:
+                    self.ledger.put(e.finished(PartStatus.SUCCEEDED))
+                    logger.info("adopted finished eval part %s/%s", e.step or "final", e.dataset)
+
+    def _load_merged(self) -> dict[int, dict[str, object]]:
+        out: dict[int, dict[str, object]] = {}
+        for path in sorted(self.rundir.eval_dir.glob("step_*.json")):
+            step = ckpt.step_of(path.with_suffix(""))
+            value = read_json_or_none(path)
+            if step is not None and value is not None:
+                out[step] = value
+        return out
+
+    # -- the loop
+    def run(self) -> int:
+        while self.result is None:
+            self.iterate()
+            if self.result is None:
+                time.sleep(self.poll_s)
+        return self.result.exit_code
+
+    def iterate(self) -> None:
+        """One observe-decide-act iteration."""
+        self._publish_train_metrics()
+        for job_id, outcome in self.backend.poll().items():
+            self._record(job_id, outcome)
+        training = self.training.status()
+        snap = Snapshot(
+            datasets=tuple(self.spec.datasets),
+            checkpoints=tuple(self.rundir.complete_checkpoints()),
+            ledger=dict(self.ledger.entries),
+            running=frozenset(self.backend.running()),
+            merged=frozenset(self.merged),
+            final_merged=self.rundir.final.is_file(),
+            best_step=best.step if (best := self._best()) else None,
+            training=training.state,
+            during_training=self.spec.evaluation.during_training,
+            final_full=self.spec.evaluation.final_full,
+            max_attempts=self.max_attempts,
+        )
+        for action in decide(snap):
+            self._act(action, training)
+
+    # -- actions
+    def _act(self, action: Action, training: TrainingStatus) -> None:
+        match action:
+            case SubmitPart():
+                self._submit(action)
+            case MergeStep(step):
+                self._merge_step(step)
+            case MergeFinal(eval_step):
+                self._merge_final(eval_step)
+            case Finish(code, reason):
+                self._publish_train_metrics()
+                if training.error:
+                    logger.error("training failed: %s", training.error)
+                log = logger.info if code == 0 else logger.error
+                log("run %s finished (exit %d): %s", self.rundir.name, code, reason)
+                self.result = action
+
+    def _submit(self, a: SubmitPart) -> None:
+        ds = self.spec.datasets[a.dataset]
+        partial = a.step is not None
+        m = self.spec.model
+        job = EvalJob(
+            step=a.eval_step,
+            dataset=a.dataset,
+            checkpoint=str(ckpt.checkpoint_dir(self.rundir.checkpoints, a.eval_step) / ckpt.HF_DIR),
+            manifest=str(ds.eval),
+            num_classes=ds.num_classes,
+            eval_ratio=ds.eval_ratio if partial else 1.0,
+            partial=partial,
+            seed=self.spec.training.seed,
+            batch_size=self.spec.evaluation.batch_size,
+            prompt=m.prompt,
+            min_pixels=m.min_pixels,
+            max_pixels=m.max_pixels,
+            attn_implementation=m.attn_implementation,
+            out=str(self.rundir.part(a.step, a.dataset)),
+            backend=self.backend.name,
+            attempt=a.attempt,
+        )
+        log = self.rundir.eval_log(a.step, a.dataset, a.attempt)
+        job_id = self.backend.submit(job, log)
+        self.ledger.put(
+            LedgerEntry(
+                step=a.step,
+                dataset=a.dataset,
+                eval_step=a.eval_step,
+                status=PartStatus.SUBMITTED,
+                attempt=a.attempt,
+                backend=self.backend.name,
+                job_id=job_id,
+                submitted_at=time.time(),
+            )
+        )
+        what = "final" if a.step is None else f"step {a.step}"
+        logger.info("eval %s/%s submitted (attempt %d, %s)", what, a.dataset, a.attempt, job_id)
+
+    def _record(self, job_id: str, outcome: Outcome) -> None:
+        entry = self.ledger.by_job(job_id)
+        if entry is None:
+            logger.warning("outcome for unknown eval job %s: %s", job_id, outcome)
+            return
+        if isinstance(outcome, Succeeded):
+            self.ledger.put(entry.finished(PartStatus.SUCCEEDED))
+        else:
+            reason = getattr(outcome, "reason", type(outcome).__name__)
+            self.ledger.put(entry.finished(PartStatus.FAILED, reason))
+            logger.warning(
+                "eval %s/%s attempt %d failed: %s",
+                entry.step if entry.step is not None else "final",
+                entry.dataset,
+                entry.attempt,
+                reason,
+            )
+
+    def _parts(self, step: int | None) -> tuple[dict[str, dict[str, object]], dict[str, str]]:
+        parts: dict[str, dict[str, object]] = {}
+        failed: dict[str, str] = {}
+        for d in self.spec.datasets:
+            e = self.ledger.get((step, d))
+            value = read_json_or_none(self.rundir.part(step, d))
+            if value is not None and e is not None and e.status is PartStatus.SUCCEEDED:
+                parts[d] = value
+            elif e is not None and e.reason:
+                failed[d] = e.reason
+        return parts, failed
+
+    def _merge_step(self, step: int) -> None:
+        parts, failed = self._parts(step)
+        merged = merge_parts(step, parts, self.spec.datasets, partial=True, failed=failed)
+        self.tracker.log_eval(step, flat_metrics(merged))
+        atomic_write_json(self.rundir.merged(step), merged)
+        self.merged[step] = merged
+        best = self._best()
+        if best is not None:
+            atomic_write_json(self.rundir.best, best.to_json())
+            self.tracker.summary(
+                {"best/step": best.step, "best/metric": best.metric, "best/value": best.value}
+            )
+        acc = merged["overall"]["accuracy"]
+        logger.info(
+            "step %d merged: overall accuracy %.4f on %d samples%s; best step %s",
+            step,
+            acc,
+            merged["overall"]["n"],
+            f", missing {sorted(merged['missing'])}" if merged["missing"] else "",
+            best.step if best else "none",
+        )
+
+    def _merge_final(self, eval_step: int) -> None:
+        parts, failed = self._parts(None)
+        merged = merge_parts(eval_step, parts, self.spec.datasets, partial=False, failed=failed)
+        self.tracker.log_final(eval_step, flat_metrics(merged))
+        atomic_write_json(self.rundir.final, merged)
+        logger.info(
+            "final full eval of step %d: overall accuracy %.4f on %d samples (%s)",
+            eval_step,
+            merged["overall"]["accuracy"],
+            merged["overall"]["n"],
+            ", ".join(f"{d} {v['accuracy']:.4f}" for d, v in merged["datasets"].items()),
+        )
+
+    def _best(self) -> Best | None:
+        return choose_best(
+            self.merged.values(), self.spec.best.metric, self.spec.best.resolved_mode
+        )
+
+    def _publish_train_metrics(self) -> None:
+        """Log train metric lines written since the last call (complete lines only)."""
+        path = self.rundir.train_metrics
+        if not path.is_file():
+            return
+        with path.open("rb") as f:
+            f.seek(self.train_offset)
+            data = f.read()
+        end = data.rfind(b"\n") + 1
+        self.train_offset += end
+        for line in data[:end].splitlines():
+            row = json.loads(line)
+            step = int(row.pop("step"))
+            row.pop("time", None)
+            # After a worker restart, steps since the last checkpoint are trained (and
+            # reported) again; the tracker keeps the first report of each step.
+            if step > self.last_train_step:
+                self.tracker.log_train(step, row)
+                self.last_train_step = step

@@ -1,0 +1,140 @@
+"""The run directory: a public interface, laid out in one place.
+
+runs/<run>/
+  spec.toml / spec.json              the resolved spec (overrides applied, absolute paths)
+  checkpoints/step_000500/...         see workers/checkpoint.py
+  eval/step_000500/<dataset>.json     one result part per (step, dataset)
+  eval/step_000500.json               the merged step
+  eval/final/<dataset>.json           parts of the full eval of the best checkpoint
+  eval/final.json                     merged full eval
+  ledger/<step_000500|final>/<dataset>.json   each eval part's state and attempts
+  best.json                           the best checkpoint so far
+  logs/controller.log, logs/train_metrics.jsonl, logs/eval/...
+  wandb/
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from orchestrator.errors import RunDirError
+from workers import checkpoint
+from workers.fsutil import atomic_write_json, atomic_write_text
+
+FINAL = "final"
+
+
+def part_key(step: int | None) -> str:
+    """The folder name of a step's eval parts: step_000500, or final for the full eval."""
+    return FINAL if step is None else f"step_{step:06d}"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    path: Path
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def spec_toml(self) -> Path:
+        return self.path / "spec.toml"
+
+    @property
+    def spec_json(self) -> Path:
+        return self.path / "spec.json"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.path / "eval"
+
+    @property
+    def ledger_dir(self) -> Path:
+        return self.path / "ledger"
+
+    @property
+    def logs(self) -> Path:
+        return self.path / "logs"
+
+    @property
+    def train_metrics(self) -> Path:
+        return self.logs / "train_metrics.jsonl"
+
+    @property
+    def best(self) -> Path:
+        return self.path / "best.json"
+
+    @property
+    def final(self) -> Path:
+        return self.eval_dir / f"{FINAL}.json"
+
+    @property
+    def wandb_dir(self) -> Path:
+        return self.path / "wandb"
+
+    def part(self, step: int | None, dataset: str) -> Path:
+        return self.eval_dir / part_key(step) / f"{dataset}.json"
+
+    def merged(self, step: int | None) -> Path:
+        return self.eval_dir / f"{part_key(step)}.json"
+
+    def ledger(self, step: int | None, dataset: str) -> Path:
+        return self.ledger_dir / part_key(step) / f"{dataset}.json"
+
+    def eval_log(self, step: int | None, dataset: str, attempt: int) -> Path:
+        return self.logs / "eval" / part_key(step) / f"{dataset}.attempt{attempt}.log"
+
+    def complete_checkpoints(self) -> dict[int, Path]:
+        return checkpoint.complete_checkpoints(self.checkpoints)
+
+    def create(self, spec_toml: str, spec_json: dict[str, object]) -> None:
+        for d in (self.checkpoints, self.eval_dir, self.ledger_dir, self.logs):
+            d.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.spec_toml, spec_toml)
+        atomic_write_json(self.spec_json, spec_json)
+
+
+def new_run_name(job_name: str) -> str:
+    return f"{job_name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def find_run(runs_dir: Path, name: str | None) -> RunDir:
+    """The named run, or the most recently created run when name is None."""
+    if name is not None:
+        candidate = Path(name)
+        path = (
+            candidate
+            if candidate.is_dir() and (candidate / "spec.json").exists()
+            else runs_dir / name
+        )
+        if not (path / "spec.json").is_file():
+            raise RunDirError(f"no run {name!r} under {runs_dir} (expected {path}/spec.json)")
+        return RunDir(path)
+    runs = (
+        [p for p in runs_dir.iterdir() if (p / "spec.json").is_file()] if runs_dir.is_dir() else []
+    )
+    if not runs:
+        raise RunDirError(f"no runs under {runs_dir}; start one with `orch submit JOB.toml`")
+    return RunDir(max(runs, key=lambda p: (p / "spec.json").stat().st_mtime))
+
+
+def read_json_or_none(path: Path) -> dict[str, Any] | None:
+    """A result-like JSON file, or None if absent. A malformed file is an error, never skipped."""
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise RunDirError(f"{path}: not valid JSON ({e}); it was not written by orch") from e
+    if not isinstance(value, dict):
+        raise RunDirError(f"{path}: expected a JSON object")
+    return value

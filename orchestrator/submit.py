@@ -1,0 +1,143 @@
+"""`orch submit`: pre-flight checks, the run directory, Ray, the tracker, then the controller."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+import tomli_w
+
+from orchestrator.errors import DataError, RunDirError, SpecError
+from orchestrator.rundir import RunDir, new_run_name
+from orchestrator.spec import JobSpec
+from orchestrator.tracking import NullTracker, Tracker
+
+logger = logging.getLogger("orch.submit")
+
+
+def preflight(spec: JobSpec) -> dict[str, int]:
+    """Check everything that can be checked before compute starts; return train sizes."""
+    from workers.data.manifest import read_manifest
+    from workers.deepspeed_config import build_deepspeed_config
+
+    if not (spec.model.path / "config.json").is_file():
+        raise SpecError(
+            f"model.path: {spec.model.path} has no config.json; point it at a local Hugging Face "
+            "model directory (`orch model tiny --out models/tiny-qwen2.5-vl` makes a tiny one)"
+        )
+    build_deepspeed_config(spec.training, spec.training.num_workers)
+    sizes: dict[str, int] = {}
+    for name, ds in spec.datasets.items():
+        for split, path in (("train", ds.train), ("eval", ds.eval)):
+            samples = read_manifest(path, name, ds.num_classes)
+            missing = [s for s in samples if not s.image_path.is_file()]
+            if missing:
+                raise DataError(
+                    f"datasets.{name}.{split}: {len(missing)} image(s) not found, first: "
+                    f"{missing[0].image_path} (id {missing[0].id})"
+                )
+            if split == "train":
+                sizes[name] = len(samples)
+    return sizes
+
+
+def open_run(spec: JobSpec, run_name: str | None) -> RunDir:
+    """Create a new run directory, or reopen an existing one with the same resolved spec."""
+    name = run_name or new_run_name(spec.name)
+    rundir = RunDir(spec.runs_dir / name)
+    resolved = spec.to_toml_dict()
+    if rundir.spec_json.is_file():
+        stored = JobSpec.model_validate_json(rundir.spec_json.read_text()).to_toml_dict()
+        diff = sorted(_diff(stored, resolved))
+        if diff:
+            raise RunDirError(
+                f"run {name} exists with a different spec ({', '.join(diff)}); "
+                "use a new --run-name, or the same spec to continue this run"
+            )
+        logger.info("continuing run %s", rundir.path)
+        return rundir
+    rundir.create(tomli_w.dumps(resolved), resolved)
+    logger.info("created run %s", rundir.path)
+    return rundir
+
+
+def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: list[str] = []
+        for k in a.keys() | b.keys():
+            out += _diff(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+def start_ray(spec: JobSpec, dashboard: bool) -> None:
+    """Join the configured cluster, or start an embedded Ray sized so that training workers and
+    eval parts fit side by side (logical CPUs: Ray would otherwise queue eval until training
+    ends on a small machine)."""
+    import ray
+
+    if spec.ray_address:
+        ray.init(address=spec.ray_address, log_to_driver=False)
+        return
+    tr, ev = spec.training, spec.evaluation
+    cpus = math.ceil(tr.num_workers * tr.cpus_per_worker + ev.max_concurrent * ev.cpus_per_task)
+    ray.init(
+        num_cpus=cpus,
+        include_dashboard=dashboard,
+        dashboard_host="127.0.0.1",
+        log_to_driver=False,
+        configure_logging=False,
+    )
+    if dashboard:
+        ctx = ray.get_runtime_context()
+        logger.info("Ray dashboard: http://%s", getattr(ctx, "dashboard_url", "127.0.0.1:8265"))
+
+
+def make_tracker(spec: JobSpec, rundir: RunDir) -> Tracker:
+    if spec.tracking.mode == "disabled":
+        return NullTracker()
+    from orchestrator.tracking import WandbTracker
+
+    return WandbTracker(
+        run_dir=rundir.path,
+        run_name=rundir.name,
+        project=spec.tracking.project,
+        mode=spec.tracking.mode,
+        config=spec.to_toml_dict(),
+        entity=spec.tracking.entity,
+        tags=spec.tracking.tags,
+    )
+
+
+def submit(spec: JobSpec, *, run_name: str | None = None, dashboard: bool = True) -> int:
+    """Run a job to the end in this process; return the exit code."""
+    import ray
+
+    from orchestrator.backends.local import LocalBackend
+    from orchestrator.backends.ray_tasks import RayBackend
+    from orchestrator.controller import Controller
+    from orchestrator.logs import add_file_log
+    from orchestrator.training import RayTrainRun
+
+    sizes = preflight(spec)
+    logger.info("pre-flight ok: %s", ", ".join(f"{n} {k} train samples" for n, k in sizes.items()))
+    rundir = open_run(spec, run_name)
+    add_file_log(rundir.logs / "controller.log")
+    start_ray(spec, dashboard)
+    tracker = make_tracker(spec, rundir)
+    backend = (
+        RayBackend(spec.evaluation.cpus_per_task)
+        if spec.evaluation.backend == "ray"
+        else LocalBackend(max(1, int(spec.evaluation.cpus_per_task)))
+    )
+    code = 1
+    try:
+        training = RayTrainRun(spec, rundir).start()
+        code = Controller(spec, rundir, backend, tracker, training).run()
+    finally:
+        backend.close()
+        tracker.finish(code)
+        ray.shutdown()
+    logger.info("run directory: %s", rundir.path)
+    return code

@@ -1,0 +1,317 @@
+"""The controller stepped one iteration at a time against a scripted fake backend and a fake
+training handle; the run directory is real (checkpoints are directories with COMPLETE)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from orchestrator.backends.base import Failed, Outcome, Succeeded
+from orchestrator.controller import (
+    Controller,
+    Finish,
+    MergeFinal,
+    MergeStep,
+    Snapshot,
+    SubmitPart,
+    TrainingState,
+    TrainingStatus,
+    decide,
+)
+from orchestrator.ledger import Ledger, LedgerEntry, PartStatus
+from orchestrator.rundir import RunDir
+from orchestrator.spec import validate_spec
+from orchestrator.tracking import MemoryTracker
+from workers import checkpoint as ckpt
+from workers.evaluate import EvalJob
+from workers.fsutil import atomic_write_json
+
+JOB_IDS = itertools.count()
+
+
+def snapshot(**kw: object) -> Snapshot:
+    base = dict(
+        datasets=("a", "b"),
+        checkpoints=(),
+        ledger={},
+        running=frozenset(),
+        merged=frozenset(),
+        final_merged=False,
+        best_step=None,
+        training=TrainingState.RUNNING,
+        during_training=True,
+        final_full=True,
+        max_attempts=2,
+    )
+    return Snapshot(**(base | kw))  # type: ignore[arg-type]
+
+
+def entry(
+    step: int | None, d: str, status: PartStatus, attempt: int = 1, job: str = "j"
+) -> LedgerEntry:
+    return LedgerEntry(step, d, step or 10, status, attempt, "fake", job, 0.0)
+
+
+def test_decide_submits_every_dataset_of_a_new_checkpoint() -> None:
+    assert decide(snapshot(checkpoints=(10,))) == [
+        SubmitPart(10, "a", 10, 1),
+        SubmitPart(10, "b", 10, 1),
+    ]
+
+
+def test_decide_merges_when_all_parts_settled_and_retries_failures() -> None:
+    led = {
+        (10, "a"): entry(10, "a", PartStatus.SUCCEEDED),
+        (10, "b"): entry(10, "b", PartStatus.FAILED),
+    }
+    assert decide(snapshot(checkpoints=(10,), ledger=led)) == [SubmitPart(10, "b", 10, 2)]
+    led[(10, "b")] = entry(10, "b", PartStatus.FAILED, attempt=2)
+    assert decide(snapshot(checkpoints=(10,), ledger=led)) == [MergeStep(10)]
+
+
+def test_decide_resubmits_parts_lost_with_a_previous_controller() -> None:
+    led = {
+        (10, "a"): entry(10, "a", PartStatus.SUBMITTED, job="old"),
+        (10, "b"): entry(10, "b", PartStatus.SUBMITTED, job="live"),
+    }
+    assert decide(snapshot(checkpoints=(10,), ledger=led, running=frozenset({"live"}))) == [
+        SubmitPart(10, "a", 10, 2)
+    ]
+
+
+def test_decide_final_eval_of_best_then_finish() -> None:
+    done = {(10, d): entry(10, d, PartStatus.SUCCEEDED) for d in "ab"}
+    s = snapshot(checkpoints=(10,), ledger=done, merged=frozenset({10}), best_step=10)
+    assert decide(s) == []  # training still running: nothing to do
+    s = snapshot(
+        checkpoints=(10,),
+        ledger=done,
+        merged=frozenset({10}),
+        best_step=10,
+        training=TrainingState.SUCCEEDED,
+    )
+    assert decide(s) == [SubmitPart(None, "a", 10, 1), SubmitPart(None, "b", 10, 1)]
+    led = done | {(None, d): entry(None, d, PartStatus.SUCCEEDED) for d in "ab"}
+    s = snapshot(
+        checkpoints=(10,),
+        ledger=led,
+        merged=frozenset({10}),
+        best_step=10,
+        training=TrainingState.SUCCEEDED,
+    )
+    assert decide(s) == [MergeFinal(10)]
+    s = snapshot(
+        checkpoints=(10,),
+        ledger=led,
+        merged=frozenset({10}),
+        best_step=10,
+        training=TrainingState.SUCCEEDED,
+        final_merged=True,
+    )
+    assert decide(s) == [Finish(0, "done")]
+
+
+def test_decide_failed_training_finishes_nonzero_after_pending_evals() -> None:
+    s = snapshot(checkpoints=(10,), training=TrainingState.FAILED)
+    assert decide(s) == [SubmitPart(10, "a", 10, 1), SubmitPart(10, "b", 10, 1)]
+    s = snapshot(checkpoints=(10,), merged=frozenset({10}), training=TrainingState.FAILED)
+    assert decide(s) == [Finish(1, "training failed")]
+
+
+def test_decide_permanent_eval_failure_is_a_nonzero_finish() -> None:
+    led = {
+        (10, "a"): entry(10, "a", PartStatus.SUCCEEDED),
+        (10, "b"): entry(10, "b", PartStatus.FAILED, attempt=2),
+    }
+    s = snapshot(
+        checkpoints=(10,),
+        ledger=led,
+        merged=frozenset({10}),
+        training=TrainingState.SUCCEEDED,
+        final_full=False,
+    )
+    assert decide(s) == [Finish(1, "eval parts failed for good: 10/b")]
+
+
+# ---------------------------------------------------------------- the shell, with fakes
+
+
+@dataclass
+class FakeBackend:
+    """Scripted: each submitted job finishes on the next poll; `fail` lists (step, dataset,
+    attempt) triples that fail. A successful job writes a result like the real worker."""
+
+    fail: set[tuple[int | None, str, int]] = field(default_factory=set)
+    accuracy: dict[int, float] = field(default_factory=dict)
+    name: str = "fake"
+    submitted: list[EvalJob] = field(default_factory=list)
+    _pending: dict[str, EvalJob] = field(default_factory=dict)
+
+    def submit(self, job: EvalJob, log_path: Path) -> str:
+        job_id = f"job{next(JOB_IDS)}"  # unique across backends, like Ray task ids
+        self.submitted.append(job)
+        self._pending[job_id] = job
+        return job_id
+
+    def poll(self) -> dict[str, Outcome]:
+        out = {job_id: self.poll_one(job) for job_id, job in self._pending.items()}
+        self._pending.clear()
+        return out
+
+    def poll_one(self, job: EvalJob) -> Outcome:
+        if (job.step if job.partial else None, job.dataset, job.attempt) in self.fail:
+            return Failed("scripted failure")
+        acc = self.accuracy.get(job.step, 0.5)
+        n = 100 if job.partial else 200
+        atomic_write_json(
+            Path(job.out),
+            {
+                "schema": 1,
+                "step": job.step,
+                "dataset": job.dataset,
+                "partial": job.partial,
+                "n": n,
+                "correct": round(acc * n),
+                "metrics": {"loss": 1 - acc, "accuracy": acc},
+            },
+        )
+        return Succeeded(Path(job.out))
+
+    def running(self) -> set[str]:
+        return set(self._pending)
+
+    def cancel(self, job_id: str) -> None:
+        self._pending.pop(job_id, None)
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class FakeTraining:
+    state: TrainingState = TrainingState.RUNNING
+
+    def status(self) -> TrainingStatus:
+        return TrainingStatus(self.state)
+
+
+def make_spec(tmp_path: Path) -> object:
+    raw = {
+        "name": "t",
+        "runs_dir": str(tmp_path),
+        "model": {"path": str(tmp_path / "m")},
+        "datasets": {
+            "a": {"train": "x", "eval": "x", "num_classes": 2},
+            "b": {"train": "x", "eval": "x", "num_classes": 3},
+        },
+        "training": {"max_steps": 30},
+    }
+    return validate_spec(raw)
+
+
+def add_checkpoint(rundir: RunDir, step: int) -> None:
+    d = ckpt.checkpoint_dir(rundir.checkpoints, step)
+    (d / ckpt.HF_DIR).mkdir(parents=True)
+    atomic_write_json(d / ckpt.COMPLETE, {"step": step})
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> tuple[object, RunDir]:
+    spec = make_spec(tmp_path)
+    rundir = RunDir(tmp_path / "run")
+    rundir.create("", {})
+    return spec, rundir
+
+
+def test_controller_evaluates_merges_picks_best_and_final(run: tuple[object, RunDir]) -> None:
+    spec, rundir = run
+    backend = FakeBackend(accuracy={10: 0.6, 20: 0.9, 30: 0.7})
+    tracker = MemoryTracker()
+    training = FakeTraining()
+    c = Controller(spec, rundir, backend, tracker, training, poll_s=0)  # type: ignore[arg-type]
+    c.iterate()
+    assert backend.submitted == []  # no checkpoint yet
+    (rundir.checkpoints / "step_000010").mkdir(parents=True)  # incomplete: no COMPLETE marker
+    c.iterate()
+    assert backend.submitted == []
+    add_checkpoint(rundir, 20)
+    add_checkpoint(rundir, 10)
+    atomic_write_json(rundir.checkpoints / "step_000010" / ckpt.COMPLETE, {"step": 10})
+    c.iterate()  # submit 4 parts
+    assert sorted((j.step, j.dataset) for j in backend.submitted) == [
+        (10, "a"),
+        (10, "b"),
+        (20, "a"),
+        (20, "b"),
+    ]
+    c.iterate()  # outcomes -> merge both steps
+    assert json.loads(rundir.merged(20).read_text())["overall"]["accuracy"] == pytest.approx(0.9)
+    assert json.loads(rundir.best.read_text())["step"] == 20
+    add_checkpoint(rundir, 30)
+    training.state = TrainingState.SUCCEEDED
+    c.iterate()  # step 30 parts
+    c.iterate()  # merge 30
+    c.iterate()  # final parts of the best step (20)
+    finals = [j for j in backend.submitted if not j.partial]
+    assert sorted(j.dataset for j in finals) == ["a", "b"] and {j.step for j in finals} == {20}
+    assert all(j.eval_ratio == 1.0 for j in finals)
+    c.iterate()  # merge final
+    c.iterate()  # finish
+    assert c.result == Finish(0, "done")
+    final = json.loads(rundir.final.read_text())
+    assert final["step"] == 20 and final["partial"] is False and final["overall"]["n"] == 400
+    # Eval metrics on their own axis = the checkpoint's step, in the order they were merged.
+    assert [s for s, _ in tracker.eval] == [10, 20, 30]
+    assert tracker.final[0][0] == 20
+    # Every part is recorded in the durable ledger, and inputs are kept.
+    assert len(Ledger(rundir).entries) == 8
+    assert rundir.part(10, "a").is_file()
+
+
+def test_failed_part_is_retried_then_merged_as_missing(run: tuple[object, RunDir]) -> None:
+    spec, rundir = run
+    backend = FakeBackend(fail={(10, "b", 1), (10, "b", 2)})
+    c = Controller(spec, rundir, backend, MemoryTracker(), FakeTraining(), poll_s=0)  # type: ignore[arg-type]
+    add_checkpoint(rundir, 10)
+    for _ in range(4):
+        c.iterate()
+    attempts = [j.attempt for j in backend.submitted if j.dataset == "b"]
+    assert attempts == [1, 2]
+    merged = json.loads(rundir.merged(10).read_text())
+    assert merged["missing"] == {"b": "scripted failure"}
+    assert merged["datasets"].keys() == {"a"}
+
+
+@pytest.mark.parametrize("crash_after", [1, 2, 3, 4])
+def test_a_new_controller_rebuilds_from_the_run_directory(
+    run: tuple[object, RunDir], crash_after: int
+) -> None:
+    """Kill the controller after k iterations (its backend jobs die with it), start a new one
+    on the same run directory: every checkpoint ends merged once, nothing is merged twice."""
+    spec, rundir = run
+    add_checkpoint(rundir, 10)
+    add_checkpoint(rundir, 20)
+    first = FakeBackend()
+    tracker = MemoryTracker()
+    c1 = Controller(spec, rundir, first, tracker, FakeTraining(TrainingState.SUCCEEDED), poll_s=0)  # type: ignore[arg-type]
+    for _ in range(crash_after):
+        c1.iterate()
+    # A part that lands after the controller died (its process outlived it) is adopted.
+    for job in first._pending.values():
+        if job.dataset == "a":
+            first.poll_one(job)
+    done = {(j.step, j.dataset, j.partial) for j in first.submitted if Path(j.out).is_file()}
+    second = FakeBackend()
+    c2 = Controller(spec, rundir, second, tracker, FakeTraining(TrainingState.SUCCEEDED), poll_s=0)  # type: ignore[arg-type]
+    for _ in range(10):
+        if c2.result is None:
+            c2.iterate()
+    assert c2.result == Finish(0, "done")
+    assert sorted(s for s, _ in tracker.eval) == [10, 20]  # each step published exactly once
+    assert len(tracker.final) == 1
+    redone = {(j.step, j.dataset, j.partial) for j in second.submitted}
+    assert not done & redone  # a part that finished before the crash is not evaluated again

@@ -1,0 +1,164 @@
+"""The whole loop through the real CLI, real Ray, real DeepSpeed (ZeRO-2 on CPU, gloo) and
+wandb offline, read back from its run file."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from orchestrator.tracking import find_offline_runs, read_offline_run
+from tests.conftest import demo_job
+
+pytestmark = pytest.mark.e2e
+
+
+def orch(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+
+
+def only_run(tmp_path: Path) -> Path:
+    runs = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def test_demo_mix_end_to_end(tmp_path: Path, demo_data: Path, tiny_model: Path) -> None:
+    job = demo_job(tmp_path, demo_data, tiny_model, max_steps=120, checkpoint_every=40)
+    proc = orch("submit", str(job), "--no-dashboard", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    run = only_run(tmp_path)
+    datasets = ["digits", "faces", "textures"]
+
+    # Every checkpoint evaluated for every dataset, and merged.
+    steps = sorted(int(p.name.split("_")[1]) for p in (run / "checkpoints").iterdir())
+    assert steps == [40, 80, 120]
+    for step in steps:
+        for d in datasets:
+            part = json.loads((run / "eval" / f"step_{step:06d}" / f"{d}.json").read_text())
+            assert part["step"] == step and part["partial"] is True and part["n"] > 0
+        merged = json.loads((run / "eval" / f"step_{step:06d}.json").read_text())
+        assert sorted(merged["datasets"]) == datasets and merged["missing"] == {}
+
+    # Partial eval used eval_ratio (digits 0.5) on a stratified subset; the final used all.
+    digits_test = sum(1 for _ in (demo_data / "digits" / "test.jsonl").open())
+    part = json.loads((run / "eval" / "step_000040" / "digits.json").read_text())
+    assert abs(part["n"] - digits_test / 2) <= 10
+
+    # The final full eval of the best step, and `orch results --json` agrees with the files.
+    best = json.loads((run / "best.json").read_text())
+    final = json.loads((run / "eval" / "final.json").read_text())
+    assert final["step"] == best["step"] and final["partial"] is False
+    assert final["datasets"]["digits"]["n"] == digits_test
+    res = orch("results", str(run), "--json", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    results = json.loads(res.stdout)
+    assert results["best"]["step"] == best["step"]
+    assert [s["step"] for s in results["steps"]] == steps
+    assert results["final"]["overall"]["accuracy"] == pytest.approx(final["overall"]["accuracy"])
+    # Well above chance (digits 0.1, textures 0.1, faces 0.5) after 120 tiny steps.
+    assert final["overall"]["accuracy"] > 0.5, final
+
+    # wandb, read back from the offline run file: eval values on the eval step axis.
+    files = find_offline_runs(run / "wandb")
+    assert len(files) == 1
+    wb = read_offline_run(files[0])
+    evals = [r for r in wb.history if "eval/step" in r]
+    assert sorted(r["eval/step"] for r in evals) == steps
+    for r in evals:
+        merged = json.loads((run / "eval" / f"step_{r['eval/step']:06d}.json").read_text())
+        assert r["eval/overall/accuracy"] == pytest.approx(merged["overall"]["accuracy"])
+    train_steps = [r["train/step"] for r in wb.history if "train/step" in r]
+    assert train_steps == sorted(train_steps) and train_steps[-1] == 120
+    wandb_steps = [r["_step"] for r in wb.history if "_step" in r]
+    assert wandb_steps == sorted(wandb_steps)  # the main step never regresses
+    assert wb.summary["best/step"] == best["step"]
+    assert wb.summary["final/overall/accuracy"] == pytest.approx(final["overall"]["accuracy"])
+    assert wb.config["training"]["max_steps"] == 120
+
+
+def _train_workers(parent: int) -> list[psutil.Process]:
+    found = []
+    for p in psutil.Process(parent).children(recursive=True):
+        try:
+            if "RayTrainWorker" in " ".join(p.cmdline()):
+                found.append(p)
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
+def test_worker_killed_mid_run_resumes_from_last_checkpoint(
+    tmp_path: Path, demo_data: Path, tiny_model: Path
+) -> None:
+    job = demo_job(
+        tmp_path, demo_data, tiny_model, max_steps=300, checkpoint_every=100, max_failures=1
+    )
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.cli",
+            "submit",
+            str(job),
+            "--no-dashboard",
+            "--set",
+            "evaluation.final_full=false",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    try:
+        deadline = time.time() + 300
+        marker = None
+        while time.time() < deadline:
+            runs = list((tmp_path / "runs").glob("*/checkpoints/step_000100/COMPLETE"))
+            if runs:
+                marker = runs[0]
+                break
+            time.sleep(0.05)
+        assert marker is not None, "first checkpoint never completed"
+        workers = _train_workers(proc.pid)
+        assert len(workers) == 2, workers
+        os.kill(workers[-1].pid, signal.SIGKILL)
+        out, _ = proc.communicate(timeout=400)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out[-4000:]
+    run = only_run(tmp_path)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        "step_000100",
+        "step_000200",
+        "step_000300",
+    ]
+    events = [json.loads(line) for line in (run / "logs" / "train_events.jsonl").open()]
+    starts = [e for e in events if e["event"] == "started"]
+    # The worker group was restarted once, from a complete checkpoint (weights, optimizer, step).
+    assert len(starts) == 2, events
+    assert starts[0]["step"] == 0 and starts[0]["resumed_from"] is None
+    assert starts[1]["step"] in (100, 200)
+    assert starts[1]["resumed_from"].endswith(f"step_{starts[1]['step']:06d}")
+    assert events[-1] == {**events[-1], "event": "finished", "step": 300}
+    logged = [json.loads(line)["step"] for line in (run / "logs" / "train_metrics.jsonl").open()]
+    assert max(logged) == 300
+    for step in (100, 200, 300):
+        assert (run / "eval" / f"step_{step:06d}.json").is_file()

@@ -1,0 +1,257 @@
+"""The per-rank training loop, run by Ray Train workers; DeepSpeed owns the optimiser step.
+
+It reads the resolved spec from the run directory, resumes from the latest complete checkpoint
+if there is one (which is how a restarted worker group continues after a failure), trains, writes
+train metrics to logs/train_metrics.jsonl (rank 0) and checkpoints every N steps. It never
+launches evaluation or talks to a tracker: the controller watches the files it writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from orchestrator.spec import JobSpec
+from workers import checkpoint as ckpt
+from workers.data.encode import ClassificationEncoder
+from workers.data.manifest import read_manifest
+from workers.data.mixture import MixturePosition, MixtureSampler, rank_slice
+from workers.deepspeed_config import build_deepspeed_config
+from workers.fsutil import atomic_write_json
+from workers.models.classifier import (
+    VLMClassifier,
+    build_classifier,
+    classification_loss,
+    save_classifier,
+)
+
+logger = logging.getLogger("orch.train")
+
+
+@dataclass
+class Paths:
+    run_dir: Path
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.run_dir / "checkpoints"
+
+    @property
+    def metrics(self) -> Path:
+        return self.run_dir / "logs" / "train_metrics.jsonl"
+
+    @property
+    def events(self) -> Path:
+        """Starts, restarts and the end of training, one JSON line each."""
+        return self.run_dir / "logs" / "train_events.jsonl"
+
+
+def train_loop_per_worker(config: dict[str, Any]) -> None:
+    """Ray Train entry point. ``config``: {"run_dir": str}."""
+    import deepspeed
+    import ray.train
+    import ray.train.torch
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    paths = Paths(Path(config["run_dir"]))
+    spec = JobSpec.model_validate_json((paths.run_dir / "spec.json").read_text())
+    tr = spec.training
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s rank{rank} %(name)s: %(message)s")
+    torch.set_num_threads(max(1, int(tr.cpus_per_worker)))
+    torch.manual_seed(tr.seed)
+    device = ray.train.torch.get_device()
+    dtype = torch.bfloat16 if tr.bf16 else torch.float32
+
+    # ---- data and model
+    data = {n: read_manifest(d.train, n, d.num_classes) for n, d in spec.datasets.items()}
+    num_classes = {n: d.num_classes for n, d in spec.datasets.items()}
+    encoder = ClassificationEncoder(
+        spec.model.path, spec.model.prompt, spec.model.min_pixels, spec.model.max_pixels
+    )
+    model = build_classifier(
+        spec.model.path, spec.num_labels, spec.model.pooling, spec.model.attn_implementation
+    )
+    max_steps = resolve_max_steps(spec, {n: len(s) for n, s in data.items()})
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tr.lr, weight_decay=tr.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(spec, max_steps))
+    engine, _, _, _ = deepspeed.initialize(
+        model=model,
+        optimizer=optimizer,
+        lr_scheduler=scheduler,
+        config=build_deepspeed_config(tr, world),
+        dist_init_required=False,
+    )
+
+    # ---- resume from the latest complete checkpoint (after a worker failure or a requeue)
+    step, position = 0, None
+    latest = ckpt.latest_complete(paths.checkpoints)
+    if latest is not None:
+        engine.load_checkpoint(str(latest), tag=ckpt.DEEPSPEED_TAG)
+        state = json.loads((latest / ckpt.TRAINER_STATE).read_text())
+        step, position = int(state["step"]), MixturePosition.from_json(state["data_position"])
+        logger.info("resumed from %s at step %d", latest, step)
+    if rank == 0:
+        append_jsonl(
+            paths.events,
+            {
+                "event": "started",
+                "step": step,
+                "world_size": world,
+                "resumed_from": str(latest) if latest else None,
+            },
+        )
+    sampler = MixtureSampler(
+        {n: len(s) for n, s in data.items()},
+        {n: d.weight for n, d in spec.datasets.items()},
+        tr.seed,
+        position,
+    )
+
+    # ---- train
+    stats = RunningStats(sorted(data))
+    global_micro = tr.batch_size * world
+    t_log = time.perf_counter()
+    while step < max_steps:
+        step += 1
+        for micro in range(tr.grad_accum):
+            picks = rank_slice(sampler.global_batch(step, micro, global_micro), rank, world)
+            batch = encoder.encode([data[n][i] for n, i in picks], num_classes)
+            logits = engine(**batch.model_inputs(device, dtype))
+            losses, masked = classification_loss(
+                logits, batch.labels.to(device), batch.num_classes.to(device), batch.ids
+            )
+            engine.backward(losses.mean())
+            engine.step()
+            stats.add(batch.datasets, losses.detach(), masked.argmax(-1) == batch.labels.to(device))
+        if step % tr.log_every == 0 or step == max_steps:
+            row = stats.reduce_and_reset(device)
+            elapsed = time.perf_counter() - t_log
+            t_log = time.perf_counter()
+            row |= {
+                "lr": float(scheduler.get_last_lr()[0]),
+                "step_time_s": elapsed / tr.log_every,
+                "samples_per_s": row["n"] / elapsed if elapsed > 0 else 0.0,
+            }
+            if rank == 0:
+                append_jsonl(paths.metrics, {"step": step, **row})
+        if step % tr.checkpoint_every == 0 or step == max_steps:
+            save_checkpoint(engine, spec, paths, step, sampler.pos, rank)
+    if rank == 0:
+        append_jsonl(paths.events, {"event": "finished", "step": step})
+    logger.info("training finished at step %d", step)
+
+
+def resolve_max_steps(spec: JobSpec, sizes: dict[str, int]) -> int:
+    tr = spec.training
+    if tr.max_steps is not None:
+        return tr.max_steps
+    assert tr.epochs is not None
+    return max(1, math.ceil(tr.epochs * sum(sizes.values()) / tr.global_batch))
+
+
+def lr_lambda(spec: JobSpec, max_steps: int) -> Any:
+    tr = spec.training
+
+    def factor(i: int) -> float:  # i counts optimiser steps taken so far
+        if i < tr.warmup_steps:
+            return (i + 1) / tr.warmup_steps
+        if tr.lr_schedule == "constant":
+            return 1.0
+        progress = (i - tr.warmup_steps) / max(1, max_steps - tr.warmup_steps)
+        if tr.lr_schedule == "linear":
+            return max(0.0, 1.0 - progress)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+class RunningStats:
+    """Per-dataset sums of loss, correct and n since the last report, all-reduced over ranks."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+        self.sums = torch.zeros(len(names), 3, dtype=torch.float64)
+
+    def add(self, datasets: list[str], losses: torch.Tensor, correct: torch.Tensor) -> None:
+        for name, loss, ok in zip(datasets, losses.tolist(), correct.tolist(), strict=True):
+            i = self.names.index(name)
+            self.sums[i] += torch.tensor([loss, float(ok), 1.0], dtype=torch.float64)
+
+    def reduce_and_reset(self, device: torch.device) -> dict[str, float]:
+        sums = self.sums.clone().to(device)  # .to() on CPU aliases; zero_() below must not
+        if dist.is_initialized():
+            dist.all_reduce(sums)
+        sums = sums.cpu()
+        self.sums.zero_()
+        row: dict[str, float] = {}
+        for name, (loss, correct, n) in zip(self.names, sums.tolist(), strict=True):
+            if n > 0:
+                row[f"{name}/loss"] = loss / n
+                row[f"{name}/accuracy"] = correct / n
+        total = sums.sum(0).tolist()
+        row |= {"loss": total[0] / total[2], "accuracy": total[1] / total[2], "n": total[2]}
+        return row
+
+
+def append_jsonl(path: Path, row: dict[str, Any]) -> None:
+    # One line per record, written with a single write call so a reader never sees half a line
+    # as complete (the controller only consumes lines that end with a newline).
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps({**row, "time": time.time()}) + "\n"
+    with path.open("a") as f:
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def save_checkpoint(
+    engine: Any, spec: JobSpec, paths: Paths, step: int, position: MixturePosition, rank: int
+) -> None:
+    """DeepSpeed state on every rank, HF weights and trainer state on rank 0, COMPLETE last."""
+    import deepspeed
+
+    target = ckpt.checkpoint_dir(paths.checkpoints, step)
+    if rank == 0 and target.exists() and not (target / ckpt.COMPLETE).exists():
+        shutil.rmtree(target)  # a partial write from a failed attempt; never read as valid
+    dist.barrier()
+    engine.save_checkpoint(str(target), tag=ckpt.DEEPSPEED_TAG)
+    module: VLMClassifier = engine.module
+    # Under ZeRO-3 parameters are partitioned: gather them (every rank enters) to export.
+    gather = (
+        deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None)
+        if engine.zero_optimization_stage() == 3
+        else contextlib.nullcontext()
+    )
+    with gather:
+        if rank == 0:
+            datasets = {
+                n: {"num_classes": d.num_classes, "labels": label_names(d.labels)}
+                for n, d in spec.datasets.items()
+            }
+            save_classifier(module, target / ckpt.HF_DIR, spec.model.path, datasets)
+    if rank == 0:
+        atomic_write_json(
+            target / ckpt.TRAINER_STATE, {"step": step, "data_position": position.to_json()}
+        )
+    dist.barrier()  # every rank's DeepSpeed shard is on disk before the marker
+    if rank == 0:
+        atomic_write_json(target / ckpt.COMPLETE, {"step": step, "time": time.time()})
+        logger.info("checkpoint %s complete", target.name)
+
+
+def label_names(path: Path | None) -> list[str] | None:
+    return json.loads(path.read_text()) if path is not None and path.is_file() else None
