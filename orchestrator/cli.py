@@ -43,6 +43,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs-dir", type=Path, default=Path("runs"))
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
 
+    p = sub.add_parser("status", help="training progress, checkpoints, eval parts, best")
+    p.add_argument("run", nargs="?", help="run name or directory (default: the latest run)")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("logs", help="print a run's controller log (and eval logs)")
+    p.add_argument("run", nargs="?", help="run name or directory (default: the latest run)")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    p.add_argument("--eval", action="store_true", help="also the eval parts' logs")
+
     p = sub.add_parser("data", help="datasets")
     dsub = p.add_subparsers(dest="data_command", required=True)
     d = dsub.add_parser("demo", help="build the offline demo datasets")
@@ -102,12 +112,27 @@ def _dispatch(args: argparse.Namespace) -> int:
         else:
             render(results)
         return 0
+    if args.command in ("status", "logs"):
+        from orchestrator.rundir import find_run
+        from orchestrator.status import collect_status, log_files, render_status
+
+        rundir = find_run(args.runs_dir, args.run)
+        if args.command == "logs":
+            for path in log_files(rundir, args.eval):
+                sys.stdout.write(f"==> {path} <==\n{path.read_text()}\n")
+            return 0
+        status = collect_status(rundir)
+        if args.json:
+            sys.stdout.write(json.dumps(status, indent=2) + "\n")
+        else:
+            render_status(status)
+        return 0
     if args.command == "data":
         from workers.data.demo import build_demo
 
-        for ds in build_demo(args.out, force=args.force):
+        for built in build_demo(args.out, force=args.force):
             logger.info(
-                "%s: %d train, %d test, %d classes", ds.name, ds.n_train, ds.n_test, ds.num_classes
+                "%s: %d train, %d test, %d classes", built.name, built.n_train, built.n_test, built.num_classes
             )
         return 0
     if args.command == "model":
