@@ -228,7 +228,9 @@ def save_checkpoint(
     if rank == 0 and target.exists() and not (target / ckpt.COMPLETE).exists():
         shutil.rmtree(target)  # a partial write from a failed attempt; never read as valid
     dist.barrier()
+    t0 = time.perf_counter()
     engine.save_checkpoint(str(target), tag=ckpt.DEEPSPEED_TAG)
+    t_ds = time.perf_counter() - t0
     module: VLMClassifier = engine.module
     # Under ZeRO-3 parameters are partitioned: gather them (every rank enters) to export.
     gather = (
@@ -247,9 +249,21 @@ def save_checkpoint(
         atomic_write_json(
             target / ckpt.TRAINER_STATE, {"step": step, "data_position": position.to_json()}
         )
+    t_hf = time.perf_counter() - t0 - t_ds
     dist.barrier()  # every rank's DeepSpeed shard is on disk before the marker
     if rank == 0:
         atomic_write_json(target / ckpt.COMPLETE, {"step": step, "time": time.time()})
+        # The HF export exists only for evaluation: it is the training loop's whole eval cost.
+        append_jsonl(
+            paths.events,
+            {
+                "event": "checkpoint",
+                "step": step,
+                "deepspeed_s": t_ds,
+                "hf_export_s": t_hf,
+                "total_s": time.perf_counter() - t0,
+            },
+        )
         logger.info("checkpoint %s complete", target.name)
 
 

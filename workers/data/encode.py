@@ -1,0 +1,95 @@
+"""Turn (image, prompt) pairs into Qwen-VL model inputs, with the model directory's own
+tokenizer, chat template and image processor: the same path for the tiny model and a 7B.
+
+Qwen's AutoProcessor needs torchvision (its video processor), which does not install beside our
+torch; the image processor and tokenizer are used directly, and each ``<|image_pad|>`` is expanded
+to grid_t*grid_h*grid_w / merge_size**2 tokens, exactly as the processor would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from workers.data.manifest import Sample
+
+IMAGE_PAD = "<|image_pad|>"
+
+
+@dataclass
+class ClassificationBatch:
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    pixel_values: torch.Tensor
+    image_grid_thw: torch.Tensor
+    labels: torch.Tensor
+    num_classes: torch.Tensor
+    datasets: list[str]
+    ids: list[str]
+
+    def model_inputs(self, device: torch.device, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        return {
+            "input_ids": self.input_ids.to(device),
+            "attention_mask": self.attention_mask.to(device),
+            "pixel_values": self.pixel_values.to(device, dtype),
+            "image_grid_thw": self.image_grid_thw.to(device),
+        }
+
+
+class ClassificationEncoder:
+    def __init__(self, model_dir: Path, prompt: str, min_pixels: int, max_pixels: int) -> None:
+        from transformers import AutoImageProcessor, AutoTokenizer
+
+        self.tokenizer = AutoTokenizer.from_pretrained(str(model_dir), local_files_only=True)
+        self.image_processor = AutoImageProcessor.from_pretrained(
+            str(model_dir), local_files_only=True
+        )
+        self.size = {"shortest_edge": min_pixels, "longest_edge": max_pixels}
+        self.merge = int(self.image_processor.merge_size)
+        messages: list[dict[str, Any]] = [
+            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}
+        ]
+        self.template = str(self.tokenizer.apply_chat_template(messages, tokenize=False))
+        if self.template.count(IMAGE_PAD) != 1:
+            raise ValueError(
+                f"{model_dir}: chat template must render one {IMAGE_PAD} per image; got "
+                f"{self.template!r}"
+            )
+        pad = self.tokenizer.pad_token_id
+        self.pad_id = int(pad if pad is not None else self.tokenizer.eos_token_id)
+
+    def encode(self, samples: Sequence[Sample], num_classes: dict[str, int]) -> ClassificationBatch:
+        images = [load_rgb(s.image_path) for s in samples]
+        vision = self.image_processor(images=images, size=self.size, return_tensors="pt")
+        grid = vision["image_grid_thw"]
+        rows: list[list[int]] = []
+        for thw in grid.tolist():
+            n_tokens = thw[0] * thw[1] * thw[2] // self.merge**2
+            text = self.template.replace(IMAGE_PAD, IMAGE_PAD * n_tokens)
+            rows.append(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        width = max(len(r) for r in rows)
+        input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):  # right padding: pooling and positions ignore the tail
+            input_ids[i, : len(r)] = torch.tensor(r)
+            attention[i, : len(r)] = 1
+        return ClassificationBatch(
+            input_ids=input_ids,
+            attention_mask=attention,
+            pixel_values=vision["pixel_values"],
+            image_grid_thw=grid,
+            labels=torch.tensor([s.label for s in samples], dtype=torch.long),
+            num_classes=torch.tensor([num_classes[s.dataset] for s in samples], dtype=torch.long),
+            datasets=[s.dataset for s in samples],
+            ids=[s.id for s in samples],
+        )
+
+
+def load_rgb(path: Path) -> Image.Image:
+    with Image.open(path) as im:
+        return im.convert("RGB")

@@ -1,0 +1,169 @@
+"""A classifier over a Qwen-VL backbone: pooled hidden state -> one shared head.
+
+Datasets of the mix have different class counts but share one head of width num_labels (the
+largest count). Each row's logits past its dataset's num_classes are masked with the dtype's
+finite minimum, never -inf: -inf turns into NaN as soon as a row is fully masked or a label
+points at a masked class, and a NaN poisons every gradient of the step. A label outside its
+dataset's classes is a data error and raises, naming the rows; it is never clamped.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+HEAD_FILE = "classifier_head.pt"
+META_FILE = "orch_classifier.json"
+# Files that make an hf/ directory self-contained (tokenizer and image processor).
+PROCESSOR_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "preprocessor_config.json",
+    "vocab.json",
+    "merges.txt",
+)
+
+
+class LabelOutOfRangeError(ValueError):
+    """A label is not in [0, num_classes) of its dataset (it would be masked out)."""
+
+
+def select_attn_implementation(requested: str) -> str:
+    """Resolve ``auto`` to flash_attention_2, else sdpa, else eager; log the choice."""
+    if requested != "auto":
+        return requested
+    if importlib.util.find_spec("flash_attn") is not None and torch.cuda.is_available():
+        choice = "flash_attention_2"
+    elif hasattr(torch.nn.functional, "scaled_dot_product_attention"):
+        choice = "sdpa"
+    else:
+        choice = "eager"
+    logger.info("attention implementation: auto -> %s", choice)
+    return choice
+
+
+def mask_logits(logits: torch.Tensor, num_classes: torch.Tensor) -> torch.Tensor:
+    """Set logits of classes >= num_classes[row] to the dtype's finite minimum."""
+    classes = torch.arange(logits.shape[-1], device=logits.device)
+    invalid = classes.unsqueeze(0) >= num_classes.unsqueeze(1)
+    return logits.masked_fill(invalid, torch.finfo(logits.dtype).min)
+
+
+def check_labels(labels: torch.Tensor, num_classes: torch.Tensor, ids: list[str] | None) -> None:
+    bad = ((labels < 0) | (labels >= num_classes)).nonzero().flatten().tolist()
+    if bad:
+        rows = ", ".join(
+            f"{ids[i] if ids else f'row {i}'} (label {int(labels[i])}, "
+            f"num_classes {int(num_classes[i])})"
+            for i in bad[:5]
+        )
+        raise LabelOutOfRangeError(f"{len(bad)} label(s) outside their dataset's classes: {rows}")
+
+
+def classification_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    num_classes: torch.Tensor,
+    ids: list[str] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-row cross-entropy over masked logits, computed in fp32. Returns (loss, masked logits)."""
+    check_labels(labels, num_classes, ids)
+    masked = mask_logits(logits, num_classes)
+    loss = nn.functional.cross_entropy(masked.float(), labels, reduction="none")
+    return loss, masked
+
+
+class VLMClassifier(nn.Module):
+    """``backbone`` is the bare Qwen-VL model (no LM head); ``head`` maps pooled states to labels."""
+
+    def __init__(
+        self, backbone: nn.Module, num_labels: int, pooling: Literal["mean", "last"] = "mean"
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        hidden = int(backbone.config.text_config.hidden_size)  # type: ignore[union-attr,arg-type]
+        self.head = nn.Linear(hidden, num_labels)
+        self.num_labels = num_labels
+        self.pooling = pooling
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        pixel_values: torch.Tensor,
+        image_grid_thw: torch.Tensor,
+    ) -> torch.Tensor:
+        out = self.backbone(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            pixel_values=pixel_values,
+            image_grid_thw=image_grid_thw,
+            use_cache=False,
+        )
+        hidden = out.last_hidden_state
+        mask = attention_mask.to(hidden.dtype).unsqueeze(-1)
+        if self.pooling == "mean":
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        else:  # last non-padding token; sequences are right-padded
+            last = attention_mask.sum(1) - 1
+            pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+        return self.head(pooled)
+
+
+def load_backbone(path: Path, attn_implementation: str, dtype: torch.dtype) -> nn.Module:
+    """Load the bare VLM from a local HF directory: the same call for a tiny model and a 7B."""
+    from transformers import AutoModel
+
+    attn = select_attn_implementation(attn_implementation)
+    return AutoModel.from_pretrained(
+        str(path), attn_implementation=attn, dtype=dtype, local_files_only=True
+    )
+
+
+def build_classifier(
+    model_path: Path,
+    num_labels: int,
+    pooling: Literal["mean", "last"],
+    attn_implementation: str,
+    dtype: torch.dtype = torch.float32,
+) -> VLMClassifier:
+    """A fresh head on a pretrained backbone, or a saved classifier when model_path has a head."""
+    if (model_path / META_FILE).is_file():
+        return load_classifier(model_path, attn_implementation, dtype)
+    backbone = load_backbone(model_path, attn_implementation, dtype)
+    return VLMClassifier(backbone, num_labels, pooling).to(dtype)
+
+
+def save_classifier(
+    model: VLMClassifier, out_dir: Path, source_dir: Path, datasets: dict[str, Any]
+) -> None:
+    """Write backbone (save_pretrained), head and metadata; copy tokenizer and image processor."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.backbone.save_pretrained(out_dir)  # type: ignore[operator]
+    torch.save({k: v.detach().cpu() for k, v in model.head.state_dict().items()}, out_dir / HEAD_FILE)
+    meta = {"num_labels": model.num_labels, "pooling": model.pooling, "datasets": datasets}
+    (out_dir / META_FILE).write_text(json.dumps(meta, indent=2))
+    for name in PROCESSOR_FILES:
+        if (source_dir / name).is_file() and source_dir != out_dir:
+            shutil.copy2(source_dir / name, out_dir / name)
+
+
+def load_classifier(
+    path: Path, attn_implementation: str = "auto", dtype: torch.dtype = torch.float32
+) -> VLMClassifier:
+    meta = json.loads((path / META_FILE).read_text())
+    backbone = load_backbone(path, attn_implementation, dtype)
+    model = VLMClassifier(backbone, int(meta["num_labels"]), meta["pooling"])
+    model.head.load_state_dict(torch.load(path / HEAD_FILE, weights_only=True))
+    return model.to(dtype)

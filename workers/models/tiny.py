@@ -1,0 +1,135 @@
+"""A tiny, real Qwen2.5-VL, built offline from a config and saved with ``save_pretrained``.
+
+It is the same architecture as Qwen2.5-VL-7B (vision tower with window attention, patch merger,
+Qwen2 language model with 3-D mRoPE), only narrow and shallow, so the code that loads it is the
+code that loads a 7B directory. The tokenizer is a WordLevel vocabulary with Qwen's special tokens,
+built with the ``tokenizers`` library: nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+SPECIAL_TOKENS = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
+# A small English vocabulary: prompts, digit and texture names, chat roles. Unknown words map
+# to [UNK]; the classifier only needs the image tokens and a fixed prompt.
+WORDS = (
+    "[UNK] what is in the image ? this a an of which class digit texture face not "
+    "zero one two three four five six seven eight nine yes no user assistant system "
+    "you are helpful picture photo shows answer with word number . , : "
+    "astronaut brick camera cat clock coffee coins colorwheel grass gravel horse hubble "
+    "cells retina rocket text moon page immunohistochemistry microaneurysms"
+).split()
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% else %}{{ part['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def build_tokenizer(out_dir: Path) -> dict[str, int]:
+    """Write an offline tokenizer to ``out_dir``; return the ids of the special tokens."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {w: i for i, w in enumerate(dict.fromkeys(WORDS))}
+    for tok in SPECIAL_TOKENS:
+        vocab[tok] = len(vocab)
+    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
+    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tk,
+        unk_token="[UNK]",
+        pad_token="<|endoftext|>",
+        eos_token="<|im_end|>",
+        additional_special_tokens=list(SPECIAL_TOKENS[1:]),
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    fast.save_pretrained(out_dir)
+    return {tok: vocab[tok] for tok in SPECIAL_TOKENS} | {"vocab_size": len(vocab)}
+
+
+def build_tiny_qwen2_5_vl(out_dir: Path, *, seed: int = 0, hidden: int = 64) -> Path:
+    """Write a randomly initialised tiny Qwen2.5-VL (model, tokenizer, image processor)."""
+    import torch
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+    from transformers.models.qwen2_vl import Qwen2VLImageProcessorPil
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ids = build_tokenizer(out_dir)
+    heads = 4
+    config = Qwen2_5_VLConfig(
+        text_config={
+            "vocab_size": ids["vocab_size"],
+            "hidden_size": hidden,
+            "intermediate_size": hidden * 2,
+            "num_hidden_layers": 2,
+            "num_attention_heads": heads,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 1024,
+            # mrope_section splits head_dim/2 rotary frequencies over (t, h, w).
+            "rope_parameters": {
+                "rope_type": "default",
+                "rope_theta": 10000.0,
+                "mrope_section": _mrope_section(hidden // heads),
+            },
+            "tie_word_embeddings": True,
+            "pad_token_id": ids["<|endoftext|>"],
+            "eos_token_id": ids["<|im_end|>"],
+            "bos_token_id": None,
+        },
+        vision_config={
+            "depth": 2,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 2,
+            "out_hidden_size": hidden,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "window_size": 56,
+            "fullatt_block_indexes": [1],
+        },
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(config)
+    model.save_pretrained(out_dir)
+    Qwen2VLImageProcessorPil(
+        patch_size=14, temporal_patch_size=2, merge_size=2, min_pixels=56 * 56, max_pixels=56 * 56
+    ).save_pretrained(out_dir)
+    n_params = sum(p.numel() for p in model.parameters())
+    (out_dir / "orch_model.json").write_text(
+        json.dumps({"kind": "tiny-qwen2.5-vl", "seed": seed, "parameters": n_params}, indent=2)
+    )
+    logger.info("wrote tiny Qwen2.5-VL (%d parameters) to %s", n_params, out_dir)
+    return out_dir
+
+
+def _mrope_section(head_dim: int) -> list[int]:
+    """Split head_dim/2 rotary frequencies over (temporal, height, width) like Qwen's 16/24/24."""
+    half = head_dim // 2
+    t = half // 4
+    h = (half - t) // 2
+    return [t, h, half - t - h]
