@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from orchestrator.errors import OrchError
 
@@ -42,6 +43,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", nargs="?", help="run name or directory (default: the latest run)")
     p.add_argument("--runs-dir", type=Path, default=Path("runs"))
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    p.add_argument(
+        "--plot",
+        type=Path,
+        nargs="?",
+        const=Path("results.png"),
+        metavar="PNG",
+        help="also write per-dataset curves to PNG (default: RUN/results.png)",
+    )
+
+    p = sub.add_parser("eval", help="evaluate one checkpoint of a run on demand")
+    p.add_argument("run", help="run name or directory")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    p.add_argument("--step", default="best", help="N, best or latest (default: best)")
+    p.add_argument("--full", action="store_true", help="whole eval sets (ignore eval_ratio)")
+    p.add_argument("--datasets", help="comma-separated subset (default: all)")
+    p.add_argument("--backend", choices=["local", "ray"], default="local")
 
     p = sub.add_parser("status", help="training progress, checkpoints, eval parts, best")
     p.add_argument("run", nargs="?", help="run name or directory (default: the latest run)")
@@ -106,12 +123,20 @@ def _dispatch(args: argparse.Namespace) -> int:
         from orchestrator.report import collect, render
         from orchestrator.rundir import find_run
 
-        results = collect(find_run(args.runs_dir, args.run))
+        rundir = find_run(args.runs_dir, args.run)
+        results = collect(rundir)
+        if args.plot is not None:
+            from orchestrator.plot import plot_results
+
+            png = args.plot if args.plot.is_absolute() else rundir.path / args.plot
+            logger.info("wrote %s", plot_results(results, png))
         if args.json:
             sys.stdout.write(json.dumps(results, indent=2) + "\n")
         else:
             render(results)
         return 0
+    if args.command == "eval":
+        return _eval(args)
     if args.command in ("status", "logs"):
         from orchestrator.rundir import find_run
         from orchestrator.status import collect_status, log_files, render_status
@@ -132,7 +157,11 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         for built in build_demo(args.out, force=args.force):
             logger.info(
-                "%s: %d train, %d test, %d classes", built.name, built.n_train, built.n_test, built.num_classes
+                "%s: %d train, %d test, %d classes",
+                built.name,
+                built.n_train,
+                built.n_test,
+                built.num_classes,
             )
         return 0
     if args.command == "model":
@@ -145,3 +174,37 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from orchestrator.backends.local import LocalBackend
+    from orchestrator.ondemand import evaluate_on_demand, resolve_step
+    from orchestrator.report import render, step_record
+    from orchestrator.rundir import find_run
+    from orchestrator.spec import JobSpec
+
+    rundir = find_run(args.runs_dir, args.run)
+    spec = JobSpec.model_validate_json(rundir.spec_json.read_text())
+    step = resolve_step(rundir, args.step)
+    names = args.datasets.split(",") if args.datasets else list(spec.datasets)
+    backend: Any
+    if args.backend == "ray":
+        import ray
+
+        from orchestrator.backends.ray_tasks import RayBackend
+
+        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        backend = RayBackend(spec.evaluation.cpus_per_task)
+    else:
+        backend = LocalBackend()
+    merged = evaluate_on_demand(spec, rundir, backend, step, names, args.full)
+    render(
+        {
+            "run": rundir.name,
+            "run_dir": str(rundir.path),
+            "best": None,
+            "steps": [step_record(merged)],
+            "final": None,
+        }
+    )
+    return 1 if merged["missing"] else 0

@@ -12,9 +12,9 @@ import json
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol
 
 from orchestrator.backends.base import EvalBackend, Outcome, Succeeded
 from orchestrator.ledger import Key, Ledger, LedgerEntry, PartStatus
@@ -90,6 +90,8 @@ class Snapshot:
     during_training: bool
     final_full: bool
     max_attempts: int
+    retry_backoff_s: float = 0.0
+    now: float = 0.0
 
 
 def decide(s: Snapshot) -> list[Action]:
@@ -107,7 +109,9 @@ def decide(s: Snapshot) -> list[Action]:
                 actions.append(SubmitPart(key[0], key[1], eval_step, e.attempt + 1))
             return False
         if e.status is PartStatus.FAILED and e.attempt < s.max_attempts:
-            actions.append(SubmitPart(key[0], key[1], eval_step, e.attempt + 1))
+            ready_at = (e.finished_at or 0.0) + s.retry_backoff_s * 2 ** (e.attempt - 1)
+            if s.now >= ready_at:
+                actions.append(SubmitPart(key[0], key[1], eval_step, e.attempt + 1))
             return False
         return True
 
@@ -142,6 +146,40 @@ def decide(s: Snapshot) -> list[Action]:
 # ----------------------------------------------------------------------------- the shell
 
 
+@dataclass
+class Published:
+    """What has reached the tracker, kept in the run directory so that a restarted controller
+    neither logs anything twice nor skips anything."""
+
+    train_step: int = 0
+    train_offset: int = 0
+    eval_steps: set[int] = field(default_factory=set)
+    final: bool = False
+
+    @classmethod
+    def load(cls, rundir: RunDir) -> Published:
+        value = read_json_or_none(rundir.published)
+        if value is None:
+            return cls()
+        return cls(
+            train_step=int(value["train_step"]),
+            train_offset=int(value["train_offset"]),
+            eval_steps={int(s) for s in value["eval_steps"]},
+            final=bool(value["final"]),
+        )
+
+    def save(self, rundir: RunDir) -> None:
+        atomic_write_json(
+            rundir.published,
+            {
+                "train_step": self.train_step,
+                "train_offset": self.train_offset,
+                "eval_steps": sorted(self.eval_steps),
+                "final": self.final,
+            },
+        )
+
+
 class Controller:
     def __init__(
         self,
@@ -151,7 +189,6 @@ class Controller:
         tracker: Tracker,
         training: TrainingHandle,
         *,
-        max_attempts: int = 2,
         poll_s: float = 0.5,
     ) -> None:
         self.spec = spec
@@ -159,15 +196,13 @@ class Controller:
         self.backend = backend
         self.tracker = tracker
         self.training = training
-        self.max_attempts = max_attempts
         self.poll_s = poll_s
         self.ledger = Ledger(rundir)
         self._adopt_finished_parts()
-        self.merged: dict[int, dict[str, object]] = self._load_merged()
-        self.best: Best | None = None
-        self.train_offset = 0
-        self.last_train_step = 0
+        self.merged: dict[int, dict[str, Any]] = self._load_merged()
+        self.published = Published.load(rundir)
         self.result: Finish | None = None
+        self._publish_unpublished()
 
     def _adopt_finished_parts(self) -> None:
         """A part whose result landed after its controller died is done: never evaluate twice."""
@@ -178,8 +213,16 @@ class Controller:
                     self.ledger.put(e.finished(PartStatus.SUCCEEDED))
                     logger.info("adopted finished eval part %s/%s", e.step or "final", e.dataset)
 
-    def _load_merged(self) -> dict[int, dict[str, object]]:
-        out: dict[int, dict[str, object]] = {}
+    def _publish_unpublished(self) -> None:
+        """Results merged by a controller that died before publishing them are published now."""
+        for step in sorted(set(self.merged) - self.published.eval_steps):
+            self._publish_step(step)
+        final = read_json_or_none(self.rundir.final)
+        if final is not None and not self.published.final:
+            self._publish_final(final)
+
+    def _load_merged(self) -> dict[int, dict[str, Any]]:
+        out: dict[int, dict[str, Any]] = {}
         for path in sorted(self.rundir.eval_dir.glob("step_*.json")):
             step = ckpt.step_of(path.with_suffix(""))
             value = read_json_or_none(path)
@@ -212,7 +255,9 @@ class Controller:
             training=training.state,
             during_training=self.spec.evaluation.during_training,
             final_full=self.spec.evaluation.final_full,
-            max_attempts=self.max_attempts,
+            max_attempts=self.spec.evaluation.max_attempts,
+            retry_backoff_s=self.spec.evaluation.retry_backoff_s,
+            now=time.time(),
         )
         for action in decide(snap):
             self._act(action, training)
@@ -306,15 +351,9 @@ class Controller:
     def _merge_step(self, step: int) -> None:
         parts, failed = self._parts(step)
         merged = merge_parts(step, parts, self.spec.datasets, partial=True, failed=failed)
-        self.tracker.log_eval(step, flat_metrics(merged))
         atomic_write_json(self.rundir.merged(step), merged)
         self.merged[step] = merged
-        best = self._best()
-        if best is not None:
-            atomic_write_json(self.rundir.best, best.to_json())
-            self.tracker.summary(
-                {"best/step": best.step, "best/metric": best.metric, "best/value": best.value}
-            )
+        best = self._publish_step(step)
         acc = merged["overall"]["accuracy"]
         logger.info(
             "step %d merged: overall accuracy %.4f on %d samples%s; best step %s",
@@ -325,11 +364,30 @@ class Controller:
             best.step if best else "none",
         )
 
+    def _publish_step(self, step: int) -> Best | None:
+        """Merged file first, then the tracker, then the published record: a crash in between
+        publishes again on restart (at least once), and never loses a result."""
+        self.tracker.log_eval(step, flat_metrics(self.merged[step]))
+        best = self._best()
+        if best is not None:
+            atomic_write_json(self.rundir.best, best.to_json())
+            self.tracker.summary(
+                {"best/step": best.step, "best/metric": best.metric, "best/value": best.value}
+            )
+        self.published.eval_steps.add(step)
+        self.published.save(self.rundir)
+        return best
+
+    def _publish_final(self, merged: dict[str, Any]) -> None:
+        self.tracker.log_final(int(merged["step"]), flat_metrics(merged))
+        self.published.final = True
+        self.published.save(self.rundir)
+
     def _merge_final(self, eval_step: int) -> None:
         parts, failed = self._parts(None)
         merged = merge_parts(eval_step, parts, self.spec.datasets, partial=False, failed=failed)
-        self.tracker.log_final(eval_step, flat_metrics(merged))
         atomic_write_json(self.rundir.final, merged)
+        self._publish_final(merged)
         logger.info(
             "final full eval of step %d: overall accuracy %.4f on %d samples (%s)",
             eval_step,
@@ -348,17 +406,21 @@ class Controller:
         path = self.rundir.train_metrics
         if not path.is_file():
             return
+        pub = self.published
         with path.open("rb") as f:
-            f.seek(self.train_offset)
+            f.seek(pub.train_offset)
             data = f.read()
         end = data.rfind(b"\n") + 1
-        self.train_offset += end
+        if end == 0:
+            return
         for line in data[:end].splitlines():
             row = json.loads(line)
             step = int(row.pop("step"))
             row.pop("time", None)
             # After a worker restart, steps since the last checkpoint are trained (and
             # reported) again; the tracker keeps the first report of each step.
-            if step > self.last_train_step:
+            if step > pub.train_step:
                 self.tracker.log_train(step, row)
-                self.last_train_step = step
+                pub.train_step = step
+        pub.train_offset += end
+        pub.save(self.rundir)

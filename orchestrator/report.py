@@ -12,7 +12,7 @@ def _block(b: dict[str, Any]) -> dict[str, Any]:
     return {"loss": float(b["loss"]), "accuracy": float(b["accuracy"]), "n": int(b["n"])}
 
 
-def _step_record(merged: dict[str, Any]) -> dict[str, Any]:
+def step_record(merged: dict[str, Any]) -> dict[str, Any]:
     return {
         "step": int(merged["step"]),
         "partial": bool(merged["partial"]),
@@ -30,7 +30,7 @@ def collect(rundir: RunDir) -> dict[str, Any]:
             continue
         merged = read_json_or_none(path)
         if merged is not None:
-            steps.append(_step_record(merged))
+            steps.append(step_record(merged))
     best = read_json_or_none(rundir.best)
     final = read_json_or_none(rundir.final)
     return {
@@ -46,7 +46,7 @@ def collect(rundir: RunDir) -> dict[str, Any]:
             else None
         ),
         "steps": steps,
-        "final": _step_record(final) if final else None,
+        "final": step_record(final) if final else None,
     }
 
 

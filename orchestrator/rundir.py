@@ -70,6 +70,11 @@ class RunDir:
         return self.logs / "train_metrics.jsonl"
 
     @property
+    def published(self) -> Path:
+        """What the controller has published to the tracker (train offset, steps, final)."""
+        return self.ledger_dir / "published.json"
+
+    @property
     def best(self) -> Path:
         return self.path / "best.json"
 

@@ -136,6 +136,10 @@ class EvaluationSpec(_Section):
     """Ray resources of one eval part; declared so eval runs beside training, never queued."""
     max_concurrent: int = Field(default=1, ge=1)
     """Eval parts that may run at once (sizes the embedded Ray cluster)."""
+    max_attempts: int = Field(default=3, ge=1)
+    """Attempts per eval part before it is recorded as failed for good (training goes on)."""
+    retry_backoff_s: float = Field(default=5.0, ge=0.0)
+    """Wait before retry k: retry_backoff_s * 2**(k-1) seconds after the failure."""
 
 
 class BestSpec(_Section):

@@ -73,6 +73,14 @@ def test_decide_merges_when_all_parts_settled_and_retries_failures() -> None:
     assert decide(snapshot(checkpoints=(10,), ledger=led)) == [MergeStep(10)]
 
 
+def test_decide_waits_for_the_backoff_before_a_retry() -> None:
+    failed = LedgerEntry(10, "a", 10, PartStatus.FAILED, 2, "fake", "j", 0.0, finished_at=100.0)
+    led = {(10, "a"): failed, (10, "b"): entry(10, "b", PartStatus.SUCCEEDED)}
+    s = dict(checkpoints=(10,), ledger=led, max_attempts=3, retry_backoff_s=5.0)
+    assert decide(snapshot(**s, now=109.0)) == []  # attempt 2 failed: wait 5 * 2**1 = 10 s
+    assert decide(snapshot(**s, now=110.0)) == [SubmitPart(10, "a", 10, 3)]
+
+
 def test_decide_resubmits_parts_lost_with_a_previous_controller() -> None:
     led = {
         (10, "a"): entry(10, "a", PartStatus.SUBMITTED, job="old"),
@@ -209,6 +217,7 @@ def make_spec(tmp_path: Path) -> object:
             "b": {"train": "x", "eval": "x", "num_classes": 3},
         },
         "training": {"max_steps": 30},
+        "evaluation": {"max_attempts": 2, "retry_backoff_s": 0},
     }
     return validate_spec(raw)
 
@@ -277,7 +286,7 @@ def test_failed_part_is_retried_then_merged_as_missing(run: tuple[object, RunDir
     backend = FakeBackend(fail={(10, "b", 1), (10, "b", 2)})
     c = Controller(spec, rundir, backend, MemoryTracker(), FakeTraining(), poll_s=0)  # type: ignore[arg-type]
     add_checkpoint(rundir, 10)
-    for _ in range(4):
+    for _ in range(6):
         c.iterate()
     attempts = [j.attempt for j in backend.submitted if j.dataset == "b"]
     assert attempts == [1, 2]
@@ -313,5 +322,28 @@ def test_a_new_controller_rebuilds_from_the_run_directory(
     assert c2.result == Finish(0, "done")
     assert sorted(s for s, _ in tracker.eval) == [10, 20]  # each step published exactly once
     assert len(tracker.final) == 1
+    # A third controller on the finished run publishes nothing again.
+    c3 = Controller(
+        spec, rundir, FakeBackend(), tracker, FakeTraining(TrainingState.SUCCEEDED), poll_s=0
+    )  # type: ignore[arg-type]
+    c3.iterate()
+    assert c3.result == Finish(0, "done")
+    assert len(tracker.eval) == 2 and len(tracker.final) == 1
     redone = {(j.step, j.dataset, j.partial) for j in second.submitted}
     assert not done & redone  # a part that finished before the crash is not evaluated again
+
+
+def test_train_metrics_are_published_once_across_restarts(run: tuple[object, RunDir]) -> None:
+    spec, rundir = run
+    tracker = MemoryTracker()
+    lines = [{"step": s, "loss": 1.0 / s, "time": 0.0} for s in (10, 20)]
+    rundir.train_metrics.write_text("".join(json.dumps(x) + "\n" for x in lines) + '{"step": 3')
+    c1 = Controller(spec, rundir, FakeBackend(), tracker, FakeTraining(), poll_s=0)  # type: ignore[arg-type]
+    c1.iterate()
+    assert [s for s, _ in tracker.train] == [10, 20]  # the half-written line is not read
+    with rundir.train_metrics.open("a") as f:  # the line completes; a restarted worker group
+        f.write('0, "loss": 0.1}\n{"step": 20, "loss": 9.0}\n')  # reports step 20 again
+    c2 = Controller(spec, rundir, FakeBackend(), tracker, FakeTraining(), poll_s=0)  # type: ignore[arg-type]
+    c2.iterate()
+    assert [s for s, _ in tracker.train] == [10, 20, 30]
+    assert tracker.train[1][1]["loss"] == 0.05

@@ -1,0 +1,102 @@
+"""`orch eval RUN --step N|best [--full] [--datasets a,b]`: evaluate one checkpoint on demand.
+
+Parts run through the same backends and worker as the controller's, and land under
+``eval/ondemand/step_000500-{partial,full}/`` with a merged file beside them. The tracker is
+not touched: the controller stays the only writer of the wandb run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from orchestrator.backends.base import EvalBackend, Succeeded
+from orchestrator.errors import RunDirError
+from orchestrator.results import merge_parts
+from orchestrator.rundir import RunDir, read_json_or_none
+from orchestrator.spec import JobSpec
+from workers import checkpoint as ckpt
+from workers.evaluate import EvalJob
+from workers.fsutil import atomic_write_json
+
+logger = logging.getLogger("orch.eval")
+
+
+def resolve_step(rundir: RunDir, step: str) -> int:
+    complete = rundir.complete_checkpoints()
+    if step == "best":
+        best = read_json_or_none(rundir.best)
+        if best is None:
+            raise RunDirError(f"{rundir.best}: no best checkpoint yet; pass --step N")
+        return int(best["step"])
+    if step == "latest":
+        if not complete:
+            raise RunDirError(f"{rundir.checkpoints}: no complete checkpoint")
+        return max(complete)
+    if not step.isdigit() or int(step) not in complete:
+        raise RunDirError(
+            f"--step {step}: no complete checkpoint; have {sorted(complete) or 'none'}, "
+            "or use best / latest"
+        )
+    return int(step)
+
+
+def build_job(
+    spec: JobSpec, rundir: RunDir, step: int, dataset: str, full: bool, out: Path, backend: str
+) -> EvalJob:
+    ds, m = spec.datasets[dataset], spec.model
+    return EvalJob(
+        step=step,
+        dataset=dataset,
+        checkpoint=str(ckpt.checkpoint_dir(rundir.checkpoints, step) / ckpt.HF_DIR),
+        manifest=str(ds.eval),
+        num_classes=ds.num_classes,
+        eval_ratio=1.0 if full else ds.eval_ratio,
+        partial=not full,
+        seed=spec.training.seed,
+        batch_size=spec.evaluation.batch_size,
+        prompt=m.prompt,
+        min_pixels=m.min_pixels,
+        max_pixels=m.max_pixels,
+        attn_implementation=m.attn_implementation,
+        out=str(out),
+        backend=backend,
+    )
+
+
+def evaluate_on_demand(
+    spec: JobSpec,
+    rundir: RunDir,
+    backend: EvalBackend,
+    step: int,
+    datasets: list[str],
+    full: bool,
+) -> dict[str, Any]:
+    unknown = sorted(set(datasets) - set(spec.datasets))
+    if unknown:
+        raise RunDirError(f"--datasets: unknown {unknown}; the run has {sorted(spec.datasets)}")
+    folder = rundir.eval_dir / "ondemand" / f"step_{step:06d}-{'full' if full else 'partial'}"
+    jobs: dict[str, str] = {}
+    for name in datasets:
+        job = build_job(spec, rundir, step, name, full, folder / f"{name}.json", backend.name)
+        log = rundir.logs / "eval" / "ondemand" / f"{folder.name}-{name}.log"
+        jobs[backend.submit(job, log)] = name
+    parts: dict[str, dict[str, Any]] = {}
+    failed: dict[str, str] = {}
+    while jobs:
+        for job_id, outcome in backend.poll().items():
+            name = jobs.pop(job_id)
+            if isinstance(outcome, Succeeded):
+                value = read_json_or_none(outcome.result)
+                assert value is not None
+                parts[name] = value
+            else:
+                failed[name] = getattr(outcome, "reason", type(outcome).__name__)
+                logger.error("eval of %s failed: %s", name, failed[name])
+        time.sleep(0.2)
+    merged = merge_parts(step, parts, datasets, partial=not full, failed=failed)
+    atomic_write_json(folder.with_suffix(".json"), merged)
+    logger.info("wrote %s", folder.with_suffix(".json"))
+    return merged
