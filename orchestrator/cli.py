@@ -36,6 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-name", help="run directory name; an existing run is continued")
     p.add_argument("--no-dashboard", action="store_true", help="embedded Ray without dashboard")
 
+    p = sub.add_parser("resume", help="continue a stopped run with its own resolved spec")
+    p.add_argument("run", help="run name or directory")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    p.add_argument("--no-dashboard", action="store_true", help="embedded Ray without dashboard")
+
     p = sub.add_parser("validate", help="check a job spec and its data without training")
     _spec_args(p)
 
@@ -135,6 +140,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         else:
             render(results)
         return 0
+    if args.command == "resume":
+        from orchestrator.rundir import find_run
+        from orchestrator.spec import JobSpec
+        from orchestrator.submit import submit
+
+        rundir = find_run(args.runs_dir, args.run)
+        spec = JobSpec.model_validate_json(rundir.spec_json.read_text())
+        spec = spec.model_copy(update={"runs_dir": rundir.path.parent})
+        return submit(spec, run_name=rundir.name, dashboard=not args.no_dashboard)
     if args.command == "eval":
         return _eval(args)
     if args.command in ("status", "logs"):

@@ -71,6 +71,31 @@ def _diff(a: Any, b: Any, prefix: str = "") -> list[str]:
     return [] if a == b else [prefix.rstrip(".")]
 
 
+def lock_run(rundir: RunDir) -> Any:
+    """Hold an exclusive lock on the run for this process's lifetime: one controller per run.
+    The kernel drops it when the process dies, SIGKILL included, so a resume never waits."""
+    import fcntl
+    import os
+
+    path = rundir.path / "controller.lock"
+    f = path.open("a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "unknown"
+        f.close()
+        raise RunDirError(
+            f"run {rundir.name} is being controlled by another orch process ({holder}); "
+            "watch it with `orch status`, or stop it before resuming"
+        ) from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()} on {os.uname().nodename}\n")
+    f.flush()
+    return f
+
+
 def start_ray(spec: JobSpec, dashboard: bool) -> None:
     """Join the configured cluster, or start an embedded Ray sized so that training workers and
     eval parts fit side by side (logical CPUs: Ray would otherwise queue eval until training
@@ -118,13 +143,17 @@ def submit(spec: JobSpec, *, run_name: str | None = None, dashboard: bool = True
     from orchestrator.backends.ray_tasks import RayBackend
     from orchestrator.controller import Controller
     from orchestrator.logs import add_file_log
+    from orchestrator.procs import ProcessRecorder, reap_leftovers
     from orchestrator.training import RayTrainRun
 
     sizes = preflight(spec)
     logger.info("pre-flight ok: %s", ", ".join(f"{n} {k} train samples" for n, k in sizes.items()))
     rundir = open_run(spec, run_name)
+    lock = lock_run(rundir)  # noqa: F841  (held until this process exits)
     add_file_log(rundir.logs / "controller.log")
+    reap_leftovers(rundir.logs / "processes.json")
     start_ray(spec, dashboard)
+    recorder = ProcessRecorder(rundir.logs / "processes.json").start()
     tracker = make_tracker(spec, rundir)
     backend = (
         RayBackend(spec.evaluation.cpus_per_task)
@@ -138,6 +167,7 @@ def submit(spec: JobSpec, *, run_name: str | None = None, dashboard: bool = True
     finally:
         backend.close()
         tracker.finish(code)
+        recorder.stop()
         ray.shutdown()
     logger.info("run directory: %s", rundir.path)
     return code

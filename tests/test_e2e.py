@@ -162,3 +162,77 @@ def test_worker_killed_mid_run_resumes_from_last_checkpoint(
     assert max(logged) == 300
     for step in (100, 200, 300):
         assert (run / "eval" / f"step_{step:06d}.json").is_file()
+
+
+def test_controller_sigkilled_mid_run_is_resumed_without_loss_or_duplicates(
+    tmp_path: Path, demo_data: Path, tiny_model: Path
+) -> None:
+    """SIGKILL the whole controller (driver, embedded Ray, training, eval tasks) after the
+    second checkpoint, then `orch resume`: every checkpoint is merged and published once."""
+    job = demo_job(tmp_path, demo_data, tiny_model, max_steps=400, checkpoint_every=100)
+    env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    first = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.cli",
+            "submit",
+            str(job),
+            "--no-dashboard",
+            "--run-name",
+            "killed",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    run = tmp_path / "runs" / "killed"
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and not (run / "checkpoints/step_000200/COMPLETE").exists():
+            time.sleep(0.05)
+        assert (run / "checkpoints/step_000200/COMPLETE").exists(), "no second checkpoint"
+        family = [psutil.Process(first.pid), *psutil.Process(first.pid).children(recursive=True)]
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait(timeout=30)
+        # Training dies with its controller: no orphan keeps writing into the run directory.
+        _, alive = psutil.wait_procs(family, timeout=15)
+        assert not [p for p in alive if "RayTrainWorker" in p.name() + " ".join(p.cmdline())]
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert not (run / "eval" / "final.json").exists()
+
+    again = orch("resume", str(run), "--no-dashboard", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-4000:]
+    # What Ray left behind (its agents outlive a SIGKILLed driver) was reaped by the resume.
+    assert not [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+    steps = [100, 200, 300, 400]
+    assert sorted(int(p.name[5:]) for p in (run / "checkpoints").iterdir()) == steps
+    events = [json.loads(line) for line in (run / "logs" / "train_events.jsonl").open()]
+    starts = [e for e in events if e["event"] == "started"]
+    assert len(starts) == 2 and starts[1]["step"] >= 200  # resumed, not restarted from scratch
+    for step in steps:
+        merged = json.loads((run / "eval" / f"step_{step:06d}.json").read_text())
+        assert merged["missing"] == {}
+    assert (run / "eval" / "final.json").is_file()
+    # Parts that had finished before the kill were not evaluated again.
+    for ledger in (run / "ledger").glob("step_*/*.json"):
+        entry = json.loads(ledger.read_text())
+        part = json.loads((run / "eval" / ledger.parent.name / ledger.name).read_text())
+        assert entry["status"] == "succeeded" and part["attempt"] == entry["attempt"]
+    # The same wandb run, resumed: each eval step and each train step logged exactly once.
+    files = find_offline_runs(run / "wandb")
+    assert len(files) == 2
+    runs = [read_offline_run(f) for f in files]
+    assert runs[0].run_id == runs[1].run_id
+    history = [row for r in runs for row in r.history]
+    eval_steps = [row["eval/step"] for row in history if "eval/step" in row]
+    assert sorted(eval_steps) == steps
+    train_steps = [row["train/step"] for row in history if "train/step" in row]
+    assert len(train_steps) == len(set(train_steps)) and max(train_steps) == 400
+    assert len([row for row in history if "final/step" in row]) == 1
