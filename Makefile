@@ -37,6 +37,11 @@ run: $(STAMP) $(TINY)/config.json $(DEMO)/COMPLETE
 test: $(STAMP)
 	$(PY) -m pytest -q -ra --timeout=900
 
+# Benchmarks print name=value lines; each compares against a baseline measured in the same run.
+bench: $(STAMP) $(TINY)/config.json $(DEMO)/COMPLETE
+	PYTHONPATH=. $(PY) bench/controller_1000x50.py
+	PYTHONPATH=. $(PY) bench/eval_latency.py
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

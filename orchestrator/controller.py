@@ -23,7 +23,7 @@ from orchestrator.rundir import RunDir, read_json_or_none
 from orchestrator.spec import JobSpec
 from orchestrator.tracking import Tracker
 from workers import checkpoint as ckpt
-from workers.evaluate import EvalJob
+from workers.evaljob import EvalJob
 from workers.fsutil import atomic_write_json
 
 logger = logging.getLogger("orch.controller")
@@ -153,7 +153,7 @@ class Published:
 
     train_step: int = 0
     train_offset: int = 0
-    eval_steps: set[int] = field(default_factory=set)
+    eval_steps: dict[int, float] = field(default_factory=dict)  # step -> when published
     final: bool = False
 
     @classmethod
@@ -164,7 +164,7 @@ class Published:
         return cls(
             train_step=int(value["train_step"]),
             train_offset=int(value["train_offset"]),
-            eval_steps={int(s) for s in value["eval_steps"]},
+            eval_steps={int(s): float(t) for s, t in value["eval_steps"].items()},
             final=bool(value["final"]),
         )
 
@@ -174,7 +174,7 @@ class Published:
             {
                 "train_step": self.train_step,
                 "train_offset": self.train_offset,
-                "eval_steps": sorted(self.eval_steps),
+                "eval_steps": {str(s): t for s, t in sorted(self.eval_steps.items())},
                 "final": self.final,
             },
         )
@@ -201,8 +201,10 @@ class Controller:
         self._adopt_finished_parts()
         self.merged: dict[int, dict[str, Any]] = self._load_merged()
         self.published = Published.load(rundir)
+        self._dirty = False
         self.result: Finish | None = None
         self._publish_unpublished()
+        self._flush()
 
     def _adopt_finished_parts(self) -> None:
         """A part whose result landed after its controller died is done: never evaluate twice."""
@@ -215,7 +217,7 @@ class Controller:
 
     def _publish_unpublished(self) -> None:
         """Results merged by a controller that died before publishing them are published now."""
-        for step in sorted(set(self.merged) - self.published.eval_steps):
+        for step in sorted(set(self.merged) - set(self.published.eval_steps)):
             self._publish_step(step)
         final = read_json_or_none(self.rundir.final)
         if final is not None and not self.published.final:
@@ -261,6 +263,7 @@ class Controller:
         )
         for action in decide(snap):
             self._act(action, training)
+        self._flush()
 
     # -- actions
     def _act(self, action: Action, training: TrainingStatus) -> None:
@@ -365,23 +368,31 @@ class Controller:
         )
 
     def _publish_step(self, step: int) -> Best | None:
-        """Merged file first, then the tracker, then the published record: a crash in between
-        publishes again on restart (at least once), and never loses a result."""
+        """Merged file first, then the tracker, then the published record (saved at the end of
+        the iteration): a crash in between publishes again on restart (at least once), and
+        never loses a result."""
         self.tracker.log_eval(step, flat_metrics(self.merged[step]))
+        self.published.eval_steps[step] = time.time()
+        self._dirty = True
+        return self._best()
+
+    def _flush(self) -> None:
+        """Write best.json and the published record once per iteration, not once per step."""
+        if not self._dirty:
+            return
         best = self._best()
         if best is not None:
             atomic_write_json(self.rundir.best, best.to_json())
             self.tracker.summary(
                 {"best/step": best.step, "best/metric": best.metric, "best/value": best.value}
             )
-        self.published.eval_steps.add(step)
         self.published.save(self.rundir)
-        return best
+        self._dirty = False
 
     def _publish_final(self, merged: dict[str, Any]) -> None:
         self.tracker.log_final(int(merged["step"]), flat_metrics(merged))
         self.published.final = True
-        self.published.save(self.rundir)
+        self._dirty = True
 
     def _merge_final(self, eval_step: int) -> None:
         parts, failed = self._parts(None)
@@ -423,4 +434,4 @@ class Controller:
                 self.tracker.log_train(step, row)
                 pub.train_step = step
         pub.train_offset += end
-        pub.save(self.rundir)
+        self._dirty = True

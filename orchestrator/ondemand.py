@@ -18,7 +18,7 @@ from orchestrator.results import merge_parts
 from orchestrator.rundir import RunDir, read_json_or_none
 from orchestrator.spec import JobSpec
 from workers import checkpoint as ckpt
-from workers.evaluate import EvalJob
+from workers.evaljob import EvalJob
 from workers.fsutil import atomic_write_json
 
 logger = logging.getLogger("orch.eval")

@@ -27,7 +27,7 @@ from orchestrator.rundir import RunDir
 from orchestrator.spec import validate_spec
 from orchestrator.tracking import MemoryTracker
 from workers import checkpoint as ckpt
-from workers.evaluate import EvalJob
+from workers.evaljob import EvalJob
 from workers.fsutil import atomic_write_json
 
 JOB_IDS = itertools.count()

@@ -14,7 +14,6 @@ import logging
 import math
 import sys
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,36 +22,12 @@ import torch
 
 from workers.data.encode import ClassificationEncoder
 from workers.data.manifest import Sample, read_manifest
+from workers.evaljob import EvalJob
 from workers.fsutil import atomic_write_json
 from workers.models.classifier import classification_loss, load_classifier
 
 logger = logging.getLogger("orch.evaluate")
 SCHEMA_VERSION = 1
-
-
-@dataclass(frozen=True)
-class EvalJob:
-    """Everything one eval part needs; JSON-serialisable so any backend can carry it."""
-
-    step: int
-    dataset: str
-    checkpoint: str  # the checkpoint's hf/ directory
-    manifest: str
-    num_classes: int
-    eval_ratio: float  # 1.0 for a full eval
-    partial: bool
-    seed: int
-    batch_size: int
-    prompt: str
-    min_pixels: int
-    max_pixels: int
-    attn_implementation: str
-    out: str
-    backend: str = "local"
-    attempt: int = 1
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def stratified_subset(samples: list[Sample], ratio: float, seed: int) -> list[Sample]:
@@ -84,6 +59,7 @@ def checkpoint_digest(hf_dir: Path) -> str:
 
 @torch.no_grad()
 def run_eval(job: EvalJob) -> dict[str, Any]:
+    started_at = time.time()
     t0 = time.perf_counter()
     hf_dir = Path(job.checkpoint)
     samples = read_manifest(Path(job.manifest), job.dataset, job.num_classes)
@@ -132,7 +108,12 @@ def run_eval(job: EvalJob) -> dict[str, Any]:
         "checkpoint_digest": checkpoint_digest(hf_dir),
         "backend": job.backend,
         "attempt": job.attempt,
-        "timings": {"load_s": t_load, "total_s": time.perf_counter() - t0},
+        "timings": {
+            "load_s": t_load,
+            "total_s": time.perf_counter() - t0,
+            "started_at": started_at,
+            "finished_at": time.time(),
+        },
     }
     atomic_write_json(Path(job.out), result)
     logger.info("%s step %d: accuracy %.4f on %d samples", job.dataset, job.step, acc, n)

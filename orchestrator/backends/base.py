@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from workers.evaluate import EvalJob
+from workers.evaljob import EvalJob
 
 
 @dataclass(frozen=True)

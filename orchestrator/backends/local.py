@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from orchestrator.backends.base import Cancelled, Failed, Outcome, Succeeded, tail
-from workers.evaluate import EvalJob
+from workers.evaljob import EvalJob
 from workers.fsutil import atomic_write_json
 
 

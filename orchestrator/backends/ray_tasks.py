@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.backends.base import Cancelled, Failed, Outcome, Preempted, Succeeded
-from workers.evaluate import EvalJob
+from workers.evaljob import EvalJob
 
 logger = logging.getLogger(__name__)
 
@@ -18,7 +18,8 @@ def _run_part(job_json: dict[str, Any], log_path: str) -> str:
 
     from transformers.utils import logging as hf_logging
 
-    from workers.evaluate import EvalJob, run_eval
+    from workers.evaljob import EvalJob
+    from workers.evaluate import run_eval
 
     hf_logging.disable_progress_bar()
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
@@ -39,6 +40,10 @@ def _run_part(job_json: dict[str, Any], log_path: str) -> str:
         handler.close()
 
 
+def _warm_up() -> None:
+    import workers.evaluate  # noqa: F401
+
+
 class RayBackend:
     name = "ray"
 
@@ -49,6 +54,9 @@ class RayBackend:
         self._remote = ray.remote(max_retries=0, num_cpus=cpus_per_task)(_run_part)
         self._refs: dict[str, Any] = {}
         self._cancelled: set[str] = set()
+        # Start an eval worker process now, with torch and transformers imported, so the first
+        # checkpoint's parts do not pay several seconds of imports (Ray reuses idle workers).
+        self._warm = ray.remote(num_cpus=cpus_per_task)(_warm_up).remote()
 
     def submit(self, job: EvalJob, log_path: Path) -> str:
         name = f"eval:{job.dataset}@{'final' if not job.partial else job.step}"

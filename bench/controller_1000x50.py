@@ -1,0 +1,118 @@
+"""controller_1000x50_s: rebuild from disk, merge and publish 1,000 steps x 50 datasets.
+
+A run directory is laid out as a finished evaluation would leave it before merging: 1,000
+complete checkpoints, and for each of the 50,000 (step, dataset) parts a result file and a
+ledger entry marked succeeded. The timed part is what a restarted controller does: read the
+ledger, decide, merge every step, choose the best and publish (to a null tracker). The baseline,
+in the same run, is reading the same 50,000 part files once with json.load (the least any
+rebuild must do); the ratio shows the controller's overhead over raw I/O.
+
+    python bench/controller_1000x50.py [--steps 1000] [--datasets 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from orchestrator.controller import Controller, TrainingState, TrainingStatus
+from orchestrator.ledger import LedgerEntry, PartStatus
+from orchestrator.rundir import RunDir
+from orchestrator.spec import validate_spec
+from orchestrator.tracking import NullTracker
+from workers import checkpoint as ckpt
+
+
+class IdleBackend:
+    """Nothing is left to run: every part succeeded before the controller started."""
+
+    name = "bench"
+
+    def submit(self, job: object, log_path: Path) -> str:
+        raise AssertionError("a finished part was submitted again")
+
+    def poll(self) -> dict[str, object]:
+        return {}
+
+    def running(self) -> set[str]:
+        return set()
+
+    def cancel(self, job_id: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class Done:
+    def status(self) -> TrainingStatus:
+        return TrainingStatus(TrainingState.SUCCEEDED)
+
+
+def layout(root: Path, steps: int, datasets: list[str]) -> RunDir:
+    rundir = RunDir(root / "run")
+    rundir.create("", {})
+    for i in range(1, steps + 1):
+        step = i * 10
+        d = ckpt.checkpoint_dir(rundir.checkpoints, step)
+        d.mkdir()
+        (d / ckpt.COMPLETE).write_text("{}")
+        for name in datasets:
+            acc = (i % 97) / 97
+            part = {
+                "schema": 1,
+                "step": step,
+                "dataset": name,
+                "partial": True,
+                "n": 100,
+                "correct": round(acc * 100),
+                "metrics": {"loss": 1 - acc, "accuracy": acc},
+            }
+            rundir.part(step, name).parent.mkdir(exist_ok=True)
+            rundir.part(step, name).write_text(json.dumps(part))
+            entry = LedgerEntry(
+                step, name, step, PartStatus.SUCCEEDED, 1, "bench", f"{step}-{name}", 0.0, 1.0
+            )
+            rundir.ledger(step, name).parent.mkdir(exist_ok=True)
+            rundir.ledger(step, name).write_text(json.dumps(entry.to_json()))
+    return rundir
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=1000)
+    ap.add_argument("--datasets", type=int, default=50)
+    args = ap.parse_args()
+    names = [f"d{i:02d}" for i in range(args.datasets)]
+    with tempfile.TemporaryDirectory() as tmp:
+        rundir = layout(Path(tmp), args.steps, names)
+        spec = validate_spec(
+            {
+                "name": "bench",
+                "runs_dir": tmp,
+                "model": {"path": tmp},
+                "datasets": {n: {"train": "x", "eval": "x", "num_classes": 10} for n in names},
+                "training": {"max_steps": args.steps * 10},
+                "evaluation": {"final_full": False},
+            }
+        )
+        t0 = time.perf_counter()
+        for p in rundir.eval_dir.glob("step_*/*.json"):
+            json.loads(p.read_text())
+        baseline = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        c = Controller(spec, rundir, IdleBackend(), NullTracker(), Done(), poll_s=0)  # type: ignore[arg-type]
+        while c.result is None:
+            c.iterate()
+        elapsed = time.perf_counter() - t0
+        assert c.result.exit_code == 0, c.result
+        assert len(list(rundir.eval_dir.glob("step_*.json"))) == args.steps
+    print(f"controller_{args.steps}x{args.datasets}_s={elapsed:.2f}")
+    print(f"read_parts_baseline_s={baseline:.2f}")
+    print(f"controller_vs_read_ratio={elapsed / baseline:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""ckpt_to_logged_s and eval_block_fraction, measured on a real run of the demo job.
+
+- ckpt_to_logged_s: for each checkpoint, from its COMPLETE marker to its merged result being
+  published, minus the time its eval parts were computing (the union of their run intervals).
+  What is left is orch's own latency: noticing the checkpoint, dispatching, collecting, merging.
+- eval_block_fraction: time the training loop spent on anything eval-related (the HF export
+  that exists only for eval; the loop never waits on an eval job) over training wall time.
+
+Baselines in the same run: the eval compute itself (ratio overhead/compute) and the training
+time. Needs `make run` artefacts (data/demo, models/tiny-qwen2.5-vl).
+
+    python bench/eval_latency.py [--steps 600] [--every 150]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+
+def jsonl(path: Path) -> list[dict[str, float]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def union_length(intervals: list[tuple[float, float]]) -> float:
+    total, end = 0.0, float("-inf")
+    for a, b in sorted(intervals):
+        if b > end:
+            total += b - max(a, end)
+            end = b
+    return total
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", type=int, default=600)
+    ap.add_argument("--every", type=int, default=150)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [
+            sys.executable, "-m", "orchestrator.cli", "submit", "jobs/demo_mix.toml",
+            "--no-dashboard", "--run-name", "bench",
+            "--set", f"runs_dir='{tmp}'",
+            "--set", f"training.max_steps={args.steps}",
+            "--set", f"training.checkpoint_every={args.every}",
+        ]  # fmt: skip
+        subprocess.run(cmd, check=True, capture_output=True)
+        run = Path(tmp) / "bench"
+        published = json.loads((run / "ledger" / "published.json").read_text())["eval_steps"]
+        overheads, computes = [], []
+        for step_s, logged_at in published.items():
+            step = int(step_s)
+            complete = json.loads(
+                (run / "checkpoints" / f"step_{step:06d}" / "COMPLETE").read_text()
+            )["time"]
+            parts = [
+                json.loads(p.read_text())
+                for p in (run / "eval" / f"step_{step:06d}").glob("*.json")
+            ]
+            busy = union_length(
+                [(p["timings"]["started_at"], p["timings"]["finished_at"]) for p in parts]
+            )
+            overheads.append(logged_at - complete - busy)
+            computes.append(busy)
+        events = jsonl(run / "logs" / "train_events.jsonl")
+        start = min(e["time"] for e in events if e["event"] == "started")
+        end = max(e["time"] for e in events if e["event"] == "finished")
+        export = sum(e["hf_export_s"] for e in events if e["event"] == "checkpoint")
+    print(f"ckpt_to_logged_s={statistics.mean(overheads):.3f}")
+    print(f"ckpt_to_logged_max_s={max(overheads):.3f}")
+    print(f"eval_compute_s={statistics.mean(computes):.3f}")
+    ratio = statistics.mean(overheads) / statistics.mean(computes)
+    print(f"ckpt_to_logged_vs_compute_ratio={ratio:.3f}")
+    print(f"eval_block_s={export:.3f}")
+    print(f"training_s={end - start:.3f}")
+    print(f"eval_block_fraction={export / (end - start):.4f}")
+
+
+if __name__ == "__main__":
+    main()

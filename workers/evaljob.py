@@ -1,0 +1,31 @@
+"""The description of one eval part, light enough for the controller to import (no torch)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class EvalJob:
+    """Everything one eval part needs; JSON-serialisable so any backend can carry it."""
+
+    step: int
+    dataset: str
+    checkpoint: str  # the checkpoint's hf/ directory
+    manifest: str
+    num_classes: int
+    eval_ratio: float  # 1.0 for a full eval
+    partial: bool
+    seed: int
+    batch_size: int
+    prompt: str
+    min_pixels: int
+    max_pixels: int
+    attn_implementation: str
+    out: str
+    backend: str = "local"
+    attempt: int = 1
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
