@@ -65,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--datasets", help="comma-separated subset (default: all)")
     p.add_argument("--backend", choices=["local", "ray"], default="local")
 
+    p = sub.add_parser("import-lmms", help="import lmms-eval *_results.json as eval parts")
+    p.add_argument("run", help="run name or directory")
+    p.add_argument("files", nargs="+", type=Path, help="lmms-eval results JSON file(s)")
+    p.add_argument("--step", type=int, required=True, help="the checkpoint step they evaluated")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"))
+
     p = sub.add_parser("status", help="training progress, checkpoints, eval parts, best")
     p.add_argument("run", nargs="?", help="run name or directory (default: the latest run)")
     p.add_argument("--runs-dir", type=Path, default=Path("runs"))
@@ -151,6 +157,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return submit(spec, run_name=rundir.name, dashboard=not args.no_dashboard)
     if args.command == "eval":
         return _eval(args)
+    if args.command == "import-lmms":
+        return _import_lmms(args)
     if args.command in ("status", "logs"):
         from orchestrator.rundir import find_run
         from orchestrator.status import collect_status, log_files, render_status
@@ -222,3 +230,20 @@ def _eval(args: argparse.Namespace) -> int:
         }
     )
     return 1 if merged["missing"] else 0
+
+
+def _import_lmms(args: argparse.Namespace) -> int:
+    from orchestrator.errors import RunDirError
+    from orchestrator.lmms import import_results
+    from orchestrator.rundir import find_run
+    from orchestrator.submit import publish_now
+
+    rundir = find_run(args.runs_dir, args.run)
+    for path in args.files:
+        for part in import_results(rundir, args.step, path):
+            logger.info("imported %s", part)
+    try:
+        publish_now(rundir)
+    except RunDirError as e:  # a live controller holds the run: it publishes the parts itself
+        logger.info("%s; it will merge and publish the imported parts", e)
+    return 0

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from orchestrator.backends.base import EvalBackend, Outcome, Succeeded
 from orchestrator.ledger import Key, Ledger, LedgerEntry, PartStatus
+from orchestrator.lmms import fold_into, pending_imports
 from orchestrator.results import Best, choose_best, flat_metrics, merge_parts
 from orchestrator.rundir import RunDir, read_json_or_none
 from orchestrator.spec import JobSpec
@@ -155,6 +156,7 @@ class Published:
     train_offset: int = 0
     eval_steps: dict[int, float] = field(default_factory=dict)  # step -> when published
     final: bool = False
+    imports: set[str] = field(default_factory=set)  # imported parts folded and published
 
     @classmethod
     def load(cls, rundir: RunDir) -> Published:
@@ -166,6 +168,7 @@ class Published:
             train_offset=int(value["train_offset"]),
             eval_steps={int(s): float(t) for s, t in value["eval_steps"].items()},
             final=bool(value["final"]),
+            imports=set(value.get("imports", [])),
         )
 
     def save(self, rundir: RunDir) -> None:
@@ -176,6 +179,7 @@ class Published:
                 "train_offset": self.train_offset,
                 "eval_steps": {str(s): t for s, t in sorted(self.eval_steps.items())},
                 "final": self.final,
+                "imports": sorted(self.imports),
             },
         )
 
@@ -204,7 +208,7 @@ class Controller:
         self._dirty = False
         self.result: Finish | None = None
         self._publish_unpublished()
-        self._flush()
+        self.flush()
 
     def _adopt_finished_parts(self) -> None:
         """A part whose result landed after its controller died is done: never evaluate twice."""
@@ -263,7 +267,8 @@ class Controller:
         )
         for action in decide(snap):
             self._act(action, training)
-        self._flush()
+        self.fold_imports()
+        self.flush()
 
     # -- actions
     def _act(self, action: Action, training: TrainingStatus) -> None:
@@ -376,7 +381,7 @@ class Controller:
         self._dirty = True
         return self._best()
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
         """Write best.json and the published record once per iteration, not once per step."""
         if not self._dirty:
             return
@@ -388,6 +393,20 @@ class Controller:
             )
         self.published.save(self.rundir)
         self._dirty = False
+
+    def fold_imports(self) -> None:
+        """Fold imported results (lmms-eval) into their merged steps and publish them on the
+        same eval axis. Parts for a step that is not merged yet wait for it."""
+        for step, parts in pending_imports(self.rundir, self.published.imports).items():
+            merged = self.merged.get(step)
+            if merged is None:
+                continue
+            flat = fold_into(merged, parts)
+            atomic_write_json(self.rundir.merged(step), merged)
+            self.tracker.log_eval(step, flat)
+            self.published.imports |= {f"{p.parent.name}/{p.name}" for p in parts}
+            self._dirty = True
+            logger.info("step %d: folded %d imported task result(s)", step, len(parts))
 
     def _publish_final(self, merged: dict[str, Any]) -> None:
         self.tracker.log_final(int(merged["step"]), flat_metrics(merged))

@@ -19,6 +19,7 @@ def step_record(merged: dict[str, Any]) -> dict[str, Any]:
         "datasets": {n: _block(v) for n, v in merged["datasets"].items()},
         "overall": _block(merged["overall"]),
         "missing": dict(merged.get("missing") or {}),
+        "tasks": {t: dict(v["metrics"]) for t, v in (merged.get("tasks") or {}).items()},
     }
 
 
@@ -79,6 +80,10 @@ def render(results: dict[str, Any]) -> None:
     if results["final"]:
         table.add_row(*row(f"final ({results['final']['step']})", results["final"]), style="bold")
     console.print(table)
+    for s in results["steps"]:
+        for task, metrics in s.get("tasks", {}).items():
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
+            console.print(f"step {s['step']} imported task {task}: {shown}")
     if results["best"]:
         b = results["best"]
         console.print(f"best: step {b['step']} ({b['metric']} = {b['value']:.4f})")
