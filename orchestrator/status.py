@@ -57,6 +57,15 @@ def render_status(status: dict[str, Any]) -> None:
     )
     table.add_row("training", f"{tr['state']}, {tr['restarts']} restart(s)")
     table.add_row("last report", progress)
+    if last and "text_tokens_per_s" in last:
+        perf = (
+            f"{last['text_tokens_per_s']:.0f} text + {last['image_tokens_per_s']:.0f} image tokens/s, "
+            f"{last['tflops_per_s']:.3f} TFLOP/s"
+            + (f", MFU {100 * last['mfu']:.1f}%" if "mfu" in last else "")
+            + f", data wait {100 * last['data_wait_fraction']:.0f}%"
+            + (f", peak memory {last['peak_mem_gb']:.1f} GiB" if "peak_mem_gb" in last else "")
+        )
+        table.add_row("throughput", perf)
     table.add_row("checkpoints", ", ".join(map(str, status["checkpoints"])) or "none")
     parts = status["eval_parts"]
     table.add_row("eval parts", ", ".join(f"{k} {v}" for k, v in sorted(parts.items())) or "none")

@@ -35,6 +35,7 @@ from workers.models.classifier import (
     classification_loss,
     save_classifier,
 )
+from workers.perf import Throughput
 
 logger = logging.getLogger("orch.train")
 
@@ -123,13 +124,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     # ---- train
     stats = RunningStats(sorted(data))
+    perf = Throughput(model.hf_config, spec.num_labels, int(model.hf_config.image_token_id), device)
     global_micro = tr.batch_size * world
-    t_log = time.perf_counter()
     while step < max_steps:
         step += 1
         for micro in range(tr.grad_accum):
+            t_data = time.perf_counter()
             picks = rank_slice(sampler.global_batch(step, micro, global_micro), rank, world)
             batch = encoder.encode([data[n][i] for n, i in picks], num_classes)
+            perf.add_batch(batch, time.perf_counter() - t_data)
             logits = engine(**batch.model_inputs(device, dtype))
             losses, masked = classification_loss(
                 logits, batch.labels.to(device), batch.num_classes.to(device), batch.ids
@@ -137,14 +140,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             engine.backward(losses.mean())
             engine.step()
             stats.add(batch.datasets, losses.detach(), masked.argmax(-1) == batch.labels.to(device))
+        perf.step_done()
         if step % tr.log_every == 0 or step == max_steps:
             row = stats.reduce_and_reset(device)
-            elapsed = time.perf_counter() - t_log
-            t_log = time.perf_counter()
+            row |= perf.reduce_and_reset()
             row |= {
                 "lr": float(scheduler.get_last_lr()[0]),
-                "step_time_s": elapsed / tr.log_every,
-                "samples_per_s": row["n"] / elapsed if elapsed > 0 else 0.0,
+                "samples_per_s": row["n"] / row["report_s"],
             }
             if rank == 0:
                 append_jsonl(paths.metrics, {"step": step, **row})

@@ -92,6 +92,7 @@ class VLMClassifier(nn.Module):
     ) -> None:
         super().__init__()
         self.backbone = backbone
+        self.hf_config: Any = backbone.config  # the VLM's config (FLOPs, token ids)
         hidden = int(backbone.config.text_config.hidden_size)  # type: ignore[union-attr,arg-type]
         self.head = nn.Linear(hidden, num_labels)
         self.num_labels = num_labels

@@ -1,0 +1,78 @@
+"""Throughput and utilisation of the training loop, summed over ranks between two reports.
+
+tokens/s is split into text and image tokens (image tokens are the merged <|image_pad|>
+tokens the language model sees); FLOPs come from workers/flops.py (vision + merger + LM +
+head, not the LM alone); MFU divides by the device's dense bf16 peak times the world size and
+is omitted where no peak is known (CPUs). The data-wait fraction is the share of the loop spent
+building batches (sampling, decoding, resizing, collating).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from workers.data.encode import ClassificationBatch
+from workers.flops import peak_bf16_flops, train_step_flops
+
+
+class Throughput:
+    FIELDS = ("text_tokens", "image_tokens", "flops", "data_wait_s", "steps")
+
+    def __init__(
+        self, config: Any, num_labels: int, image_token_id: int, device: torch.device
+    ) -> None:
+        self.config = config
+        self.num_labels = num_labels
+        self.image_token_id = image_token_id
+        self.device = device
+        self.peak = (
+            peak_bf16_flops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
+        )
+        self.sums = dict.fromkeys(self.FIELDS, 0.0)
+        self.t0 = time.perf_counter()
+
+    def add_batch(self, batch: ClassificationBatch, data_wait_s: float) -> None:
+        mask = batch.attention_mask.bool()
+        image = int((batch.input_ids[mask] == self.image_token_id).sum())
+        total = int(mask.sum())
+        patches = batch.image_grid_thw.prod(-1).tolist()
+        lengths = mask.sum(-1).tolist()
+        flops = train_step_flops(self.config, patches, lengths, num_labels=self.num_labels)
+        self.sums["text_tokens"] += total - image
+        self.sums["image_tokens"] += image
+        self.sums["flops"] += flops["total"]
+        self.sums["data_wait_s"] += data_wait_s
+
+    def step_done(self) -> None:
+        self.sums["steps"] += 1
+
+    def reduce_and_reset(self) -> dict[str, float]:
+        elapsed = time.perf_counter() - self.t0
+        values = torch.tensor([self.sums[k] for k in self.FIELDS], dtype=torch.float64)
+        world = 1
+        if dist.is_initialized():
+            world = dist.get_world_size()
+            values = values.to(self.device)
+            dist.all_reduce(values)
+            values = values.cpu()
+        text, image, flops, wait, steps = values.tolist()
+        steps /= world  # every rank counted the same steps
+        row = {
+            "report_s": elapsed,
+            "step_time_s": elapsed / max(steps, 1.0),
+            "text_tokens_per_s": text / elapsed,
+            "image_tokens_per_s": image / elapsed,
+            "tflops_per_s": flops / elapsed / 1e12,
+            "data_wait_fraction": wait / world / elapsed,
+        }
+        if self.peak is not None:
+            row["mfu"] = flops / elapsed / (self.peak * world)
+        if self.device.type == "cuda":
+            row["peak_mem_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30
+        self.sums = dict.fromkeys(self.FIELDS, 0.0)
+        self.t0 = time.perf_counter()
+        return row
