@@ -59,7 +59,8 @@ def render_status(status: dict[str, Any]) -> None:
     table.add_row("last report", progress)
     if last and "text_tokens_per_s" in last:
         perf = (
-            f"{last['text_tokens_per_s']:.0f} text + {last['image_tokens_per_s']:.0f} image tokens/s, "
+            f"{last['text_tokens_per_s']:.0f} text + "
+            f"{last['image_tokens_per_s']:.0f} image tokens/s, "
             f"{last['tflops_per_s']:.3f} TFLOP/s"
             + (f", MFU {100 * last['mfu']:.1f}%" if "mfu" in last else "")
             + f", data wait {100 * last['data_wait_fraction']:.0f}%"
