@@ -265,16 +265,23 @@ class Controller:
             retry_backoff_s=self.spec.evaluation.retry_backoff_s,
             now=time.time(),
         )
-        for action in decide(snap):
-            self._act(action, training)
+        actions = decide(snap)
+        # The parts of one checkpoint go to the backend together (one SLURM job array).
+        groups: dict[int | None, list[SubmitPart]] = {}
+        for action in actions:
+            if isinstance(action, SubmitPart):
+                groups.setdefault(action.step, []).append(action)
+        for group in groups.values():
+            self._submit(group)
+        for action in actions:
+            if not isinstance(action, SubmitPart):
+                self._act(action, training)
         self.fold_imports()
         self.flush()
 
     # -- actions
     def _act(self, action: Action, training: TrainingStatus) -> None:
         match action:
-            case SubmitPart():
-                self._submit(action)
             case MergeStep(step):
                 self._merge_step(step)
             case MergeFinal(eval_step):
@@ -287,7 +294,30 @@ class Controller:
                 log("run %s finished (exit %d): %s", self.rundir.name, code, reason)
                 self.result = action
 
-    def _submit(self, a: SubmitPart) -> None:
+    def _submit(self, group: list[SubmitPart]) -> None:
+        parts = [(self._job(a), self.rundir.eval_log(a.step, a.dataset, a.attempt)) for a in group]
+        submit_array = getattr(self.backend, "submit_array", None)
+        if submit_array is not None and len(parts) > 1:
+            job_ids: list[str] = submit_array(parts)
+        else:
+            job_ids = [self.backend.submit(job, log) for job, log in parts]
+        for a, job_id in zip(group, job_ids, strict=True):
+            self.ledger.put(
+                LedgerEntry(
+                    step=a.step,
+                    dataset=a.dataset,
+                    eval_step=a.eval_step,
+                    status=PartStatus.SUBMITTED,
+                    attempt=a.attempt,
+                    backend=self.backend.name,
+                    job_id=job_id,
+                    submitted_at=time.time(),
+                )
+            )
+            what = "final" if a.step is None else f"step {a.step}"
+            logger.info("eval %s/%s submitted (attempt %d, %s)", what, a.dataset, a.attempt, job_id)
+
+    def _job(self, a: SubmitPart) -> EvalJob:
         ds = self.spec.datasets[a.dataset]
         partial = a.step is not None
         m = self.spec.model
@@ -309,22 +339,7 @@ class Controller:
             backend=self.backend.name,
             attempt=a.attempt,
         )
-        log = self.rundir.eval_log(a.step, a.dataset, a.attempt)
-        job_id = self.backend.submit(job, log)
-        self.ledger.put(
-            LedgerEntry(
-                step=a.step,
-                dataset=a.dataset,
-                eval_step=a.eval_step,
-                status=PartStatus.SUBMITTED,
-                attempt=a.attempt,
-                backend=self.backend.name,
-                job_id=job_id,
-                submitted_at=time.time(),
-            )
-        )
-        what = "final" if a.step is None else f"step {a.step}"
-        logger.info("eval %s/%s submitted (attempt %d, %s)", what, a.dataset, a.attempt, job_id)
+        return job
 
     def _record(self, job_id: str, outcome: Outcome) -> None:
         entry = self.ledger.by_job(job_id)

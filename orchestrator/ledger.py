@@ -52,6 +52,7 @@ class Ledger:
     def __init__(self, rundir: RunDir) -> None:
         self.rundir = rundir
         self.entries: dict[Key, LedgerEntry] = {}
+        self._by_job: dict[str, Key] = {}
         self._load()
 
     def _load(self) -> None:
@@ -64,16 +65,17 @@ class Ledger:
                 if value is not None:
                     entry = LedgerEntry.from_json(value)
                     self.entries[entry.key] = entry
+                    self._by_job[entry.job_id] = entry.key
 
     def put(self, entry: LedgerEntry) -> None:
         atomic_write_json(self.rundir.ledger(entry.step, entry.dataset), entry.to_json())
         self.entries[entry.key] = entry
+        self._by_job[entry.job_id] = entry.key
 
     def get(self, key: Key) -> LedgerEntry | None:
         return self.entries.get(key)
 
     def by_job(self, job_id: str) -> LedgerEntry | None:
-        for e in self.entries.values():
-            if e.job_id == job_id and e.status is PartStatus.SUBMITTED:
-                return e
-        return None
+        key = self._by_job.get(job_id)
+        entry = self.entries.get(key) if key is not None else None
+        return entry if entry is not None and entry.status is PartStatus.SUBMITTED else None

@@ -122,6 +122,17 @@ class TrainingSpec(_Section):
         return self.batch_size * self.grad_accum * self.num_workers
 
 
+class SlurmEvalSpec(_Section):
+    """SLURM allocations of eval parts (evaluation.backend = "slurm"), separate from training's."""
+
+    partition: str | None = None
+    mem_gb: float = Field(default=4.0, gt=0.0)
+    timeout_min: int = Field(default=60, ge=1)
+    gpus_per_task: int = Field(default=0, ge=0)
+    additional: dict[str, str | int] = Field(default_factory=dict)
+    """Extra sbatch options, e.g. {account = "proj", qos = "eval"}."""
+
+
 class EvaluationSpec(_Section):
     """Evaluation of checkpoints, in jobs separate from training."""
 
@@ -129,8 +140,8 @@ class EvaluationSpec(_Section):
     """Evaluate every checkpoint on each dataset's eval_ratio subset."""
     final_full: bool = True
     """At the end, evaluate the best checkpoint on the full eval sets."""
-    backend: Literal["ray", "local"] = "ray"
-    """Where eval parts run: Ray tasks, or local subprocesses."""
+    backend: Literal["ray", "slurm", "local"] = "ray"
+    """Where eval parts run: Ray tasks, SLURM jobs (submitit), or local subprocesses."""
     batch_size: int = Field(default=64, ge=1)
     cpus_per_task: float = Field(default=1.0, gt=0.0)
     """Ray resources of one eval part; declared so eval runs beside training, never queued."""
@@ -140,6 +151,7 @@ class EvaluationSpec(_Section):
     """Attempts per eval part before it is recorded as failed for good (training goes on)."""
     retry_backoff_s: float = Field(default=5.0, ge=0.0)
     """Wait before retry k: retry_backoff_s * 2**(k-1) seconds after the failure."""
+    slurm: SlurmEvalSpec = Field(default_factory=SlurmEvalSpec)
 
 
 class BestSpec(_Section):

@@ -135,12 +135,35 @@ def make_tracker(spec: JobSpec, rundir: RunDir) -> Tracker:
     )
 
 
+def make_backend(spec: JobSpec, rundir: RunDir) -> Any:
+    ev = spec.evaluation
+    if ev.backend == "ray":
+        from orchestrator.backends.ray_tasks import RayBackend
+
+        return RayBackend(ev.cpus_per_task)
+    if ev.backend == "slurm":
+        from orchestrator.backends.slurm import SlurmBackend
+
+        extra: dict[str, Any] = dict(ev.slurm.additional)
+        if ev.slurm.gpus_per_task:
+            extra["gpus_per_task"] = ev.slurm.gpus_per_task
+        return SlurmBackend(
+            rundir.logs / "slurm",
+            partition=ev.slurm.partition,
+            cpus_per_task=max(1, math.ceil(ev.cpus_per_task)),
+            mem_gb=ev.slurm.mem_gb,
+            timeout_min=ev.slurm.timeout_min,
+            extra=extra,
+        )
+    from orchestrator.backends.local import LocalBackend
+
+    return LocalBackend(max(1, int(ev.cpus_per_task)))
+
+
 def submit(spec: JobSpec, *, run_name: str | None = None, dashboard: bool = True) -> int:
     """Run a job to the end in this process; return the exit code."""
     import ray
 
-    from orchestrator.backends.local import LocalBackend
-    from orchestrator.backends.ray_tasks import RayBackend
     from orchestrator.controller import Controller
     from orchestrator.logs import add_file_log
     from orchestrator.procs import ProcessRecorder, reap_leftovers
@@ -155,11 +178,7 @@ def submit(spec: JobSpec, *, run_name: str | None = None, dashboard: bool = True
     start_ray(spec, dashboard)
     recorder = ProcessRecorder(rundir.logs / "processes.json").start()
     tracker = make_tracker(spec, rundir)
-    backend = (
-        RayBackend(spec.evaluation.cpus_per_task)
-        if spec.evaluation.backend == "ray"
-        else LocalBackend(max(1, int(spec.evaluation.cpus_per_task)))
-    )
+    backend = make_backend(spec, rundir)
     code = 1
     try:
         training = RayTrainRun(spec, rundir).start()

@@ -48,3 +48,14 @@ def demo_job(tmp_path: Path, demo_data: Path, tiny_model: Path, **training: Any)
     path = tmp_path / "job.toml"
     path.write_text(tomli_w.dumps(raw))
     return path
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Path:
+    """An untrained classifier checkpoint's hf/ directory, as the train loop writes it."""
+    from workers.models.classifier import build_classifier, save_classifier
+
+    hf = tmp_path_factory.mktemp("ckpt") / "step_000010" / "hf"
+    model = build_classifier(tiny_model, 10, "mean", "sdpa")
+    save_classifier(model, hf, tiny_model, {"faces": {"num_classes": 2, "labels": None}})
+    return hf

@@ -7,20 +7,9 @@ import json
 import time
 from pathlib import Path
 
-import pytest
-
 from orchestrator.backends.base import EvalBackend, Failed, Outcome, Succeeded
 from orchestrator.backends.local import LocalBackend
 from workers.evaljob import EvalJob
-from workers.models.classifier import build_classifier, save_classifier
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Path:
-    hf = tmp_path_factory.mktemp("ckpt") / "step_000010" / "hf"
-    model = build_classifier(tiny_model, 10, "mean", "sdpa")
-    save_classifier(model, hf, tiny_model, {"faces": {"num_classes": 2, "labels": None}})
-    return hf
 
 
 def job(checkpoint: Path, demo_data: Path, out: Path, **kw: object) -> EvalJob:

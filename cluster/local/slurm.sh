@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# A real one-node SLURM on this machine, for tests and for trying orch's SLURM paths.
+#   cluster/local/slurm.sh up | down | status
+# Idempotent. Needs root: it installs Debian's slurm packages when missing and starts munged,
+# slurmctld and slurmd by hand (no systemd). No accounting database: orch's SLURM backend reads
+# job states from squeue/scontrol and submitit's result files, so sacct is not needed.
+set -euo pipefail
+
+STATE=${SLURM_STATE_DIR:-/var/lib/orch-slurm}
+CONF_DIR=/etc/slurm
+NODE=$(hostname -s)
+
+die() { echo "slurm.sh: $*" >&2; exit 2; }
+[ "$(id -u)" = 0 ] || die "must run as root (it installs packages and starts daemons); on a shared cluster use its SLURM instead"
+
+install() {
+  if command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v munged >/dev/null \
+     && command -v sbatch >/dev/null; then
+    return
+  fi
+  local t0=$SECONDS
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    slurmctld slurmd slurm-client munge >/dev/null
+  echo "slurm.sh: installed slurm packages in $((SECONDS - t0)) s"
+}
+
+configure() {
+  mkdir -p "$CONF_DIR" "$STATE/ctld" "$STATE/d" /var/log/slurm /run/munge /etc/munge
+  local cpus mem
+  cpus=$(nproc)
+  mem=$(( $(free -m | awk '/^Mem:/ {print $2}') * 9 / 10 ))
+  cat > "$CONF_DIR/slurm.conf" <<CONF
+ClusterName=orch-local
+SlurmctldHost=$NODE
+SlurmUser=root
+AuthType=auth/munge
+AuthInfo=cred_expire=5
+MailProg=/bin/true
+StateSaveLocation=$STATE/ctld
+SlurmdSpoolDir=$STATE/d
+SlurmctldPidFile=$STATE/slurmctld.pid
+SlurmdPidFile=$STATE/slurmd.pid
+SlurmctldLogFile=/var/log/slurm/slurmctld.log
+SlurmdLogFile=/var/log/slurm/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+SchedulerType=sched/backfill
+SchedulerParameters=sched_interval=2,bf_interval=1
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core_Memory
+DefMemPerCPU=1024
+ReturnToService=2
+MinJobAge=600
+NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN
+PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
+CONF
+  if [ ! -s /etc/munge/munge.key ]; then
+    dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none
+  fi
+  chown -R munge:munge /etc/munge /run/munge 2>/dev/null || true
+  chmod 700 /etc/munge && chmod 400 /etc/munge/munge.key
+}
+
+running() { pgrep -x "$1" >/dev/null; }
+
+up() {
+  local t0=$SECONDS
+  install
+  configure
+  running munged || su -s /bin/sh munge -c "/usr/sbin/munged --force" || /usr/sbin/munged --force
+  running slurmctld || slurmctld
+  running slurmd || slurmd
+  for _ in $(seq 1 60); do
+    if sinfo -h -N -o "%T" 2>/dev/null | grep -qE "^(idle|mixed|allocated)"; then
+      echo "slurm.sh: up in $((SECONDS - t0)) s ($(sinfo -h -N -o '%N %c CPUs %m MB %T'))"
+      return
+    fi
+    scontrol update nodename="$NODE" state=resume >/dev/null 2>&1 || true
+    sleep 0.5
+  done
+  die "the node did not become idle in 30 s; see /var/log/slurm/*.log"
+}
+
+down() {
+  local t0=$SECONDS
+  scancel --quiet --full -u root 2>/dev/null || true
+  for d in slurmd slurmctld munged; do pkill -x "$d" 2>/dev/null || true; done
+  for _ in $(seq 1 300); do
+    running slurmd || running slurmctld || running munged || {
+      echo "slurm.sh: down in $((SECONDS - t0)) s"; return; }
+    sleep 0.1
+  done
+  for d in slurmd slurmctld munged; do pkill -9 -x "$d" 2>/dev/null || true; done
+  echo "slurm.sh: down (killed) in $((SECONDS - t0)) s"
+}
+
+status() {
+  for d in munged slurmctld slurmd; do
+    if running "$d"; then echo "$d: running"; else echo "$d: stopped"; fi
+  done
+  if running slurmctld; then sinfo; fi
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  status) status ;;
+  *) die "usage: $0 up|down|status" ;;
+esac

@@ -1,0 +1,167 @@
+"""Eval parts as SLURM jobs through submitit: small allocations of their own, never training's.
+
+Submission goes through submitit (one job, or one job array per checkpoint with an element per
+dataset). Polling does not depend on SLURM accounting (sacct needs slurmdbd and a database,
+which many clusters restrict): a part is done when submitit's result file exists; one `squeue`
+call covers every live job; a job that left the queue without a result is explained by
+`scontrol show job` (FAILED, TIMEOUT, OUT_OF_MEMORY, NODE_FAIL, PREEMPTED, CANCELLED).
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from orchestrator.backends.base import Cancelled, Failed, Outcome, Preempted, Succeeded, tail
+from workers.evaljob import EvalJob
+
+logger = logging.getLogger(__name__)
+
+# A job that left squeue is given this long for its result file to appear (shared filesystems
+# make the write visible after the job ends) before scontrol is asked why it has none.
+RESULT_GRACE_S = 10.0
+ACTIVE_STATES = {
+    "PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED",
+    "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD",
+}  # fmt: skip
+
+
+def run_part(job: dict[str, Any]) -> str:
+    """The callable a SLURM job runs (imported by name in the job, so it must be top level)."""
+    from transformers.utils import logging as hf_logging
+
+    from workers.evaluate import run_eval
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    hf_logging.disable_progress_bar()
+    eval_job = EvalJob(**job)
+    run_eval(eval_job)
+    return eval_job.out
+
+
+class SlurmBackend:
+    name = "slurm"
+
+    def __init__(
+        self,
+        folder: Path,
+        *,
+        partition: str | None = None,
+        cpus_per_task: int = 1,
+        mem_gb: float = 4.0,
+        timeout_min: int = 60,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        import submitit
+
+        self.folder = folder
+        self.executor = submitit.AutoExecutor(folder=str(folder / "%j"), cluster="slurm")
+        params: dict[str, Any] = {
+            "cpus_per_task": cpus_per_task,
+            "mem_gb": mem_gb,
+            "timeout_min": timeout_min,
+            "slurm_additional_parameters": dict(extra or {}),
+        }
+        if partition:
+            params["slurm_partition"] = partition
+        self.executor.update_parameters(**params)
+        self._jobs: dict[str, tuple[Any, EvalJob]] = {}
+        self._left_queue: dict[str, float] = {}
+        self._cancelled: set[str] = set()
+
+    def submit(self, job: EvalJob, log_path: Path) -> str:
+        return self.submit_array([(job, log_path)])[0]
+
+    def submit_array(self, parts: list[tuple[EvalJob, Path]]) -> list[str]:
+        """One SLURM job array for several parts (one element each); returns their job ids."""
+        first = parts[0][0]
+        name = f"orch-eval-{'final' if not first.partial else first.step}"
+        self.executor.update_parameters(name=name)
+        with self.executor.batch():
+            submitted = [self.executor.submit(run_part, job.to_json()) for job, _ in parts]
+        ids = []
+        for sjob, (job, log_path) in zip(submitted, parts, strict=True):
+            self._jobs[sjob.job_id] = (sjob, job)
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            # The part's log in the run directory points at SLURM's own stdout/stderr files.
+            log_path.write_text(
+                f"slurm job {sjob.job_id}\n{sjob.paths.stdout}\n{sjob.paths.stderr}\n"
+            )
+            ids.append(sjob.job_id)
+        logger.info("submitted SLURM job(s) %s", ", ".join(ids))
+        return ids
+
+    def poll(self) -> dict[str, Outcome]:
+        if not self._jobs:
+            return {}
+        queued = self._squeue()
+        done: dict[str, Outcome] = {}
+        now = time.time()
+        for job_id, (sjob, job) in list(self._jobs.items()):
+            if sjob.paths.result_pickle.exists():
+                done[job_id] = self._from_result(sjob, job)
+            elif job_id in queued:
+                continue
+            elif now - self._left_queue.setdefault(job_id, now) > RESULT_GRACE_S or (
+                job_id in self._cancelled
+            ):
+                outcome = self._from_scontrol(job_id, sjob)
+                if outcome is None:  # still active after all: keep waiting
+                    self._left_queue.pop(job_id)
+                else:
+                    done[job_id] = outcome
+        for job_id in done:
+            self._jobs.pop(job_id, None)
+            self._left_queue.pop(job_id, None)
+        return done
+
+    def _squeue(self) -> set[str]:
+        ids = ",".join(self._jobs)
+        # -r: one line per array element (pending elements are otherwise shown as 23_[1-2]).
+        out = subprocess.run(
+            ["squeue", "-h", "-r", "-o", "%i", "-j", ids],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        # squeue exits 1 when none of the ids is known any more: that means all left the queue.
+        return set(out.stdout.split())
+
+    def _from_result(self, sjob: Any, job: EvalJob) -> Outcome:
+        from submitit.core.utils import pickle_load
+
+        status, payload = pickle_load(sjob.paths.result_pickle)
+        if status == "success" and Path(job.out).is_file():
+            return Succeeded(Path(job.out))
+        reason = str(payload).strip().splitlines()
+        return Failed(f"slurm job {sjob.job_id}: {reason[-1] if reason else status}")
+
+    def _from_scontrol(self, job_id: str, sjob: Any) -> Outcome | None:
+        out = subprocess.run(
+            ["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True, check=False
+        ).stdout
+        state = next(
+            (f.split("=", 1)[1] for f in out.split() if f.startswith("JobState=")), "UNKNOWN"
+        )
+        if state in ACTIVE_STATES and job_id not in self._cancelled:
+            return None
+        if job_id in self._cancelled or state == "CANCELLED":
+            return Cancelled()
+        if state in ("PREEMPTED", "NODE_FAIL", "BOOT_FAIL"):
+            return Preempted(f"slurm job {job_id}: {state}")
+        return Failed(f"slurm job {job_id}: {state}; {tail(Path(sjob.paths.stderr), 5)}")
+
+    def running(self) -> set[str]:
+        return set(self._jobs)
+
+    def cancel(self, job_id: str) -> None:
+        if job_id in self._jobs:
+            self._cancelled.add(job_id)
+            subprocess.run(["scancel", job_id], check=False)
+
+    def close(self) -> None:
+        for job_id in list(self._jobs):
+            self.cancel(job_id)
