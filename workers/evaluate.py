@@ -11,7 +11,6 @@ import argparse
 import hashlib
 import json
 import logging
-import math
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from workers.data.encode import ClassificationEncoder
 from workers.data.manifest import Sample, read_manifest
 from workers.evaljob import EvalJob
 from workers.fsutil import atomic_write_json
+from workers.metrics import accuracy, mean_with_stderr, per_class_accuracy
 from workers.models.classifier import classification_loss, load_classifier
 
 logger = logging.getLogger("orch.evaluate")
@@ -81,11 +81,10 @@ def run_eval(job: EvalJob) -> dict[str, Any]:
         k = min(5, job.num_classes)
         top5.extend((masked.topk(k, dim=-1).indices == batch.labels[:, None]).any(-1).tolist())
     n = len(subset)
-    acc = sum(correct) / n
-    per_class: dict[str, float] = {}
-    for label in sorted({s.label for s in subset}):
-        hits = [c for s, c in zip(subset, correct, strict=True) if s.label == label]
-        per_class[str(label)] = sum(hits) / len(hits)
+    acc, top5_acc, mean_loss = accuracy(correct), accuracy(top5), mean_with_stderr(losses)
+    labels = [s.label for s in subset]
+    preds = [y if ok else -1 for y, ok in zip(labels, correct, strict=True)]
+    per_class = {str(k): v for k, v in per_class_accuracy(labels, preds).items()}
     result = {
         "schema": SCHEMA_VERSION,
         "step": job.step,
@@ -95,14 +94,15 @@ def run_eval(job: EvalJob) -> dict[str, Any]:
         "n": n,
         "correct": int(sum(correct)),
         "metrics": {
-            "loss": float(np.mean(losses)),
-            "accuracy": acc,
-            "top5_accuracy": sum(top5) / n,
+            "loss": mean_loss.value,
+            "accuracy": acc.value,
+            "top5_accuracy": top5_acc.value,
             "per_class_accuracy": per_class,
         },
         "stderr": {
-            "accuracy": math.sqrt(acc * (1 - acc) / n),
-            "loss": float(np.std(losses, ddof=1) / math.sqrt(n)) if n > 1 else 0.0,
+            "accuracy": acc.stderr,
+            "top5_accuracy": top5_acc.stderr,
+            "loss": mean_loss.stderr,
         },
         "checkpoint": job.checkpoint,
         "checkpoint_digest": checkpoint_digest(hf_dir),
@@ -116,7 +116,7 @@ def run_eval(job: EvalJob) -> dict[str, Any]:
         },
     }
     atomic_write_json(Path(job.out), result)
-    logger.info("%s step %d: accuracy %.4f on %d samples", job.dataset, job.step, acc, n)
+    logger.info("%s step %d: accuracy %.4f on %d samples", job.dataset, job.step, acc.value, n)
     return result
 
 
