@@ -110,6 +110,10 @@ class TrainingSpec(_Section):
     bf16: bool = False
     max_failures: int = Field(default=1, ge=0)
     """Worker-group restarts (from the last checkpoint) before the run fails."""
+    on_nonfinite: Literal["stop", "skip"] = "stop"
+    """A non-finite loss writes forensics, then stops training or skips the batch."""
+    max_skipped: int = Field(default=10, ge=0)
+    """With on_nonfinite = "skip": batches skipped before training stops anyway."""
 
     @model_validator(mode="after")
     def _steps_or_epochs(self) -> TrainingSpec:

@@ -29,6 +29,7 @@ from workers.data.manifest import read_manifest
 from workers.data.mixture import MixturePosition, MixtureSampler, rank_slice
 from workers.deepspeed_config import build_deepspeed_config
 from workers.fsutil import atomic_write_json
+from workers.guard import Guard
 from workers.models.classifier import (
     VLMClassifier,
     build_classifier,
@@ -125,6 +126,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     # ---- train
     stats = RunningStats(sorted(data))
     perf = Throughput(model.hf_config, spec.num_labels, int(model.hf_config.image_token_id), device)
+    guard = Guard(
+        paths.run_dir / "logs" / "forensics", tr.on_nonfinite, tr.max_skipped, rank, latest
+    )
     global_micro = tr.batch_size * world
     while step < max_steps:
         step += 1
@@ -137,14 +141,24 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             losses, masked = classification_loss(
                 logits, batch.labels.to(device), batch.num_classes.to(device), batch.ids
             )
+            lr = float(scheduler.get_last_lr()[0])
+            if guard.check_losses(step, micro, batch, losses, lr, device):
+                # Skipped: a zero loss over the parameters keeps DeepSpeed's accumulation
+                # bookkeeping in step while the batch contributes no gradient.
+                engine.backward(sum(p.sum() for p in engine.module.parameters()) * 0.0)
+                engine.step()
+                continue
             engine.backward(losses.mean())
             engine.step()
             stats.add(batch.datasets, losses.detach(), masked.argmax(-1) == batch.labels.to(device))
         perf.step_done()
+        guard.check_grad_norm(step, engine.get_global_grad_norm(), lr)
         if step % tr.log_every == 0 or step == max_steps:
             row = stats.reduce_and_reset(device)
             row |= perf.reduce_and_reset()
             row |= {
+                "skipped_batches": float(guard.skipped),
+                "grad_norm": float(engine.get_global_grad_norm() or 0.0),
                 "lr": float(scheduler.get_last_lr()[0]),
                 "samples_per_s": row["n"] / row["report_s"],
             }
