@@ -1,0 +1,70 @@
+"""A planted NaN goes through the real tiny model; the guard stops (or skips) and writes a
+forensics file that names the planted sample."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from workers.data.encode import ClassificationEncoder
+from workers.data.manifest import read_manifest
+from workers.guard import Guard, NonFiniteError
+from workers.models.classifier import build_classifier, classification_loss
+
+
+def planted_batch(tiny_model: Path, demo_data: Path) -> tuple[object, torch.Tensor]:
+    samples = read_manifest(demo_data / "faces" / "train.jsonl", "faces", 2)[:4]
+    encoder = ClassificationEncoder(tiny_model, "what is in the image ?", 3136, 3136)
+    batch = encoder.encode(samples, {"faces": 2})
+    # Plant: the third image's pixels are NaN (16 patches per 56x56 image).
+    batch.pixel_values[32:48] = float("nan")
+    model = build_classifier(tiny_model, 2, "mean", "sdpa")
+    logits = model(**batch.model_inputs(torch.device("cpu"), torch.float32))
+    losses, _ = classification_loss(logits, batch.labels, batch.num_classes, batch.ids)
+    return batch, losses
+
+
+def test_planted_nan_stops_training_and_names_the_sample(
+    tmp_path: Path, tiny_model: Path, demo_data: Path
+) -> None:
+    batch, losses = planted_batch(tiny_model, demo_data)
+    assert not torch.isfinite(losses[2]) and torch.isfinite(losses[[0, 1, 3]]).all()
+    guard = Guard(tmp_path, "stop", 10, rank=0, resume_from=tmp_path / "step_000100")
+    with pytest.raises(NonFiniteError, match=r"non-finite loss at step 7 .*step_000100"):
+        guard.check_losses(7, 0, batch, losses, 1e-3, torch.device("cpu"))
+    record = json.loads((tmp_path / "step_000007-micro0-rank0.json").read_text())
+    assert record["non_finite_samples"] == [batch.ids[2]]
+    assert record["per_dataset_loss"]["faces"] == "nan"
+    assert record["samples"][0]["loss"] == pytest.approx(float(losses[0].detach()))
+    assert record["lr"] == 1e-3 and record["resume_from"].endswith("step_000100")
+
+
+def test_skip_policy_counts_and_stops_past_the_limit(
+    tmp_path: Path, tiny_model: Path, demo_data: Path
+) -> None:
+    batch, losses = planted_batch(tiny_model, demo_data)
+    guard = Guard(tmp_path, "skip", max_skipped=1, rank=0)
+    finite = losses.nan_to_num(0.0)
+    assert guard.check_losses(1, 0, batch, finite, 1e-3, torch.device("cpu")) is False
+    assert guard.check_losses(2, 0, batch, losses, 1e-3, torch.device("cpu")) is True
+    assert guard.skipped == 1
+    with pytest.raises(NonFiniteError):
+        guard.check_losses(3, 0, batch, losses, 1e-3, torch.device("cpu"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "step_000002-micro0-rank0.json",
+        "step_000003-micro0-rank0.json",
+    ]
+
+
+def test_non_finite_gradient_norm_stops(tmp_path: Path) -> None:
+    guard = Guard(tmp_path, "stop", 10, rank=1)
+    guard.check_grad_norm(5, 3.2, 1e-3)
+    guard.check_grad_norm(5, None, 1e-3)
+    with pytest.raises(NonFiniteError, match="non-finite gradient norm at step 6"):
+        guard.check_grad_norm(6, float("inf"), 1e-3)
+    assert (
+        json.loads((tmp_path / "step_000006-gradnorm-rank1.json").read_text())["grad_norm"] == "inf"
+    )
