@@ -148,11 +148,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "resume":
         from orchestrator.rundir import find_run
-        from orchestrator.spec import JobSpec
         from orchestrator.submit import submit
 
         rundir = find_run(args.runs_dir, args.run)
-        spec = JobSpec.model_validate_json(rundir.spec_json.read_text())
+        spec = rundir.read_spec()
         spec = spec.model_copy(update={"runs_dir": rundir.path.parent})
         return submit(spec, run_name=rundir.name, dashboard=not args.no_dashboard)
     if args.command == "eval":
@@ -194,19 +193,14 @@ def _dispatch(args: argparse.Namespace) -> int:
     raise AssertionError(args.command)
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def _eval(args: argparse.Namespace) -> int:
     from orchestrator.backends.local import LocalBackend
     from orchestrator.ondemand import evaluate_on_demand, resolve_step
     from orchestrator.report import render, step_record
     from orchestrator.rundir import find_run
-    from orchestrator.spec import JobSpec
 
     rundir = find_run(args.runs_dir, args.run)
-    spec = JobSpec.model_validate_json(rundir.spec_json.read_text())
+    spec = rundir.read_spec()
     step = resolve_step(rundir, args.step)
     names = args.datasets.split(",") if args.datasets else list(spec.datasets)
     backend: Any
@@ -227,7 +221,8 @@ def _eval(args: argparse.Namespace) -> int:
             "best": None,
             "steps": [step_record(merged)],
             "final": None,
-        }
+        },
+        show_best=False,
     )
     return 1 if merged["missing"] else 0
 
@@ -247,3 +242,7 @@ def _import_lmms(args: argparse.Namespace) -> int:
     except RunDirError as e:  # a live controller holds the run: it publishes the parts itself
         logger.info("%s; it will merge and publish the imported parts", e)
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -14,6 +14,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Protocol
 
 from orchestrator.backends.base import EvalBackend, Outcome, Succeeded
@@ -145,6 +146,39 @@ def decide(s: Snapshot) -> list[Action]:
 
 
 # ----------------------------------------------------------------------------- the shell
+
+
+def build_eval_job(
+    spec: JobSpec,
+    rundir: RunDir,
+    step: int,
+    dataset: str,
+    *,
+    full: bool,
+    out: Path,
+    backend: str,
+    attempt: int = 1,
+) -> EvalJob:
+    """The eval part for one (checkpoint, dataset): eval_ratio of the set, or all of it."""
+    ds, m = spec.datasets[dataset], spec.model
+    return EvalJob(
+        step=step,
+        dataset=dataset,
+        checkpoint=str(ckpt.checkpoint_dir(rundir.checkpoints, step) / ckpt.HF_DIR),
+        manifest=str(ds.eval),
+        num_classes=ds.num_classes,
+        eval_ratio=1.0 if full else ds.eval_ratio,
+        partial=not full,
+        seed=spec.training.seed,
+        batch_size=spec.evaluation.batch_size,
+        prompt=m.prompt,
+        min_pixels=m.min_pixels,
+        max_pixels=m.max_pixels,
+        attn_implementation=m.attn_implementation,
+        out=str(out),
+        backend=backend,
+        attempt=attempt,
+    )
 
 
 @dataclass
@@ -318,28 +352,16 @@ class Controller:
             logger.info("eval %s/%s submitted (attempt %d, %s)", what, a.dataset, a.attempt, job_id)
 
     def _job(self, a: SubmitPart) -> EvalJob:
-        ds = self.spec.datasets[a.dataset]
-        partial = a.step is not None
-        m = self.spec.model
-        job = EvalJob(
-            step=a.eval_step,
-            dataset=a.dataset,
-            checkpoint=str(ckpt.checkpoint_dir(self.rundir.checkpoints, a.eval_step) / ckpt.HF_DIR),
-            manifest=str(ds.eval),
-            num_classes=ds.num_classes,
-            eval_ratio=ds.eval_ratio if partial else 1.0,
-            partial=partial,
-            seed=self.spec.training.seed,
-            batch_size=self.spec.evaluation.batch_size,
-            prompt=m.prompt,
-            min_pixels=m.min_pixels,
-            max_pixels=m.max_pixels,
-            attn_implementation=m.attn_implementation,
-            out=str(self.rundir.part(a.step, a.dataset)),
+        return build_eval_job(
+            self.spec,
+            self.rundir,
+            a.eval_step,
+            a.dataset,
+            full=a.step is None,
+            out=self.rundir.part(a.step, a.dataset),
             backend=self.backend.name,
             attempt=a.attempt,
         )
-        return job
 
     def _record(self, job_id: str, outcome: Outcome) -> None:
         entry = self.ledger.by_job(job_id)

@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 from orchestrator.backends.base import EvalBackend, Succeeded
+from orchestrator.controller import build_eval_job
 from orchestrator.errors import RunDirError
 from orchestrator.results import merge_parts
 from orchestrator.rundir import RunDir, read_json_or_none
 from orchestrator.spec import JobSpec
-from workers import checkpoint as ckpt
-from workers.evaljob import EvalJob
 from workers.fsutil import atomic_write_json
 
 logger = logging.getLogger("orch.eval")
@@ -43,29 +41,6 @@ def resolve_step(rundir: RunDir, step: str) -> int:
     return int(step)
 
 
-def build_job(
-    spec: JobSpec, rundir: RunDir, step: int, dataset: str, full: bool, out: Path, backend: str
-) -> EvalJob:
-    ds, m = spec.datasets[dataset], spec.model
-    return EvalJob(
-        step=step,
-        dataset=dataset,
-        checkpoint=str(ckpt.checkpoint_dir(rundir.checkpoints, step) / ckpt.HF_DIR),
-        manifest=str(ds.eval),
-        num_classes=ds.num_classes,
-        eval_ratio=1.0 if full else ds.eval_ratio,
-        partial=not full,
-        seed=spec.training.seed,
-        batch_size=spec.evaluation.batch_size,
-        prompt=m.prompt,
-        min_pixels=m.min_pixels,
-        max_pixels=m.max_pixels,
-        attn_implementation=m.attn_implementation,
-        out=str(out),
-        backend=backend,
-    )
-
-
 def evaluate_on_demand(
     spec: JobSpec,
     rundir: RunDir,
@@ -80,7 +55,9 @@ def evaluate_on_demand(
     folder = rundir.eval_dir / "ondemand" / f"step_{step:06d}-{'full' if full else 'partial'}"
     jobs: dict[str, str] = {}
     for name in datasets:
-        job = build_job(spec, rundir, step, name, full, folder / f"{name}.json", backend.name)
+        job = build_eval_job(
+            spec, rundir, step, name, full=full, out=folder / f"{name}.json", backend=backend.name
+        )
         log = rundir.logs / "eval" / "ondemand" / f"{folder.name}-{name}.log"
         jobs[backend.submit(job, log)] = name
     parts: dict[str, dict[str, Any]] = {}

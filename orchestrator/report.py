@@ -51,7 +51,7 @@ def collect(rundir: RunDir) -> dict[str, Any]:
     }
 
 
-def render(results: dict[str, Any]) -> None:
+def render(results: dict[str, Any], show_best: bool = True) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -84,6 +84,8 @@ def render(results: dict[str, Any]) -> None:
         for task, metrics in s.get("tasks", {}).items():
             shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items())
             console.print(f"step {s['step']} imported task {task}: {shown}")
+    if not show_best:
+        return
     if results["best"]:
         b = results["best"]
         console.print(f"best: step {b['step']} ({b['metric']} = {b['value']:.4f})")

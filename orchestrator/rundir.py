@@ -19,11 +19,14 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from orchestrator.errors import RunDirError
 from workers import checkpoint
 from workers.fsutil import atomic_write_json, atomic_write_text
+
+if TYPE_CHECKING:
+    from orchestrator.spec import JobSpec
 
 FINAL = "final"
 
@@ -97,6 +100,12 @@ class RunDir:
 
     def eval_log(self, step: int | None, dataset: str, attempt: int) -> Path:
         return self.logs / "eval" / part_key(step) / f"{dataset}.attempt{attempt}.log"
+
+    def read_spec(self) -> JobSpec:
+        """The run's resolved spec, as it was when the run was created."""
+        from orchestrator.spec import JobSpec
+
+        return JobSpec.model_validate_json(self.spec_json.read_text())
 
     def complete_checkpoints(self) -> dict[int, Path]:
         return checkpoint.complete_checkpoints(self.checkpoints)

@@ -48,7 +48,7 @@ def open_run(spec: JobSpec, run_name: str | None) -> RunDir:
     rundir = RunDir(spec.runs_dir / name)
     resolved = spec.to_toml_dict()
     if rundir.spec_json.is_file():
-        stored = JobSpec.model_validate_json(rundir.spec_json.read_text()).to_toml_dict()
+        stored = rundir.read_spec().to_toml_dict()
         diff = sorted(_diff(stored, resolved))
         if diff:
             raise RunDirError(
@@ -224,7 +224,7 @@ def publish_now(rundir: RunDir) -> None:
     from orchestrator.controller import Controller
 
     lock = lock_run(rundir)  # noqa: F841  (raises if a controller holds the run)
-    spec = JobSpec.model_validate_json(rundir.spec_json.read_text())
+    spec = rundir.read_spec()
     tracker = make_tracker(spec, rundir)
     try:
         controller = Controller(spec, rundir, _NoBackend(), tracker, _Finished())

@@ -73,6 +73,21 @@ def test_demo_mix_end_to_end(tmp_path: Path, demo_data: Path, tiny_model: Path) 
     # Well above chance (digits 0.1, textures 0.1, faces 0.5) after 120 tiny steps.
     assert final["overall"]["accuracy"] > 0.5, final
 
+    # The run is watchable and re-evaluable from the terminal.
+    status = json.loads(orch("status", str(run), "--json", cwd=tmp_path).stdout)
+    assert status["training"]["state"] == "finished" and status["checkpoints"] == steps
+    assert status["eval_parts"] == {"succeeded": 12}  # 3 steps + final, 3 datasets each
+    assert orch("results", str(run), "--plot", cwd=tmp_path).returncode == 0
+    assert (run / "results.png").stat().st_size > 10_000
+    again = orch("eval", str(run), "--step", "best", "--full", "--datasets", "faces", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
+    name = f"step_{best['step']:06d}-full.json"
+    ondemand = json.loads((run / "eval" / "ondemand" / name).read_text())
+    # The same checkpoint, set and worker: the same numbers as the final full eval.
+    assert ondemand["datasets"]["faces"] == {
+        k: final["datasets"]["faces"][k] for k in ("loss", "accuracy", "n", "correct")
+    }
+
     # wandb, read back from the offline run file: eval values on the eval step axis.
     files = find_offline_runs(run / "wandb")
     assert len(files) == 1
