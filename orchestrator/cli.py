@@ -34,6 +34,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("submit", help="train and evaluate a job")
     _spec_args(p)
     p.add_argument("--run-name", help="run directory name; an existing run is continued")
+    p.add_argument(
+        "--resume-from",
+        metavar="RUN_OR_CHECKPOINT",
+        help="a new run that continues from a checkpoint (weights, optimizer, step, data position)",
+    )
+    p.add_argument(
+        "--init-from",
+        metavar="CHECKPOINT",
+        help="a new run that starts from a checkpoint's weights (and head) only",
+    )
     p.add_argument("--no-dashboard", action="store_true", help="embedded Ray without dashboard")
 
     p = sub.add_parser("resume", help="continue a stopped run with its own resolved spec")
@@ -115,7 +125,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         from orchestrator.spec import load_spec
         from orchestrator.submit import preflight, submit
 
-        spec = load_spec(args.job, args.overrides)
+        overrides = list(args.overrides)
+        if getattr(args, "resume_from", None):
+            overrides.append(f"training.resume_from={json.dumps(args.resume_from)}")
+        if getattr(args, "init_from", None):
+            hf = Path(args.init_from)
+            hf = hf / "hf" if (hf / "hf").is_dir() else hf
+            overrides.append(f"model.path={json.dumps(str(hf))}")
+        spec = load_spec(args.job, overrides)
         if args.command == "validate":
             sizes = preflight(spec)
             total = sum(d.weight for d in spec.datasets.values())

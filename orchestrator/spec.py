@@ -110,6 +110,9 @@ class TrainingSpec(_Section):
     bf16: bool = False
     max_failures: int = Field(default=1, ge=0)
     """Worker-group restarts (from the last checkpoint) before the run fails."""
+    resume_from: Path | None = None
+    """Start from another run's checkpoint (weights, optimizer, scheduler, step, data
+    position): a checkpoint directory, or a run directory (its latest complete checkpoint)."""
     on_nonfinite: Literal["stop", "skip"] = "stop"
     """A non-finite loss writes forensics, then stops training or skips the batch."""
     max_skipped: int = Field(default=10, ge=0)
@@ -317,7 +320,12 @@ def resolve_paths(spec: JobSpec, base: Path) -> JobSpec:
             "model": spec.model.model_copy(update={"path": fix(spec.model.path)}),
             "datasets": datasets,
             "training": spec.training.model_copy(
-                update={"deepspeed_config": fix(spec.training.deepspeed_config)}
+                update={
+                    "deepspeed_config": fix(spec.training.deepspeed_config),
+                    "resume_from": fix(spec.training.resume_from)
+                    if spec.training.resume_from
+                    else None,
+                }
             ),
         }
     )

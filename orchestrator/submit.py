@@ -21,6 +21,13 @@ def preflight(spec: JobSpec) -> dict[str, int]:
     from workers.data.manifest import read_manifest
     from workers.deepspeed_config import build_deepspeed_config
 
+    resume = spec.training.resume_from
+    if resume is not None and not (
+        (resume / "COMPLETE").is_file() or list(resume.glob("checkpoints/step_*/COMPLETE"))
+    ):
+        raise SpecError(
+            f"training.resume_from: {resume} is neither a complete checkpoint nor a run with one"
+        )
     if not (spec.model.path / "config.json").is_file():
         raise SpecError(
             f"model.path: {spec.model.path} has no config.json; point it at a local Hugging Face "

@@ -100,7 +100,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     # ---- resume from the latest complete checkpoint (after a worker failure or a requeue)
     step, position = 0, None
-    latest = ckpt.latest_complete(paths.checkpoints)
+    # This run's own latest checkpoint first (a restart); else where the spec says to start.
+    latest = ckpt.latest_complete(paths.checkpoints) or resume_point(tr.resume_from)
     if latest is not None:
         engine.load_checkpoint(str(latest), tag=ckpt.DEEPSPEED_TAG)
         state = json.loads((latest / ckpt.TRAINER_STATE).read_text())
@@ -169,6 +170,18 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if rank == 0:
         append_jsonl(paths.events, {"event": "finished", "step": step})
     logger.info("training finished at step %d", step)
+
+
+def resume_point(path: Path | None) -> Path | None:
+    """training.resume_from as a complete checkpoint: given directly, or a run's latest."""
+    if path is None:
+        return None
+    if (path / ckpt.COMPLETE).is_file():
+        return path
+    latest = ckpt.latest_complete(path / "checkpoints")
+    if latest is None:
+        raise FileNotFoundError(f"training.resume_from: no complete checkpoint in {path}")
+    return latest
 
 
 def resolve_max_steps(spec: JobSpec, sizes: dict[str, int]) -> int:
