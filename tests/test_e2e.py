@@ -262,8 +262,12 @@ def test_resume_from_a_checkpoint_equals_the_uninterrupted_run(
     from safetensors.torch import load_file
 
     job = demo_job(tmp_path, demo_data, tiny_model, max_steps=60, checkpoint_every=30)
-    quiet = ["--no-dashboard", "--set", "evaluation.during_training=false",
-             "--set", "evaluation.final_full=false", "--set", "tracking.mode='disabled'"]  # fmt: skip
+    quiet = [
+        "--no-dashboard",
+        *("--set", "evaluation.during_training=false"),
+        *("--set", "evaluation.final_full=false"),
+        *("--set", "tracking.mode='disabled'"),
+    ]
     a = orch("submit", str(job), "--run-name", "whole", *quiet, cwd=tmp_path)
     assert a.returncode == 0, a.stderr[-3000:]
     whole = tmp_path / "runs" / "whole"
