@@ -36,11 +36,6 @@ def atomic_write_json(path: Path, value: Any) -> None:
     atomic_write_text(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
-def read_json(path: Path) -> Any:
-    with path.open() as f:
-        return json.load(f)
-
-
 def _fsync_dir(directory: Path) -> None:
     # The rename itself is durable only once the directory entry is on disk.
     fd = os.open(directory, os.O_RDONLY)

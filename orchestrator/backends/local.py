@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -66,7 +65,3 @@ class LocalBackend:
             self.cancel(job_id)
         for proc, _, _ in self._procs.values():
             proc.wait(timeout=30)
-
-
-def job_to_json(job: EvalJob) -> str:
-    return json.dumps(job.to_json())
