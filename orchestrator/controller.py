@@ -239,6 +239,7 @@ class Controller:
         self._adopt_finished_parts()
         self.merged: dict[int, dict[str, Any]] = self._load_merged()
         self.published = Published.load(rundir)
+        self._reconcile_with_tracker()
         self._dirty = False
         self.result: Finish | None = None
         self._publish_unpublished()
@@ -252,6 +253,28 @@ class Controller:
                 if value is not None and value.get("step") == e.eval_step:
                     self.ledger.put(e.finished(PartStatus.SUCCEEDED))
                     logger.info("adopted finished eval part %s/%s", e.step or "final", e.dataset)
+
+    def _reconcile_with_tracker(self) -> None:
+        """Trust what the tracker durably holds over our record of what we sent it: rows
+        logged just before a crash can be lost in the tracker's buffers; they are re-logged."""
+        durable = getattr(self.tracker, "durable", None)
+        if durable is None:
+            return
+        pub = self.published
+        lost = sorted(set(pub.eval_steps) - durable.eval_steps)
+        if lost or durable.train_step < pub.train_step or (pub.final and not durable.final):
+            logger.warning(
+                "the tracker lost rows logged before the last crash (eval steps %s, train steps "
+                "after %d%s); publishing them again",
+                lost,
+                durable.train_step,
+                ", final" if pub.final and not durable.final else "",
+            )
+        for step in lost:
+            del pub.eval_steps[step]
+        if durable.train_step < pub.train_step:
+            pub.train_step, pub.train_offset = durable.train_step, 0
+        pub.final = pub.final and durable.final
 
     def _publish_unpublished(self) -> None:
         """Results merged by a controller that died before publishing them are published now."""

@@ -347,3 +347,29 @@ def test_train_metrics_are_published_once_across_restarts(run: tuple[object, Run
     c2.iterate()
     assert [s for s, _ in tracker.train] == [10, 20, 30]
     assert tracker.train[1][1]["loss"] == 0.05
+
+
+def test_rows_the_tracker_lost_in_a_crash_are_logged_again(run: tuple[object, RunDir]) -> None:
+    """wandb buffers its file: rows logged just before a SIGKILL can be lost although our
+    record says they were published. The tracker's durable state wins."""
+    from orchestrator.tracking.wandb_file import LoggedState
+
+    spec, rundir = run
+    add_checkpoint(rundir, 10)
+    add_checkpoint(rundir, 20)
+    first = MemoryTracker()
+    c1 = Controller(
+        spec, rundir, FakeBackend(), first, FakeTraining(TrainingState.SUCCEEDED), poll_s=0
+    )  # type: ignore[arg-type]
+    while c1.result is None:
+        c1.iterate()
+    assert sorted(s for s, _ in first.eval) == [10, 20] and len(first.final) == 1
+    second = MemoryTracker()
+    second.durable = LoggedState(train_step=0, eval_steps=frozenset({10}), final=False)  # type: ignore[attr-defined]
+    c2 = Controller(
+        spec, rundir, FakeBackend(), second, FakeTraining(TrainingState.SUCCEEDED), poll_s=0
+    )  # type: ignore[arg-type]
+    c2.iterate()
+    assert [s for s, _ in second.eval] == [20]  # step 10 reached the tracker; 20 did not
+    assert len(second.final) == 1
+    assert c2.result == Finish(0, "done")

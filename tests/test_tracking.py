@@ -328,3 +328,21 @@ def test_prefixed_row() -> None:
         "eval/digits/accuracy": 0.5,
     }
     assert json.dumps(prefixed("train", 1, {})) == '{"train/step": 1}'
+
+
+def test_logged_state_reads_what_the_offline_files_hold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orchestrator.tracking.wandb_file import logged_state
+
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    tracker = WandbTracker(tmp_path, "state-run", "orch-test", "offline", {})
+    tracker.log_train(10, {"loss": 1.0})
+    tracker.log_train(20, {"loss": 0.5})
+    tracker.log_eval(10, {"overall/accuracy": 0.5})
+    tracker.finish(0)
+    state = logged_state(tmp_path / "wandb", tracker.run_id)
+    assert (state.train_step, state.eval_steps, state.final) == (20, frozenset({10}), False)
+    again = WandbTracker(tmp_path, "state-run", "orch-test", "offline", {})
+    assert again.durable == state  # read before the new start adds its own file
+    again.finish(0)

@@ -195,3 +195,30 @@ def read_offline_run(path: Path) -> WandbOfflineRun:
         elif kind == "exit":
             run.exit_code = int(record.exit.exit_code)
     return run
+
+
+@dataclass(frozen=True)
+class LoggedState:
+    """What a tracker holds durably: the last train step, the eval steps, the final eval."""
+
+    train_step: int
+    eval_steps: frozenset[int]
+    final: bool
+
+
+def logged_state(wandb_dir: Path, run_id: str) -> LoggedState:
+    """What the offline files of run ``run_id`` actually contain. wandb writes its file in
+    blocks; rows logged just before a SIGKILL may never reach it, so this, not what the
+    controller believes it logged, is what a restarted controller must trust."""
+    train, evals, final = 0, set(), False
+    for path in find_offline_runs(wandb_dir):
+        run = read_offline_run(path)
+        if run.run_id != run_id:
+            continue
+        for row in run.history:
+            if "train/step" in row:
+                train = max(train, int(row["train/step"]))
+            if "eval/step" in row and any(k.startswith("eval/overall/") for k in row):
+                evals.add(int(row["eval/step"]))
+            final = final or "final/step" in row
+    return LoggedState(train, frozenset(evals), final)

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from orchestrator.tracking.base import EVAL, FINAL, TRAIN, prefixed
+from orchestrator.tracking.wandb_file import logged_state
 
 if TYPE_CHECKING:
     from wandb.sdk.wandb_run import Run
@@ -87,6 +88,10 @@ class WandbTracker:
         if dropped := sorted(set(QUIET_SETTINGS) - set(settings)):
             logger.debug("wandb %s has no settings %s", wandb.__version__, dropped)
 
+        # Before this start adds its own file: what earlier starts of the run really wrote.
+        self.durable = (
+            logged_state(self.run_dir / "wandb", self.run_id) if mode == "offline" else None
+        )
         started = time.monotonic()
         quiet = wandb.Settings(**settings)
         # wandb's own terminal messages ("wandb: WARNING ...") follow process-wide settings
