@@ -54,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validate", help="check a job spec and its data without training")
     _spec_args(p)
 
+    p = sub.add_parser("doctor", help="find misconfigurations before spending compute")
+    _spec_args(p)
+    p.add_argument("--no-model", action="store_true", help="skip the real-batch model check")
+    p.add_argument("--json", action="store_true")
+
     p = sub.add_parser("results", help="per-step, best and final results of a run")
     p.add_argument("run", nargs="?", help="run name or directory (default: the latest run)")
     p.add_argument("--runs-dir", type=Path, default=Path("runs"))
@@ -173,6 +178,18 @@ def _dispatch(args: argparse.Namespace) -> int:
         return submit(spec, run_name=rundir.name, dashboard=not args.no_dashboard)
     if args.command == "eval":
         return _eval(args)
+    if args.command == "doctor":
+        from dataclasses import asdict
+
+        from orchestrator.doctor import diagnose
+        from orchestrator.doctor import render as render_findings
+
+        findings = diagnose(args.job, args.overrides, model=not args.no_model)
+        if args.json:
+            sys.stdout.write(json.dumps([asdict(f) for f in findings], indent=2) + "\n")
+        else:
+            render_findings(findings)
+        return 1 if any(f.level == "error" for f in findings) else 0
     if args.command == "import-lmms":
         return _import_lmms(args)
     if args.command in ("status", "logs"):
