@@ -18,36 +18,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from orchestrator.controller import Controller, TrainingState, TrainingStatus
+from orchestrator.backends.base import NullBackend
+from orchestrator.controller import Controller, FinishedTraining
 from orchestrator.ledger import LedgerEntry, PartStatus
 from orchestrator.rundir import RunDir
 from orchestrator.spec import validate_spec
 from orchestrator.tracking import NullTracker
 from workers import checkpoint as ckpt
-
-
-class IdleBackend:
-    """Nothing is left to run: every part succeeded before the controller started."""
-
-    name = "bench"
-
-    def submit(self, job: object, log_path: Path) -> str:
-        raise AssertionError("a finished part was submitted again")
-
-    def poll(self) -> dict[str, object]:
-        return {}
-
-    def running(self) -> set[str]:
-        return set()
-
-    def cancel(self, job_id: str) -> None: ...
-
-    def close(self) -> None: ...
-
-
-class Done:
-    def status(self) -> TrainingStatus:
-        return TrainingStatus(TrainingState.SUCCEEDED)
 
 
 def layout(root: Path, steps: int, datasets: list[str]) -> RunDir:
@@ -103,7 +80,7 @@ def main() -> None:
         baseline = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        c = Controller(spec, rundir, IdleBackend(), NullTracker(), Done(), poll_s=0)  # type: ignore[arg-type]
+        c = Controller(spec, rundir, NullBackend(), NullTracker(), FinishedTraining(), poll_s=0)
         while c.result is None:
             c.iterate()
         elapsed = time.perf_counter() - t0

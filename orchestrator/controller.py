@@ -47,6 +47,13 @@ class TrainingHandle(Protocol):
     def status(self) -> TrainingStatus: ...
 
 
+class FinishedTraining:
+    """The handle of a run whose training is over (publishing, benchmarks)."""
+
+    def status(self) -> TrainingStatus:
+        return TrainingStatus(TrainingState.SUCCEEDED)
+
+
 # ----------------------------------------------------------------------------- decisions
 
 

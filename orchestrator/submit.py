@@ -199,42 +199,17 @@ def submit(spec: JobSpec, *, run_name: str | None = None, dashboard: bool = True
     return code
 
 
-class _Finished:
-    def status(self) -> Any:
-        from orchestrator.controller import TrainingState, TrainingStatus
-
-        return TrainingStatus(TrainingState.SUCCEEDED)
-
-
-class _NoBackend:
-    """For publishing only: nothing may be submitted."""
-
-    name = "none"
-
-    def submit(self, job: Any, log_path: Any) -> str:
-        raise AssertionError("publish_now never submits eval parts")
-
-    def poll(self) -> dict[str, Any]:
-        return {}
-
-    def running(self) -> set[str]:
-        return set()
-
-    def cancel(self, job_id: str) -> None: ...
-
-    def close(self) -> None: ...
-
-
 def publish_now(rundir: RunDir) -> None:
     """Fold and publish imported results of a run no controller is running (takes the lock, so
     the tracker still has one writer)."""
-    from orchestrator.controller import Controller
+    from orchestrator.backends.base import NullBackend
+    from orchestrator.controller import Controller, FinishedTraining
 
     lock = lock_run(rundir)  # noqa: F841  (raises if a controller holds the run)
     spec = rundir.read_spec()
     tracker = make_tracker(spec, rundir)
     try:
-        controller = Controller(spec, rundir, _NoBackend(), tracker, _Finished())
+        controller = Controller(spec, rundir, NullBackend(), tracker, FinishedTraining())
         controller.fold_imports()
         controller.flush()
     finally:

@@ -57,3 +57,23 @@ def tail(path: Path, lines: int = 20) -> str:
     if not path.is_file():
         return ""
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+class NullBackend:
+    """For a controller that only merges and publishes (a finished run, a benchmark): it has
+    nothing to run, and a submission is a bug."""
+
+    name = "none"
+
+    def submit(self, job: EvalJob, log_path: Path) -> str:
+        raise AssertionError(f"nothing may be submitted here (got {job.dataset}@{job.step})")
+
+    def poll(self) -> dict[str, Outcome]:
+        return {}
+
+    def running(self) -> set[str]:
+        return set()
+
+    def cancel(self, job_id: str) -> None: ...
+
+    def close(self) -> None: ...
