@@ -1,17 +1,21 @@
-"""Metrics against worked examples (computed by hand in the comments)."""
+"""Metrics against worked examples (computed by hand in the comments) and against lmms-eval."""
 
 from __future__ import annotations
 
 import math
+import statistics
 
 import pytest
 
 from workers.metrics import (
+    Metric,
     accuracy,
     anls,
     anls_score,
     exact_match,
+    f1_score,
     levenshtein,
+    mean_loss,
     mean_with_stderr,
     per_class_accuracy,
     relaxed_accuracy,
@@ -19,92 +23,265 @@ from workers.metrics import (
     token_f1,
     top_k_accuracy,
     vqa_accuracy,
+    vqa_accuracy_score,
     vqa_normalize,
 )
+
+# ------------------------------------------------------------------ mean and stderr
 
 
 def test_stderr_is_sample_std_over_sqrt_n() -> None:
     m = mean_with_stderr([1, 0, 1, 1])
-    # mean 0.75; sample variance ((0.25^2)*3 + 0.75^2)/3 = 0.25; sd 0.5; / sqrt(4) = 0.25
-    assert (m.value, m.stderr, m.n) == (0.75, 0.25, 4)
-    assert mean_with_stderr([0.3]).stderr == 0.0
+    # mean 0.75; sample variance (3 * 0.25^2 + 0.75^2) / 3 = 0.75 / 3 = 0.25; sd 0.5; / sqrt(4)
+    assert m == Metric(0.75, 0.25, 4)
+    assert m.stderr == statistics.stdev([1, 0, 1, 1]) / 2
+    assert mean_with_stderr([0.3]) == Metric(0.3, 0.0, 1)  # one sample: no spread to measure
     with pytest.raises(ValueError, match="no samples"):
         mean_with_stderr([])
+    with pytest.raises(AttributeError):
+        m.value = 1.0  # type: ignore[misc]  # frozen
+
+
+def test_empty_and_mismatched_inputs_raise() -> None:
+    for empty in (
+        lambda: accuracy([]),
+        lambda: mean_loss([]),
+        lambda: per_class_accuracy([], []),
+        lambda: exact_match([], []),
+        lambda: vqa_accuracy([], []),
+        lambda: anls([], []),
+        lambda: relaxed_accuracy([], []),
+        lambda: token_f1([], []),
+    ):
+        with pytest.raises(ValueError):
+            empty()
+    with pytest.raises(ValueError, match="2 predictions but 1 references"):
+        exact_match(["a", "b"], ["a"])
+    with pytest.raises(ValueError, match="1 predictions but 2 answer lists"):
+        vqa_accuracy(["a"], [["a"], ["b"]])
+    with pytest.raises(ValueError, match="3 predictions but 2 targets"):
+        relaxed_accuracy(["1", "2", "3"], ["1", "2"])
+    with pytest.raises(ValueError, match="without ground-truth"):
+        vqa_accuracy(["a"], [[]])
+    with pytest.raises(ValueError, match="without gold"):
+        anls(["a"], [[]])
+    with pytest.raises(ValueError, match="without any reference"):
+        token_f1(["a"], [[]])
+
+
+# ------------------------------------------------------------------ classification
 
 
 def test_classification_metrics() -> None:
-    assert accuracy([True, False, True, True]).value == 0.75
+    assert accuracy([True, False, True, True]) == Metric(0.75, 0.25, 4)
+    # label 2 is third in [3, 1, 2] and label 1 third in [0, 2, 1]: top-2 misses both, top-3 not
     assert top_k_accuracy([[3, 1, 2], [0, 2, 1]], [2, 1], k=2).value == 0.0
     assert top_k_accuracy([[3, 1, 2], [0, 2, 1]], [2, 1], k=3).value == 1.0
-    assert per_class_accuracy([0, 0, 1, 1, 1], [0, 1, 1, 1, 0]) == {0: 0.5, 1: 2 / 3}
-    with pytest.raises(ValueError, match="2 predictions but 1 references"):
+    assert top_k_accuracy([[3, 1, 2], [0, 2, 1]], [3, 2], k=1).value == 0.5
+    with pytest.raises(ValueError, match="k must be"):
+        top_k_accuracy([[0]], [0], k=0)
+    with pytest.raises(ValueError, match="2 predictions but 1 labels"):
         top_k_accuracy([[0], [1]], [0], 1)
+    # class 0: 1 of 2 right; class 1: 2 of 3 right
+    assert per_class_accuracy([0, 0, 1, 1, 1], [0, 1, 1, 1, 0]) == {0: 0.5, 1: 2 / 3}
+    with pytest.raises(ValueError, match="2 labels but 1 predictions"):
+        per_class_accuracy([0, 1], [0])
+    # losses 1, 2, 3: mean 2, sample sd 1, stderr 1 / sqrt(3)
+    assert mean_loss([1.0, 2.0, 3.0]) == Metric(2.0, 1 / math.sqrt(3), 3)
+
+
+# ------------------------------------------------------------------ exact match
+
+
+def test_exact_match() -> None:
+    # " Seven " -> "seven" (case, outer spaces); "brick" matches the second of its references
+    assert exact_match([" Seven ", "brick"], ["seven", ["tile", "Brick"]]).value == 1.0
+    assert exact_match(["seven."], ["seven"]).value == 0.0
+    assert exact_match(["seven."], ["seven"], ignore_punctuation=True).value == 1.0
+    # punctuation goes first, then the strip: "seven ." -> "seven " -> "seven"
+    assert exact_match(["seven ."], ["seven"], ignore_punctuation=True).value == 1.0
+    assert exact_match(["Seven"], ["seven"], ignore_case=False).value == 0.0
+    assert exact_match([" seven"], ["seven"], strip=False).value == 0.0
+    # 2 of 3 right: mean 2/3, sample variance (2 * (1/3)^2 + (2/3)^2) / 2 = 1/3
+    m = exact_match(["a", "b", "c"], ["a", "x", "c"])
+    assert m.value == pytest.approx(2 / 3)
+    assert m.stderr == pytest.approx(math.sqrt(1 / 3) / math.sqrt(3))
+
+
+# ------------------------------------------------------------------ VQA accuracy
 
 
 @pytest.mark.parametrize(
     ("matches", "expected"),
     [
         (0, 0.0),
-        # 1 match: 9 subsets keep it (1/3), the subset without it has 0 -> 9/3/10 = 0.3
+        # 1 match: 9 subsets keep it (1/3), the one leaving it out has 0 -> 9 * 1/3 / 10 = 0.3
         (1, 0.3),
-        # 2 matches: 8 subsets keep both (2/3), 2 keep one (1/3) -> (8*2/3 + 2*1/3)/10 = 0.6
+        # 2 matches: 8 subsets keep both (2/3), 2 keep one (1/3) -> (8*2/3 + 2*1/3) / 10 = 0.6
         (2, 0.6),
-        # 3 matches: 7 subsets keep 3 (1), 3 keep 2 (2/3) -> (7 + 3*2/3)/10 = 0.9
+        # 3 matches: 7 subsets keep 3 (1), 3 keep 2 (2/3) -> (7 + 3*2/3) / 10 = 0.9
         (3, 0.9),
         # 4 or more: every subset keeps at least 3 -> 1
         (4, 1.0),
+        (10, 1.0),
     ],
 )
 def test_vqa_accuracy_leave_one_out(matches: int, expected: float) -> None:
     answers = ["yes"] * matches + ["no"] * (10 - matches)
-    assert vqa_accuracy(["yes"], [answers]).value == pytest.approx(expected)
+    for processor in ("evalai", "vqav2"):
+        assert vqa_accuracy(["yes"], [answers], processor=processor).value == pytest.approx(
+            expected
+        )
 
 
 def test_vqa_normalisation() -> None:
-    assert vqa_normalize("Two") == "2"
-    assert vqa_normalize("the dog.") == "dog"
-    assert vqa_normalize("dont") == "don't"
-    assert vqa_normalize("A Red Car!") == "red car"
-    assert vqa_normalize("1,000") == "1000"  # a comma between digits is removed
-    assert vqa_normalize("3.5") == "3.5"  # a decimal point stays
+    assert vqa_normalize("Two") == "2"  # lower-cased, then the number map
+    assert vqa_normalize("none") == "0"
+    assert vqa_normalize("the dog.") == "dog"  # article dropped, a final period stripped
+    assert vqa_normalize("A Red Car!") == "red car"  # "!" becomes a space, then split
+    assert vqa_normalize("dont") == "don't"  # contractions table
+    assert vqa_normalize("1,000") == "1000"  # word_tokenize drops every comma
+    assert vqa_normalize("3.5") == "3.5"  # a period before a digit stays
+    assert vqa_normalize("x-ray") == "x ray"  # "-" with no space beside it becomes a space
+    assert vqa_normalize("yes - no") == "yes no"  # "- " present: "-" is deleted
+    assert vqa_normalize("man's") == "man 's"  # word_tokenize splits "'s"
+    # "Two." -> "2", 3 of 10 answers are "2" -> 0.9
     assert vqa_accuracy(["Two."], [["2"] * 3 + ["3"] * 7]).value == pytest.approx(0.9)
+
+
+def test_vqa_processors_differ_on_commas() -> None:
+    answers = ["red blue"] * 3 + ["redblue"] * 2 + ["purple"] * 5
+    # evalai (textvqa): word_tokenize deletes the comma -> "redblue": 2 matches -> 0.6
+    assert vqa_accuracy_score("red,blue", answers, "evalai") == pytest.approx(0.6)
+    # vqav2: no word_tokenize; "," has no space beside it and no digits around it, so it
+    # becomes a space -> "red blue": 3 matches -> 0.9
+    assert vqa_accuracy_score("red,blue", answers, "vqav2") == pytest.approx(0.9)
+    with pytest.raises(ValueError, match="unknown VQA answer processor"):
+        vqa_accuracy(["a"], [["a"]], processor="bogus")  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ ANLS
 
 
 def test_anls_worked_examples() -> None:
     assert levenshtein("hello world", "helo world") == 1
-    # NL = 1 / max(11, 10) = 1/11 -> 1 - 1/11
+    assert levenshtein("kitten", "sitting") == 3
+    assert levenshtein("", "abc") == 3
+    # NL = 1 / max(11, 10) = 1/11 -> 1 - 1/11 = 0.9090...
     assert anls_score("helo world", ["hello world"]) == pytest.approx(10 / 11)
-    # "abc" vs "xyz": NL = 3/3 -> score 0, below the 0.5 threshold
+    # "abc" vs "xyz": NL = 3/3 -> 0
     assert anls_score("abc", ["xyz"]) == 0.0
-    # "abcdef" vs "abcxyz": NL = 3/6 -> 0.5, not below the threshold: kept
+    # "abcdef" vs "abcxyz": NL = 3/6 -> 0.5; only a score *below* 0.5 is zeroed (lmms-eval)
     assert anls_score("abcdef", ["abcxyz"]) == 0.5
     # "abcdef" vs "abxxyz": NL = 4/6 -> 1/3 < 0.5 -> 0
     assert anls_score("abcdef", ["abxxyz"]) == 0.0
-    # Case and outer spaces do not count; the best gold answer wins.
-    assert anls_score("  Hello World ", ["nope", "hello world"]) == 1.0
+    # Case and spacing do not count; the best gold answer wins.
+    assert anls_score("  Hello   World ", ["nope", "hello world"]) == 1.0
+    # max over golds: "cat" vs "cart" NL 1/4 -> 0.75, vs "cap" NL 1/3 -> 0.667: 0.75
+    assert anls_score("cat", ["cap", "cart"]) == pytest.approx(0.75)
+    # the denominator is the raw length: "a  b" (4 chars) vs "a b" -> distance 0 -> 1
+    assert anls_score("a  b", ["a b"]) == 1.0
+    assert anls_score("", [""]) == 1.0  # both empty: NL defined as 0
     m = anls(["helo world", "abc"], [["hello world"], ["xyz"]])
     assert m.value == pytest.approx(5 / 11) and m.n == 2
+    # per-sample [10/11, 0]: sample sd = (10/11) / sqrt(2), stderr = sd / sqrt(2) = 5/11
+    assert m.stderr == pytest.approx(5 / 11)
+
+
+# ------------------------------------------------------------------ relaxed accuracy
 
 
 def test_relaxed_accuracy_chartqa() -> None:
-    assert relaxed_correctness("10.4", "10")  # 4 % off
-    assert not relaxed_correctness("11", "10")  # 10 % off
-    assert relaxed_correctness("45%", "0.45")  # 45 % is 0.45
-    assert relaxed_correctness("Yes", "yes")  # text: case-insensitive
-    assert not relaxed_correctness("0.01", "0")  # a zero target is compared as a string
+    assert relaxed_correctness("10.4", "10")  # |10.4 - 10| / 10 = 4 % <= 5 %
+    assert relaxed_correctness("10.5", "10")  # exactly 5 %: allowed (<=)
+    assert not relaxed_correctness("11", "10")  # 10 %
+    assert relaxed_correctness("-10.4", "-10")  # relative to |target|
+    assert relaxed_correctness("45%", "0.45")  # "45%" -> 45 / 100 = 0.45
+    assert relaxed_correctness("0.45", "45%")
+    assert not relaxed_correctness("45", "45%")  # 45 vs 0.45
+    assert relaxed_correctness("Yes", "yes")  # text: case-insensitive exact match
+    assert not relaxed_correctness("yes.", "yes")
+    # a target of 0 is falsy in lmms-eval, so it is compared as a string
     assert relaxed_correctness("0", "0")
-    assert relaxed_accuracy(["10.4", "11"], ["10", "10"]).value == 0.5
+    assert not relaxed_correctness("0.0", "0")
+    assert not relaxed_correctness("0.01", "0")
+    assert relaxed_accuracy(["10.4", "11"], ["10", "10"]) == Metric(0.5, 0.5, 2)
+    assert relaxed_accuracy(["11"], ["10"], max_relative_change=0.1).value == 1.0
 
 
-def test_token_f1_and_exact_match() -> None:
-    # pred tokens {the->removed} [cat, sat], ref [cat, sat, down]: P=1, R=2/3, F1=0.8
+# ------------------------------------------------------------------ token F1
+
+
+def test_token_f1_squad() -> None:
+    # "the" is an article: pred [cat, sat] vs ref [cat, sat, down]: P = 1, R = 2/3, F1 = 0.8
     assert token_f1(["the cat sat"], ["cat sat down"]).value == pytest.approx(0.8)
-    assert token_f1(["Paris!"], [["London", "paris"]]).value == 1.0
+    # 1 common token: P = 1/2, R = 1 -> F1 = 2 * 0.5 / 1.5 = 2/3
+    assert f1_score("Barack Obama", "obama") == pytest.approx(2 / 3)
+    # a bag, not a set: pred [cat, cat] vs ref [cat]: common 1, P = 1/2, R = 1 -> 2/3
+    assert f1_score("cat cat", "cat") == pytest.approx(2 / 3)
+    assert token_f1(["Paris!"], [["London", "paris"]]).value == 1.0  # the best reference
     assert token_f1(["no overlap"], ["something else"]).value == 0.0
-    assert exact_match([" Seven ", "brick"], ["seven", ["tile", "Brick"]]).value == 1.0
-    assert exact_match(["seven."], ["seven"]).value == 0.0
-    assert exact_match(["seven."], ["seven"], ignore_punctuation=True).value == 1.0
-    m = exact_match(["a", "b", "c"], ["a", "x", "c"])
-    assert m.value == pytest.approx(2 / 3) and m.stderr == pytest.approx(
-        math.sqrt(1 / 3) / math.sqrt(3)
-    )
+    # SQuAD v2 / lmms-eval: no tokens on either side scores 1 only if both have none
+    assert f1_score("the", "a") == 1.0
+    assert f1_score("", "cat") == 0.0
+
+
+# ------------------------------------------------------------------ against lmms-eval itself
+
+# Produced by running lmms-eval 0.7.3's own functions (the PyPI wheel, loaded from its source
+# files without its package imports) on these inputs: tasks/vqav2/utils.py
+# vqav2_process_results (answers as dicts with distinct answer_id) and tasks/textvqa/utils.py
+# textvqa_process_results -> "exact_match".
+LMMS_VQA = [
+    # (prediction, answers, vqav2 value, textvqa value)
+    ("Two dogs.", ["2 dogs"] * 2 + ["two dogs"] + ["dogs"] * 7, 0.9, 0.9),
+    ("red,blue", ["red blue"] * 3 + ["redblue"] * 2 + ["purple"] * 5, 0.9, 0.6),
+    ("1,000", ["1000"] * 2 + ["1,000"] * 2 + ["one thousand"] * 6, 1.0, 1.0),
+    ("The man's hat", ["mans hat"] * 2 + ["man's hat"] * 3 + ["hat"] * 5, 0.9, 0.9),
+]
+# api/metrics.py anls(references, [prediction])["anls"]
+LMMS_ANLS = [
+    ("helo world", ["hello world"], 0.9090909090909091),
+    ("  Invoice  No. ", ["invoice no.", "inv no"], 1.0),
+    ("$1,234.00", ["1234", "$1,234"], 0.6666666666666667),
+    ("abcdef", ["abcxyz"], 0.5),
+    ("x", ["yyyy"], 0.0),
+]
+# tasks/chartqa/utils.py relaxed_correctness(prediction, target)
+LMMS_RELAXED = [
+    ("10.4", "10", True),
+    ("11", "10", False),
+    ("45%", "0.45", True),
+    ("0.45", "45%", True),
+    ("45", "45%", False),
+    ("0", "0", True),
+    ("0.0", "0", False),
+    (" 12 ", "12", True),  # float() ignores outer whitespace
+    ("12.6%", "12%", False),  # 0.006 / 0.12 is 0.05000000000000004 in floating point
+    ("1e1", "10", True),
+]
+# tasks/mmsearch/score/f1_score.py get_f1_score(prediction, reference)
+LMMS_F1 = [
+    ("the cat sat", "cat sat down", 0.8),
+    ("Barack Obama", "obama", 0.6666666666666666),
+    ("", "", 1.0),
+    ("New York City", "new york", 0.8),
+]
+
+
+@pytest.mark.parametrize(("pred", "answers", "vqav2", "textvqa"), LMMS_VQA)
+def test_vqa_matches_lmms_eval(pred: str, answers: list[str], vqav2: float, textvqa: float) -> None:
+    assert vqa_accuracy_score(pred, answers, "vqav2") == pytest.approx(vqav2, abs=1e-12)
+    assert vqa_accuracy_score(pred, answers, "evalai") == pytest.approx(textvqa, abs=1e-12)
+
+
+def test_other_metrics_match_lmms_eval() -> None:
+    for pred, golds, expected in LMMS_ANLS:
+        assert anls_score(pred, golds) == expected, (pred, golds)
+    for pred, target, ok in LMMS_RELAXED:
+        assert relaxed_correctness(pred, target) is ok, (pred, target)
+    for pred, ref, f1 in LMMS_F1:
+        assert f1_score(pred, ref) == f1, (pred, ref)
+    # api/metrics.py mean / mean_stderr on [0.6, 0.9, 1.0, 0.0, 1/3]
+    m = mean_with_stderr([0.6, 0.9, 1.0, 0.0, 1 / 3])
+    assert (m.value, m.stderr) == (0.5666666666666667, 0.1837873166945363)

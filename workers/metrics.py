@@ -1,28 +1,29 @@
-"""Eval metrics with the definitions lmms-eval uses, each returned with its standard error.
+"""Eval metrics defined as lmms-eval defines them, each with its standard error.
 
-Every metric is the mean of per-sample scores; its standard error is lmms-eval's
-``mean_stderr``: the sample standard deviation (n - 1) over sqrt(n). Empty or mismatched inputs
-are errors, never a silent 0.
+Matched against lmms-eval 0.7.3 (the wheel from PyPI, read, not imported). Every metric is the
+mean of per-sample scores; ``stderr`` is lmms-eval's ``mean_stderr`` (api/metrics.py): the sample
+standard deviation (ddof=1) over sqrt(n), here 0.0 when n < 2 (lmms-eval reports "N/A").
+Empty inputs and mismatched lengths raise ValueError, never a silent 0.
 
-- VQA accuracy: lmms-eval's ``EvalAIAnswerProcessor`` normalisation of prediction and answers,
-  then the VQAv2 rule averaged over the 10 leave-one-out subsets of the ground truths:
-  min(1, matches among the other answers / 3).
-- ANLS (DocVQA): 1 - min over gold answers of Levenshtein(normalised gold, normalised pred) /
-  max(len(gold), len(pred)) (raw lengths, as lmms-eval), and 0 when that is below 0.5.
-- Relaxed accuracy (ChartQA): numbers (a trailing % is divided by 100) within 5 % of a non-zero
-  target; anything else (a target of 0 included) compared as case-insensitive strings.
-- Token F1 (SQuAD): bag-of-tokens F1 after lower-casing and removing punctuation and articles,
-  the maximum over references.
+- exact_match: HF ``evaluate``'s exact_match as ported in lmms-eval (``exact_match_hf_evaluate``),
+  a sample scoring 1 when any reference matches (api/task.py ``process_results``).
+- vqa_accuracy: ``EvalAIAnswerProcessor`` (tasks/_task_utils/vqa_eval_metric.py) and the VQA rule
+  averaged over the leave-one-out subsets of the answers: min(1, matches among the others / 3).
+- anls: api/metrics.py ``anls`` (DocVQA), with a score of exactly ``threshold`` kept.
+- relaxed_correctness: tasks/chartqa/utils.py ``relaxed_correctness`` (ChartQA).
+- token_f1: SQuAD v2 ``compute_f1`` as in tasks/mmsearch/score/f1_score.py ``get_f1_score``.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import statistics
 import string
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -33,19 +34,28 @@ class Metric:
 
 
 def mean_with_stderr(scores: Sequence[float]) -> Metric:
+    """lmms-eval api/metrics.py ``mean`` and ``mean_stderr`` (``sample_stddev`` / sqrt(n))."""
     n = len(scores)
     if n == 0:
         raise ValueError("no samples: a metric over nothing is undefined")
-    mean = sum(scores) / n
+    xs = [float(x) for x in scores]
+    mean = sum(xs) / n
     if n < 2:
         return Metric(mean, 0.0, n)
-    var = sum((x - mean) ** 2 for x in scores) / (n - 1)
-    return Metric(mean, math.sqrt(var) / math.sqrt(n), n)
+    sample_stddev = math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
+    return Metric(mean, sample_stddev / math.sqrt(n), n)
 
 
-def _pairs(a: Sequence[object], b: Sequence[object]) -> None:
+def _same_length(a: Sequence[object], b: Sequence[object], what: str = "references") -> None:
     if len(a) != len(b):
-        raise ValueError(f"{len(a)} predictions but {len(b)} references")
+        raise ValueError(f"{len(a)} predictions but {len(b)} {what}")
+
+
+def _options(ref: str | Sequence[str]) -> list[str]:
+    refs = [ref] if isinstance(ref, str) else list(ref)
+    if not refs:
+        raise ValueError("a sample without any reference answer")
+    return refs
 
 
 # ------------------------------------------------------------------ classification
@@ -55,13 +65,25 @@ def accuracy(correct: Sequence[bool]) -> Metric:
     return mean_with_stderr([float(c) for c in correct])
 
 
-def top_k_accuracy(ranked: Sequence[Sequence[int]], labels: Sequence[int], k: int) -> Metric:
-    _pairs(ranked, labels)
-    return mean_with_stderr([float(y in r[:k]) for r, y in zip(ranked, labels, strict=True)])
+def mean_loss(losses: Sequence[float]) -> Metric:
+    return mean_with_stderr(losses)
+
+
+def top_k_accuracy(ranked_preds: Sequence[Sequence[int]], labels: Sequence[int], k: int) -> Metric:
+    """1 for a sample whose label is among its first ``k`` ranked predictions."""
+    if k < 1:
+        raise ValueError(f"k must be at least 1, got {k}")
+    _same_length(ranked_preds, labels, "labels")
+    hits = [float(y in list(r)[:k]) for r, y in zip(ranked_preds, labels, strict=True)]
+    return mean_with_stderr(hits)
 
 
 def per_class_accuracy(labels: Sequence[int], preds: Sequence[int]) -> dict[int, float]:
-    _pairs(labels, preds)
+    """Accuracy over the samples of each label present, keyed by label in ascending order."""
+    if len(labels) != len(preds):
+        raise ValueError(f"{len(labels)} labels but {len(preds)} predictions")
+    if not labels:
+        raise ValueError("no samples: a metric over nothing is undefined")
     hits: dict[int, list[bool]] = {}
     for y, p in zip(labels, preds, strict=True):
         hits.setdefault(y, []).append(y == p)
@@ -70,7 +92,7 @@ def per_class_accuracy(labels: Sequence[int], preds: Sequence[int]) -> dict[int,
 
 # ------------------------------------------------------------------ exact match
 
-_PUNCT = re.compile(f"[{re.escape(string.punctuation)}]")
+_DROP_PUNCTUATION = str.maketrans("", "", string.punctuation)
 
 
 def exact_match(
@@ -79,22 +101,28 @@ def exact_match(
     *,
     ignore_case: bool = True,
     ignore_punctuation: bool = False,
+    strip: bool = True,
 ) -> Metric:
-    _pairs(predictions, references)
+    """lmms-eval ``exact_match_hf_evaluate``: lower-case, then drop string.punctuation.
+
+    ``strip`` (not in lmms-eval; its filters usually strip) trims whitespace after those steps.
+    ``strip=False, ignore_case=False`` is lmms-eval's default behaviour.
+    """
+    _same_length(predictions, references)
 
     def norm(s: str) -> str:
-        s = s.strip()
         if ignore_case:
             s = s.lower()
         if ignore_punctuation:
-            s = _PUNCT.sub("", s)
-        return s
+            s = s.translate(_DROP_PUNCTUATION)
+        return s.strip() if strip else s
 
-    scores = []
-    for pred, ref in zip(predictions, references, strict=True):
-        refs = [ref] if isinstance(ref, str) else list(ref)
-        scores.append(float(norm(pred) in {norm(r) for r in refs}))
-    return mean_with_stderr(scores)
+    return mean_with_stderr(
+        [
+            float(any(norm(pred) == norm(r) for r in _options(ref)))
+            for pred, ref in zip(predictions, references, strict=True)
+        ]
+    )
 
 
 # ------------------------------------------------------------------ VQA accuracy (EvalAI)
@@ -141,46 +169,80 @@ _NUMBERS = {
 _ARTICLES = {"a", "an", "the"}
 _VQA_PUNCT = [";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<",
               "@", "`", ",", "?", "!"]  # fmt: skip
+# "(?!<=\d)" is a look-ahead typo for a look-behind in the original; kept, as everyone does.
 _PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)")
-_COMMA_STRIP = re.compile(r"(\d)(,)(\d)")
+_COMMA_STRIP = re.compile(r"(?<=\d)(\,)+(?=\d)")
+# The original passes re.UNICODE (== 32) as sub()'s positional *count*: at most 32 periods go.
+_PERIOD_STRIP_COUNT = int(re.UNICODE)
+
+
+def _process_punctuation(text: str) -> str:
+    """EvalAIAnswerProcessor.process_punctuation."""
+    out = text
+    drop = _COMMA_STRIP.search(text) is not None
+    for p in _VQA_PUNCT:
+        out = out.replace(p, "" if drop or p + " " in text or " " + p in text else " ")
+    return _PERIOD_STRIP.sub("", out, count=_PERIOD_STRIP_COUNT)
+
+
+def _process_digit_article(text: str) -> str:
+    """EvalAIAnswerProcessor.process_digit_article: number words, articles, contractions."""
+    words = [_NUMBERS.get(w, w) for w in text.lower().split()]
+    return " ".join(_CONTRACTIONS.get(w, w) for w in words if w not in _ARTICLES)
 
 
 def vqa_normalize(text: str) -> str:
-    """lmms-eval's EvalAIAnswerProcessor: tokenise, punctuation, numbers, articles, contractions."""
+    """``EvalAIAnswerProcessor.__call__`` (used by lmms-eval's textvqa, ok_vqa, vizwiz_vqa)."""
     text = text.lower().replace(",", "").replace("?", "").replace("'s", " 's").strip()
     text = text.replace("\n", " ").replace("\t", " ").strip()
-    out = text
-    for p in _VQA_PUNCT:
-        if (p + " " in text or " " + p in text) or _COMMA_STRIP.search(text) is not None:
-            out = out.replace(p, "")
-        else:
-            out = out.replace(p, " ")
-    out = _PERIOD_STRIP.sub("", out)
-    words = [_NUMBERS.get(w, w) for w in out.lower().split()]
-    words = [_CONTRACTIONS.get(w, w) for w in words if w not in _ARTICLES]
-    return " ".join(words)
+    return _process_digit_article(_process_punctuation(text))
 
 
-def vqa_accuracy(predictions: Sequence[str], answers: Sequence[Sequence[str]]) -> Metric:
-    _pairs(predictions, answers)
-    scores = []
-    for pred, gts in zip(predictions, answers, strict=True):
-        if not gts:
-            raise ValueError("a VQA question without ground-truth answers")
-        p = vqa_normalize(pred)
-        norm = [vqa_normalize(g) for g in gts]
-        per_subset = [
-            min(1.0, sum(1 for j, g in enumerate(norm) if j != i and g == p) / 3)
-            for i in range(len(norm))
-        ]
-        scores.append(sum(per_subset) / len(per_subset))
-    return mean_with_stderr(scores)
+def _vqav2_normalize(text: str) -> str:
+    """tasks/vqav2/utils.py ``vqav2_process_results``: no word_tokenize step (commas, "'s")."""
+    text = text.replace("\n", " ").replace("\t", " ").strip()
+    return _process_digit_article(_process_punctuation(text))
 
 
-# ------------------------------------------------------------------ ANLS
+def vqa_accuracy_score(
+    prediction: str, answers: Sequence[str], processor: Literal["evalai", "vqav2"] = "evalai"
+) -> float:
+    """One question: the mean over i of min(1, #(answers j != i equal to prediction) / 3)."""
+    if not answers:
+        raise ValueError("a VQA question without ground-truth answers")
+    if processor not in ("evalai", "vqav2"):
+        raise ValueError(f"unknown VQA answer processor {processor!r}")
+    norm = vqa_normalize if processor == "evalai" else _vqav2_normalize
+    pred = norm(prediction)
+    hits = [norm(a) == pred for a in answers]
+    total = sum(hits)
+    return float(statistics.mean(min(1, float(total - hit) / 3) for hit in hits))
+
+
+def vqa_accuracy(
+    predictions: Sequence[str],
+    answers: Sequence[Sequence[str]],
+    *,
+    processor: Literal["evalai", "vqav2"] = "evalai",
+) -> Metric:
+    """VQA accuracy over the leave-one-out subsets of each question's answers (by position).
+
+    ``processor="evalai"`` normalises with the full ``EvalAIAnswerProcessor`` like lmms-eval's
+    textvqa/ok_vqa/vizwiz_vqa ``*_process_results``; ``"vqav2"`` like ``vqav2_process_results``
+    (process_punctuation + process_digit_article only, always applied; the official VQA script
+    applies them only when the answers are not all the same).
+    """
+    _same_length(predictions, answers, "answer lists")
+    return mean_with_stderr(
+        [vqa_accuracy_score(p, a, processor) for p, a in zip(predictions, answers, strict=True)]
+    )
+
+
+# ------------------------------------------------------------------ ANLS (DocVQA)
 
 
 def levenshtein(a: str, b: str) -> int:
+    """Edit distance (insert, delete, substitute: cost 1 each)."""
     if len(a) < len(b):
         a, b = b, a
     previous = list(range(len(b) + 1))
@@ -193,6 +255,12 @@ def levenshtein(a: str, b: str) -> int:
 
 
 def anls_score(prediction: str, golds: Sequence[str], threshold: float = 0.5) -> float:
+    """lmms-eval api/metrics.py ``anls`` for one question (from the DocVQA/RRC script).
+
+    Distance on ``" ".join(s.strip().lower().split())``, divided by the longer *raw* length
+    (``len(s.upper())``); 1 - the smallest such NL over the golds, set to 0 when below
+    ``threshold``. So NL == 0.5 scores 0.5 (the paper's ``NL < tau`` would give 0).
+    """
     if not golds:
         raise ValueError("an ANLS question without gold answers")
     det = " ".join(prediction.strip().lower().split())
@@ -200,15 +268,15 @@ def anls_score(prediction: str, golds: Sequence[str], threshold: float = 0.5) ->
     for gold in golds:
         gt = " ".join(gold.strip().lower().split())
         length = max(len(gold.upper()), len(prediction.upper()))
-        distances.append(0.0 if length == 0 else levenshtein(gt, det) / length)
-    score = 1.0 - min(distances)
+        distances.append(0.0 if length == 0 else float(levenshtein(gt, det)) / float(length))
+    score = 1 - min(distances)
     return 0.0 if score < threshold else score
 
 
 def anls(
     predictions: Sequence[str], answers: Sequence[Sequence[str]], threshold: float = 0.5
 ) -> Metric:
-    _pairs(predictions, answers)
+    _same_length(predictions, answers, "answer lists")
     return mean_with_stderr(
         [anls_score(p, g, threshold) for p, g in zip(predictions, answers, strict=True)]
     )
@@ -227,42 +295,59 @@ def _to_float(text: str) -> float | None:
 
 
 def relaxed_correctness(prediction: str, target: str, max_relative_change: float = 0.05) -> bool:
+    """tasks/chartqa/utils.py ``relaxed_correctness`` (Pix2Struct/Qwen-VL's).
+
+    Numbers ("x%" is x / 100, on either side) are right within ``max_relative_change`` of the
+    target; a target that is 0 or not a number needs a case-insensitive exact string match.
+    """
     pred, tgt = _to_float(prediction), _to_float(target)
-    if pred is not None and tgt:  # a target of 0 falls through to the string comparison
+    if pred is not None and tgt:  # tgt == 0.0 is falsy: compared as strings, as in lmms-eval
         return abs(pred - tgt) / abs(tgt) <= max_relative_change
     return prediction.lower() == target.lower()
 
 
-def relaxed_accuracy(predictions: Sequence[str], targets: Sequence[str]) -> Metric:
-    _pairs(predictions, targets)
+def relaxed_accuracy(
+    predictions: Sequence[str], targets: Sequence[str], max_relative_change: float = 0.05
+) -> Metric:
+    _same_length(predictions, targets, "targets")
     return mean_with_stderr(
-        [float(relaxed_correctness(p, t)) for p, t in zip(predictions, targets, strict=True)]
+        [
+            float(relaxed_correctness(p, t, max_relative_change))
+            for p, t in zip(predictions, targets, strict=True)
+        ]
     )
 
 
 # ------------------------------------------------------------------ token F1 (SQuAD)
 
-_SQUAD_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_SQUAD_ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
+_PUNCTUATION = frozenset(string.punctuation)
 
 
 def _squad_tokens(text: str) -> list[str]:
-    text = "".join(ch for ch in text.lower() if ch not in set(string.punctuation))
+    """SQuAD ``normalize_answer`` (lower, drop punctuation, drop articles, whitespace) split."""
+    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
     return _SQUAD_ARTICLES.sub(" ", text).split()
 
 
 def f1_score(prediction: str, reference: str) -> float:
+    """SQuAD v2 ``compute_f1``: if either side has no tokens, 1 when both have none, else 0."""
     pred, ref = _squad_tokens(prediction), _squad_tokens(reference)
-    same = sum((Counter(pred) & Counter(ref)).values())
+    if not pred or not ref:
+        return float(pred == ref)
+    same = sum((Counter(ref) & Counter(pred)).values())
     if same == 0:
         return 0.0
     precision, recall = same / len(pred), same / len(ref)
-    return 2 * precision * recall / (precision + recall)
+    return (2 * precision * recall) / (precision + recall)
 
 
 def token_f1(predictions: Sequence[str], references: Sequence[str | Sequence[str]]) -> Metric:
-    _pairs(predictions, references)
-    scores = []
-    for pred, ref in zip(predictions, references, strict=True):
-        refs = [ref] if isinstance(ref, str) else list(ref)
-        scores.append(max(f1_score(pred, r) for r in refs))
-    return mean_with_stderr(scores)
+    """Per sample the best F1 over its references (SQuAD's ``metric_max_over_ground_truths``)."""
+    _same_length(predictions, references)
+    return mean_with_stderr(
+        [
+            max(f1_score(pred, r) for r in _options(ref))
+            for pred, ref in zip(predictions, references, strict=True)
+        ]
+    )
