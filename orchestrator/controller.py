@@ -173,7 +173,7 @@ def build_eval_job(
         dataset=dataset,
         checkpoint=str(ckpt.checkpoint_dir(rundir.checkpoints, step) / ckpt.HF_DIR),
         manifest=str(ds.eval),
-        num_classes=ds.num_classes,
+        num_classes=ds.classes,
         eval_ratio=1.0 if full else ds.eval_ratio,
         partial=not full,
         seed=spec.training.seed,
@@ -185,6 +185,14 @@ def build_eval_job(
         out=str(out),
         backend=backend,
         attempt=attempt,
+        kind=ds.kind,
+        image_roots=[str(r) for r in ds.image_roots],
+        min_ratings=dict(ds.min_ratings),
+        max_image_side=ds.max_image_side,
+        min_image_side=ds.min_image_side,
+        tile_size=ds.tile_size,
+        max_tiles=ds.max_tiles,
+        max_new_tokens=ds.max_new_tokens,
     )
 
 

@@ -7,7 +7,7 @@ import importlib.util
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from orchestrator.errors import OrchError
 from orchestrator.spec import JobSpec, load_spec
@@ -144,8 +144,10 @@ def check_data(spec: JobSpec, findings: list[Finding]) -> bool:
         findings.append(Finding("error", "data", str(e), "fix or regenerate the named rows"))
         return False
     for name, ds in spec.datasets.items():
-        labels = {s.label for s in read_manifest(ds.train, name, ds.num_classes)}
-        absent = sorted(set(range(ds.num_classes)) - labels)
+        if ds.kind != "classification":
+            continue
+        labels = {s.label for s in read_manifest(ds.train, name, ds.classes)}
+        absent = sorted(set(range(ds.classes)) - labels)
         if absent:
             shown = ", ".join(map(str, absent[:10])) + (" ..." if len(absent) > 10 else "")
             findings.append(
@@ -179,10 +181,13 @@ def check_masking(spec: JobSpec) -> list[Finding]:
     m = spec.model
     model = build_classifier(m.path, spec.num_labels, m.pooling, m.attn_implementation).eval()
     encoder = ClassificationEncoder(m.path, m.prompt, m.min_pixels, m.max_pixels)
-    classes = {n: d.num_classes for n, d in spec.datasets.items()}
+    classes = {n: d.classes for n, d in spec.datasets.items()}
     out = []
     for name, ds in spec.datasets.items():
-        batch = encoder.encode(read_manifest(ds.train, name, ds.num_classes)[:4], classes)
+        if ds.kind == "vqa":
+            out.append(check_vqa_batch(spec, name, model))
+            continue
+        batch = encoder.encode(read_manifest(ds.train, name, ds.classes)[:4], classes)
         with torch.no_grad():
             logits = model(**batch.model_inputs(torch.device("cpu"), torch.float32))
         loss, masked = classification_loss(logits, batch.labels, batch.num_classes, batch.ids)
@@ -207,6 +212,46 @@ def check_masking(spec: JobSpec) -> list[Finding]:
                 )
             )
     return out
+
+
+def check_vqa_batch(spec: JobSpec, name: str, model: Any) -> Finding:
+    """Four real VQA samples packed into one row: every sample has supervised answer tokens, and
+    the losses are finite."""
+    import torch
+
+    from workers.data.step import Batcher
+    from workers.data.vqa import per_sample_loss, read_vqa_manifest
+
+    ds = spec.datasets[name]
+    samples, counts = read_vqa_manifest(ds.train, name, ds.image_roots, ds.min_ratings)
+    batcher = Batcher(spec, {name: samples})
+    try:
+        batch = batcher.build([(name, i) for i in range(min(4, len(samples)))]).vqa
+        assert batch is not None
+        attn = str(model.hf_config._attn_implementation)
+        with torch.no_grad():
+            logits = model(
+                **batch.model_inputs(torch.device("cpu"), torch.float32, attn),
+                targets=batch.targets,
+            )
+        loss, _ = per_sample_loss(logits, batch.targets, batch.segments, batch.n_samples)
+    except ValueError as e:
+        return Finding("error", "vqa", f"{name}: {e}", "check the chat template and the data")
+    answer_tokens = int((batch.targets != -100).sum())
+    if not bool(torch.isfinite(loss).all()):
+        return Finding(
+            "error", "vqa", f"{name}: non-finite loss on a real packed batch", "run with -v"
+        )
+    dropped = (
+        f"; quality filter dropped {counts.turns_dropped} turns" if counts.turns_dropped else ""
+    )
+    return Finding(
+        "ok",
+        "vqa",
+        f"{name}: {batch.n_samples} samples packed into {len(batch.rows)} row(s), "
+        f"{answer_tokens} answer tokens supervised, finite losses (max {float(loss.max()):.3f})"
+        f"{dropped}",
+    )
 
 
 def render(findings: list[Finding]) -> None:

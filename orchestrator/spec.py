@@ -57,15 +57,22 @@ class ModelSpec(_Section):
         return self
 
 
-class DatasetSpec(_Section):
-    """One classification dataset of the mix."""
+RATINGS = ("relevance", "image_correspondence", "visual_dependency", "formatting")
 
+
+class DatasetSpec(_Section):
+    """One dataset of the mix: image classification (the shared head) or VQA (generative)."""
+
+    kind: Literal["classification", "vqa"] = "classification"
+    """classification: one label per image, the shared head, masked to num_classes.
+    vqa: images plus user/assistant turns, next-token loss on the answers, exact match."""
     train: Path
-    """Training manifest (JSONL: image_path, label, dataset_name)."""
+    """Training manifest (JSONL or Parquet). classification rows: image_path, label,
+    dataset_name; vqa rows: id, dataset_name, images, texts [{user, assistant, ratings?}]."""
     eval: Path
     """Evaluation manifest, same format."""
-    num_classes: int = Field(ge=1)
-    """Labels of this dataset are integers in [0, num_classes)."""
+    num_classes: int | None = Field(default=None, ge=1)
+    """classification: labels of this dataset are integers in [0, num_classes)."""
     eval_ratio: float = Field(default=1.0, gt=0.0, le=1.0)
     """Share of the eval manifest used by partial evals during training (stratified, seeded)."""
     weight: float = Field(default=1.0, gt=0.0)
@@ -74,6 +81,46 @@ class DatasetSpec(_Section):
     """Free text, shown in `orch validate` and logged with the run config."""
     labels: Path | None = None
     """Optional JSON list of label names, index = label."""
+    image_roots: list[Path] = Field(default_factory=list)
+    """Directories against which relative image paths resolve, in order, after the manifest's
+    own directory (the first that holds the file wins)."""
+    min_ratings: dict[str, int] = Field(default_factory=dict)
+    """vqa: drop turns whose quality rating is below these minimums (keys: relevance,
+    image_correspondence, visual_dependency, formatting; 1-5). Counted and logged, never silent;
+    a turn without that rating is kept."""
+    max_image_side: int = Field(default=448, ge=28)
+    """vqa: images are resized keeping the aspect ratio so the long side is at most this, both
+    sides a multiple of the patch size times the merge size."""
+    min_image_side: int = Field(default=0, ge=0)
+    """vqa: smaller images are upscaled (aspect ratio kept) until the short side reaches this."""
+    tile_size: int | None = Field(default=None, ge=28)
+    """vqa: split each image into tiles of this side plus one global view (none: no split)."""
+    max_tiles: int = Field(default=4, ge=1)
+    """vqa: at most this many tiles per image (the image is scaled down to fit)."""
+    max_new_tokens: int = Field(default=16, ge=1)
+    """vqa: tokens generated per answer when evaluating."""
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> DatasetSpec:
+        if self.kind == "classification" and self.num_classes is None:
+            raise ValueError(
+                "num_classes is required for a classification dataset (set num_classes, or "
+                'kind = "vqa" for question/answer data)'
+            )
+        if self.kind == "vqa" and self.num_classes is not None:
+            raise ValueError("num_classes applies to classification datasets; remove it for vqa")
+        unknown = sorted(set(self.min_ratings) - set(RATINGS))
+        if unknown:
+            raise ValueError(f"min_ratings: unknown rating(s) {unknown}; known: {list(RATINGS)}")
+        bad = {k: v for k, v in self.min_ratings.items() if not 1 <= v <= 5}
+        if bad:
+            raise ValueError(f"min_ratings: ratings are 1-5, got {bad}")
+        return self
+
+    @property
+    def classes(self) -> int:
+        """num_classes of a classification dataset (0 for vqa: no head classes)."""
+        return self.num_classes or 0
 
 
 class TrainingSpec(_Section):
@@ -117,6 +164,15 @@ class TrainingSpec(_Section):
     """A non-finite loss writes forensics, then stops training or skips the batch."""
     max_skipped: int = Field(default=10, ge=0)
     """With on_nonfinite = "skip": batches skipped before training stops anyway."""
+    pack_max_tokens: int = Field(default=4096, ge=16)
+    """VQA samples of a micro-batch are packed into rows of at most this many tokens (a longer
+    sample is an error, never truncated)."""
+    pack_max_images: int = Field(default=18, ge=1)
+    """At most this many images per packed row."""
+    loader_workers: int = Field(default=1, ge=0)
+    """DataLoader worker processes per training worker (0: build batches in the loop)."""
+    prefetch_batches: int = Field(default=4, ge=1)
+    """Micro-batches each loader worker prepares ahead."""
 
     @model_validator(mode="after")
     def _steps_or_epochs(self) -> TrainingSpec:
@@ -216,9 +272,9 @@ class JobSpec(_Section):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> JobSpec:
-        largest = max(d.num_classes for d in self.datasets.values())
+        largest = max(d.classes for d in self.datasets.values())
         if self.model.num_labels is not None and self.model.num_labels < largest:
-            worst = max(self.datasets, key=lambda n: self.datasets[n].num_classes)
+            worst = max(self.datasets, key=lambda n: self.datasets[n].classes)
             raise ValueError(
                 f"model.num_labels ({self.model.num_labels}) is smaller than "
                 f"datasets.{worst}.num_classes ({largest}); raise num_labels or remove it "
@@ -236,7 +292,11 @@ class JobSpec(_Section):
     def num_labels(self) -> int:
         if self.model.num_labels is not None:
             return self.model.num_labels
-        return max(d.num_classes for d in self.datasets.values())
+        return max(1, max(d.classes for d in self.datasets.values()))
+
+    @property
+    def vqa_datasets(self) -> list[str]:
+        return sorted(n for n, d in self.datasets.items() if d.kind == "vqa")
 
     def to_toml_dict(self) -> dict[str, Any]:
         """The resolved spec as plain TOML/JSON-able values (paths as strings, no nulls)."""
@@ -310,6 +370,7 @@ def resolve_paths(spec: JobSpec, base: Path) -> JobSpec:
                 "train": fix(d.train),
                 "eval": fix(d.eval),
                 "labels": fix(d.labels) if d.labels else None,
+                "image_roots": [fix(r) for r in d.image_roots],
             }
         )
         for n, d in spec.datasets.items()

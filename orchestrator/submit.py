@@ -19,6 +19,7 @@ logger = logging.getLogger("orch.submit")
 def preflight(spec: JobSpec) -> dict[str, int]:
     """Check everything that can be checked before compute starts; return train sizes."""
     from workers.data.manifest import read_manifest
+    from workers.data.vqa import read_vqa_manifest
     from workers.deepspeed_config import build_deepspeed_config
 
     resume = spec.training.resume_from
@@ -37,7 +38,11 @@ def preflight(spec: JobSpec) -> dict[str, int]:
     sizes: dict[str, int] = {}
     for name, ds in spec.datasets.items():
         for split, path in (("train", ds.train), ("eval", ds.eval)):
-            samples = read_manifest(path, name, ds.num_classes)
+            if ds.kind == "vqa":  # reading a VQA manifest checks that every image exists
+                rows, _ = read_vqa_manifest(path, name, ds.image_roots, ds.min_ratings)
+                sizes[name] = len(rows) if split == "train" else sizes[name]
+                continue
+            samples = read_manifest(path, name, ds.classes)
             missing = [s for s in samples if not s.image_path.is_file()]
             if missing:
                 raise DataError(

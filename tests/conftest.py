@@ -59,3 +59,23 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Pa
     model = build_classifier(tiny_model, 10, "mean", "sdpa")
     save_classifier(model, hf, tiny_model, {"faces": {"num_classes": 2, "labels": None}})
     return hf
+
+
+def vqa_job(tmp_path: Path, demo_data: Path, tiny_model: Path, **training: Any) -> Path:
+    """jobs/demo_vqa.toml pointed at the session's data and model, written under tmp_path."""
+    raw = tomllib.loads((ROOT / "jobs" / "demo_vqa.toml").read_text())
+    raw["runs_dir"] = str(tmp_path / "runs")
+    raw["model"]["path"] = str(tiny_model)
+    for name, ds in raw["datasets"].items():
+        folder = demo_data / name
+        ds["train"] = str(folder / "train.jsonl")
+        ds["eval"] = str(folder / "test.jsonl")
+        if "labels" in ds:
+            ds["labels"] = str(folder / "labels.json")
+        if "image_roots" in ds:
+            ds["image_roots"] = [str(demo_data)]
+    raw["training"]["deepspeed_config"] = str(ROOT / "jobs" / "deepspeed" / "zero2.json")
+    raw["training"].update(training)
+    path = tmp_path / "job.toml"
+    path.write_text(tomli_w.dumps(raw))
+    return path

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
@@ -26,6 +26,14 @@ class EvalJob:
     out: str
     backend: str = "local"
     attempt: int = 1
+    kind: str = "classification"  # or "vqa": generate answers, exact match
+    image_roots: list[str] = field(default_factory=list)
+    min_ratings: dict[str, int] = field(default_factory=dict)
+    max_image_side: int = 448
+    min_image_side: int = 0
+    tile_size: int | None = None
+    max_tiles: int = 4
+    max_new_tokens: int = 16
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

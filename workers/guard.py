@@ -15,13 +15,23 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import torch.distributed as dist
 
-from workers.data.encode import ClassificationBatch
 from workers.fsutil import atomic_write_json
+
+
+class Samples(Protocol):
+    """What the guard needs of a batch: per-sample ids, datasets and labels (-1: a VQA sample)."""
+
+    @property
+    def ids(self) -> list[str]: ...
+    @property
+    def datasets(self) -> list[str]: ...
+    @property
+    def labels(self) -> torch.Tensor: ...
 
 
 class NonFiniteError(RuntimeError):
@@ -41,7 +51,7 @@ class Guard:
         self,
         step: int,
         micro: int,
-        batch: ClassificationBatch,
+        batch: Samples,
         losses: torch.Tensor,
         lr: float,
         device: torch.device,
@@ -82,7 +92,7 @@ class Guard:
         self,
         step: int,
         micro: int,
-        batch: ClassificationBatch,
+        batch: Samples,
         losses: list[float],
         lr: float,
         reason: str,

@@ -16,11 +16,21 @@ import torch
 import torch.distributed as dist
 
 from workers.data.encode import ClassificationBatch
+from workers.data.step import StepBatch
 from workers.flops import peak_bf16_flops, train_step_flops
 
 
 class Throughput:
-    FIELDS = ("text_tokens", "image_tokens", "flops", "data_wait_s", "steps")
+    FIELDS = (
+        "text_tokens",
+        "image_tokens",
+        "flops",
+        "data_wait_s",
+        "steps",
+        "pack_fill",
+        "packs",
+        "images_per_row",
+    )
 
     def __init__(
         self, config: Any, num_labels: int, image_token_id: int, device: torch.device
@@ -37,15 +47,50 @@ class Throughput:
 
     def add_batch(self, batch: ClassificationBatch, data_wait_s: float) -> None:
         mask = batch.attention_mask.bool()
-        image = int((batch.input_ids[mask] == self.image_token_id).sum())
-        total = int(mask.sum())
-        patches = batch.image_grid_thw.prod(-1).tolist()
-        lengths = mask.sum(-1).tolist()
-        flops = train_step_flops(self.config, patches, lengths, num_labels=self.num_labels)
-        self.sums["text_tokens"] += total - image
+        self._add(
+            batch.input_ids[mask],
+            batch.image_grid_thw.prod(-1).tolist(),
+            mask.sum(-1).tolist(),
+            num_labels=self.num_labels,
+        )
+        self.sums["data_wait_s"] += data_wait_s
+
+    def add_step_batch(self, batch: StepBatch, data_wait_s: float) -> None:
+        """A mixed micro-batch: classification rows, and packed VQA samples (attention and
+        FLOPs per sample, LM head at the supervised positions only)."""
+        if batch.cls is not None:
+            self.add_batch(batch.cls, 0.0)
+        if batch.vqa is not None:
+            v = batch.vqa
+            real = v.segments >= 0
+            lengths = torch.bincount(v.segments[real], minlength=v.n_samples).tolist()
+            self._add(
+                v.input_ids[real],
+                v.image_grid_thw.prod(-1).tolist(),
+                lengths,
+                lm_head_tokens=int((v.targets != -100).sum()),
+            )
+            self.sums["pack_fill"] += v.fill_ratio()
+            self.sums["packs"] += 1
+            self.sums["images_per_row"] += v.images_per_row()
+        self.sums["data_wait_s"] += data_wait_s
+
+    def _add(
+        self,
+        tokens: torch.Tensor,
+        patches: list[int],
+        lengths: list[int],
+        *,
+        num_labels: int = 0,
+        lm_head_tokens: int = 0,
+    ) -> None:
+        image = int((tokens == self.image_token_id).sum())
+        flops = train_step_flops(
+            self.config, patches, lengths, num_labels=num_labels, lm_head_tokens=lm_head_tokens
+        )
+        self.sums["text_tokens"] += int(tokens.numel()) - image
         self.sums["image_tokens"] += image
         self.sums["flops"] += flops["total"]
-        self.sums["data_wait_s"] += data_wait_s
 
     def step_done(self) -> None:
         self.sums["steps"] += 1
@@ -59,7 +104,7 @@ class Throughput:
             values = values.to(self.device)
             dist.all_reduce(values)
             values = values.cpu()
-        text, image, flops, wait, steps = values.tolist()
+        text, image, flops, wait, steps, fill, packs, images_per_row = values.tolist()
         steps /= world  # every rank counted the same steps
         row = {
             "report_s": elapsed,
@@ -69,6 +114,9 @@ class Throughput:
             "tflops_per_s": flops / elapsed / 1e12,
             "data_wait_fraction": wait / world / elapsed,
         }
+        if packs:
+            row["pack_fill"] = fill / packs
+            row["images_per_pack_row"] = images_per_row / packs
         if self.peak is not None:
             row["mfu"] = flops / elapsed / (self.peak * world)
         if self.device.type == "cuda":

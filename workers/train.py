@@ -24,9 +24,10 @@ import torch.distributed as dist
 
 from orchestrator.spec import JobSpec
 from workers import checkpoint as ckpt
-from workers.data.encode import ClassificationEncoder
-from workers.data.manifest import read_manifest
-from workers.data.mixture import MixturePosition, MixtureSampler, rank_slice
+from workers.data.loader import Plan, make_loader
+from workers.data.mixture import MixturePosition
+from workers.data.step import Batcher, StepBatch, load_train_data
+from workers.data.vqa import per_sample_loss
 from workers.deepspeed_config import build_deepspeed_config
 from workers.fsutil import atomic_write_json
 from workers.guard import Guard
@@ -58,6 +59,23 @@ class Paths:
         """Starts, restarts and the end of training, one JSON line each."""
         return self.run_dir / "logs" / "train_events.jsonl"
 
+    @property
+    def preempt_request(self) -> Path:
+        """Written by the controller (on SLURM's USR1/SIGTERM): checkpoint now and stop."""
+        return self.run_dir / "control" / PREEMPT_FILE
+
+
+PREEMPT_FILE = "preempt"
+
+
+def preempt_requested(paths: Paths, device: torch.device) -> bool:
+    """Rank 0 looks for the request file; every rank gets the same answer (one tiny all-reduce),
+    so all ranks leave the loop after the same step."""
+    flag = torch.tensor([1.0 if paths.preempt_request.exists() else 0.0], device=device)
+    if dist.is_initialized():
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item() > 0)
+
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train entry point. ``config``: {"run_dir": str}."""
@@ -79,14 +97,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     dtype = torch.bfloat16 if tr.bf16 else torch.float32
 
     # ---- data and model
-    data = {n: read_manifest(d.train, n, d.num_classes) for n, d in spec.datasets.items()}
-    num_classes = {n: d.num_classes for n, d in spec.datasets.items()}
-    encoder = ClassificationEncoder(
-        spec.model.path, spec.model.prompt, spec.model.min_pixels, spec.model.max_pixels
-    )
+    data = load_train_data(spec)
     model = build_classifier(
         spec.model.path, spec.num_labels, spec.model.pooling, spec.model.attn_implementation
     )
+    attn = str(model.hf_config._attn_implementation)
     max_steps = resolve_max_steps(spec, {n: len(s) for n, s in data.items()})
     optimizer = torch.optim.AdamW(model.parameters(), lr=tr.lr, weight_decay=tr.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(spec, max_steps))
@@ -105,7 +120,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if latest is not None:
         engine.load_checkpoint(str(latest), tag=ckpt.DEEPSPEED_TAG)
         state = json.loads((latest / ckpt.TRAINER_STATE).read_text())
-        step, position = int(state["step"]), MixturePosition.from_json(state["data_position"])
+        step, position = int(state["step"]), state["data_position"]
         logger.info("resumed from %s at step %d", latest, step)
     if rank == 0:
         append_jsonl(
@@ -117,12 +132,20 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 "resumed_from": str(latest) if latest else None,
             },
         )
-    sampler = MixtureSampler(
-        {n: len(s) for n, s in data.items()},
-        {n: d.weight for n, d in spec.datasets.items()},
-        tr.seed,
-        position,
+    plan = Plan(
+        sizes={n: len(s) for n, s in data.items()},
+        weights={n: d.weight for n, d in spec.datasets.items()},
+        seed=tr.seed,
+        start_step=step,
+        max_steps=max_steps,
+        grad_accum=tr.grad_accum,
+        global_micro=tr.batch_size * world,
+        rank=rank,
+        world=world,
+        position=position,
     )
+    batches = iter(make_loader(plan, Batcher(spec, data), tr.loader_workers, tr.prefetch_batches))
+    data_position = MixturePosition.from_json(position) if position else None
 
     # ---- train
     stats = RunningStats(sorted(data))
@@ -130,18 +153,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     guard = Guard(
         paths.run_dir / "logs" / "forensics", tr.on_nonfinite, tr.max_skipped, rank, latest
     )
-    global_micro = tr.batch_size * world
     while step < max_steps:
         step += 1
         for micro in range(tr.grad_accum):
             t_data = time.perf_counter()
-            picks = rank_slice(sampler.global_batch(step, micro, global_micro), rank, world)
-            batch = encoder.encode([data[n][i] for n, i in picks], num_classes)
-            perf.add_batch(batch, time.perf_counter() - t_data)
-            logits = engine(**batch.model_inputs(device, dtype))
-            losses, masked = classification_loss(
-                logits, batch.labels.to(device), batch.num_classes.to(device), batch.ids
-            )
+            batch = next(batches)
+            assert batch.data_position is not None
+            data_position = MixturePosition.from_json(batch.data_position)
+            perf.add_step_batch(batch, time.perf_counter() - t_data)
+            losses, correct, zero = forward_losses(engine, batch, device, dtype, attn)
             lr = float(scheduler.get_last_lr()[0])
             if guard.check_losses(step, micro, batch, losses, lr, device):
                 # Skipped: a zero loss over the parameters keeps DeepSpeed's accumulation
@@ -149,9 +169,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 engine.backward(sum(p.sum() for p in engine.module.parameters()) * 0.0)
                 engine.step()
                 continue
-            engine.backward(losses.mean())
+            engine.backward(losses.mean() + zero)
             engine.step()
-            stats.add(batch.datasets, losses.detach(), masked.argmax(-1) == batch.labels.to(device))
+            stats.add(batch.datasets, losses.detach(), correct)
         perf.step_done()
         guard.check_grad_norm(step, engine.get_global_grad_norm(), lr)
         if step % tr.log_every == 0 or step == max_steps:
@@ -165,11 +185,53 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             }
             if rank == 0:
                 append_jsonl(paths.metrics, {"step": step, **row})
+        if preempt_requested(paths, device):
+            # Preemption or a time limit: save where we are (unless this step was just saved)
+            # and leave; the requeued job resumes from this checkpoint.
+            if not (ckpt.checkpoint_dir(paths.checkpoints, step) / ckpt.COMPLETE).exists():
+                save_checkpoint(engine, spec, paths, step, data_position, rank)
+            if rank == 0:
+                append_jsonl(paths.events, {"event": "preempted", "step": step})
+            logger.info("preempted at step %d: checkpoint saved, leaving", step)
+            return
         if step % tr.checkpoint_every == 0 or step == max_steps:
-            save_checkpoint(engine, spec, paths, step, sampler.pos, rank)
+            save_checkpoint(engine, spec, paths, step, data_position, rank)
     if rank == 0:
         append_jsonl(paths.events, {"event": "finished", "step": step})
     logger.info("training finished at step %d", step)
+
+
+def forward_losses(
+    engine: Any, batch: StepBatch, device: torch.device, dtype: torch.dtype, attn: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-sample losses (classification first, then VQA, as ``batch.ids``), whether each
+    sample was right (the argmax class, or every answer token, teacher-forced), and a zero term
+    that ties placeholder parts into the graph (see StepBatch)."""
+    losses: list[torch.Tensor] = []
+    correct: list[torch.Tensor] = []
+    zero = torch.zeros((), device=device)
+    if batch.cls is not None:
+        cls = batch.cls
+        logits = engine(**cls.model_inputs(device, dtype))
+        loss, masked = classification_loss(
+            logits, cls.labels.to(device), cls.num_classes.to(device), cls.ids
+        )
+        if batch.cls_placeholder:
+            zero = zero + 0.0 * loss.sum()
+        else:
+            losses.append(loss)
+            correct.append(masked.argmax(-1) == cls.labels.to(device))
+    if batch.vqa is not None:
+        vqa = batch.vqa
+        targets = vqa.targets.to(device)
+        logits = engine(**vqa.model_inputs(device, dtype, attn), targets=targets)
+        loss, ok = per_sample_loss(logits, targets, vqa.segments.to(device), vqa.n_samples)
+        if batch.vqa_placeholder:
+            zero = zero + 0.0 * loss.sum()
+        else:
+            losses.append(loss)
+            correct.append(ok)
+    return torch.cat(losses), torch.cat(correct), zero
 
 
 def resume_point(path: Path | None) -> Path | None:
@@ -248,7 +310,12 @@ def append_jsonl(path: Path, row: dict[str, Any]) -> None:
 
 
 def save_checkpoint(
-    engine: Any, spec: JobSpec, paths: Paths, step: int, position: MixturePosition, rank: int
+    engine: Any,
+    spec: JobSpec,
+    paths: Paths,
+    step: int,
+    position: MixturePosition | None,
+    rank: int,
 ) -> None:
     """DeepSpeed state on every rank, HF weights and trainer state on rank 0, COMPLETE last."""
     import deepspeed
@@ -270,13 +337,14 @@ def save_checkpoint(
     with gather:
         if rank == 0:
             datasets = {
-                n: {"num_classes": d.num_classes, "labels": label_names(d.labels)}
+                n: {"kind": d.kind, "num_classes": d.classes, "labels": label_names(d.labels)}
                 for n, d in spec.datasets.items()
             }
             save_classifier(module, target / ckpt.HF_DIR, spec.model.path, datasets)
     if rank == 0:
         atomic_write_json(
-            target / ckpt.TRAINER_STATE, {"step": step, "data_position": position.to_json()}
+            target / ckpt.TRAINER_STATE,
+            {"step": step, "data_position": position.to_json() if position else None},
         )
     t_hf = time.perf_counter() - t0 - t_ds
     dist.barrier()  # every rank's DeepSpeed shard is on disk before the marker

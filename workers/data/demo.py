@@ -72,7 +72,65 @@ def build_demo(out_dir: Path, *, seed: int = 0, force: bool = False) -> list[Dem
         "textures": lambda s: _textures(s)[:2],
         "faces": _faces,
     }
-    return [_build_one(out_dir, name, builders[name], seed, force) for name in DEMO_DATASETS]
+    built = [_build_one(out_dir, name, builders[name], seed, force) for name in DEMO_DATASETS]
+    build_demo_vqa(out_dir, force=force)
+    return built
+
+
+# VQA twins of the classification sets: the same images, a question and a one-word answer from
+# the tiny model's vocabulary. Each sample also carries a low-quality first turn (relevance 1)
+# that jobs/demo_vqa.toml filters out with min_ratings, as FineVision's ratings are used.
+VQA_QUESTIONS = {
+    "digits": "what digit is this ?",
+    "textures": "what is in the picture ?",
+    "faces": "is this a face ?",
+}
+VQA_ANSWERS = {"chelsea": "cat", "hubble_deep_field": "hubble", "face": "yes", "non_face": "no"}
+
+
+def build_demo_vqa(out_dir: Path, *, force: bool = False) -> None:
+    """``vqa_<name>/{train,test}.jsonl`` beside each classification set, image paths relative to
+    the demo folder (resolved through the dataset's image_roots)."""
+    for name in DEMO_DATASETS:
+        final = out_dir / f"vqa_{name}"
+        if (final / "COMPLETE").is_file() and not force:
+            continue
+        labels = json.loads((out_dir / name / "labels.json").read_text())
+        tmp = out_dir / f".vqa_{name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for split in ("train", "test"):
+            lines = []
+            for line in (out_dir / name / f"{split}.jsonl").read_text().splitlines():
+                row = json.loads(line)
+                answer = labels[row["label"]]
+                turns = [
+                    {"user": "what is in the image ?", "assistant": "a picture", "relevance": 1},
+                    {
+                        "user": VQA_QUESTIONS[name],
+                        "assistant": VQA_ANSWERS.get(answer, answer),
+                        "relevance": 5,
+                        "image_correspondence": 5,
+                        "visual_dependency": 5,
+                        "formatting": 5,
+                    },
+                ]
+                image = Path(row["image_path"]).relative_to(out_dir)
+                lines.append(
+                    json.dumps(
+                        {
+                            "id": f"vqa_{row['id']}",
+                            "dataset_name": f"vqa_{name}",
+                            "images": [str(image)],
+                            "texts": turns,
+                        }
+                    )
+                )
+            (tmp / f"{split}.jsonl").write_text("\n".join(lines) + "\n")
+        (tmp / "COMPLETE").write_text("{}")
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        logger.info("built vqa_%s", name)
 
 
 def _build_one(
@@ -179,7 +237,9 @@ def _textures(seed: int) -> tuple[Split, list[str], dict[str, list[tuple[int, Bo
             for _ in range(CROPS_PER_CLASS[split]):
                 box = Box(int(rng.integers(lo, hi + 1)), int(rng.integers(0, h - side + 1)), side)
                 crop = img[box.top : box.top + side, box.left : box.left + side]
-                pixels = np.asarray(Image.fromarray(crop).resize((SIZE, SIZE), Image.Resampling.BILINEAR))
+                pixels = np.asarray(
+                    Image.fromarray(crop).resize((SIZE, SIZE), Image.Resampling.BILINEAR)
+                )
                 splits[split].append((pixels, label))
                 boxes[split].append((label, box))
     return splits, list(TEXTURE_SOURCES), boxes

@@ -85,31 +85,55 @@ def classification_loss(
 
 
 class VLMClassifier(nn.Module):
-    """``backbone`` is the bare Qwen-VL model (no LM head); ``head`` maps pooled states to labels."""
+    """A Qwen-VL (with its LM head) plus one shared classification head.
+
+    ``forward`` classifies (pooled hidden states -> head); ``lm_logits`` is the generative
+    objective of VQA datasets: LM-head logits at the supervised positions only, so a 150k-token
+    vocabulary never costs a full [rows, length, vocab] tensor.
+    """
 
     def __init__(
-        self, backbone: nn.Module, num_labels: int, pooling: Literal["mean", "last"] = "mean"
+        self, vlm: nn.Module, num_labels: int, pooling: Literal["mean", "last"] = "mean"
     ) -> None:
         super().__init__()
-        self.backbone = backbone
-        self.hf_config: Any = backbone.config  # the VLM's config (FLOPs, token ids)
-        hidden = int(backbone.config.text_config.hidden_size)  # type: ignore[union-attr,arg-type]
+        self.vlm = vlm
+        self.hf_config: Any = vlm.config  # the VLM's config (FLOPs, token ids)
+        hidden = int(vlm.config.text_config.hidden_size)  # type: ignore[union-attr,arg-type]
         self.head = nn.Linear(hidden, num_labels)
         self.num_labels = num_labels
         self.pooling = pooling
+        self.image_token_id = int(vlm.config.image_token_id)  # type: ignore[union-attr,arg-type]
+
+    @property
+    def backbone(self) -> nn.Module:
+        """The bare VLM (vision tower, merger, language model), without the LM head."""
+        return self.vlm.model  # type: ignore[return-value]
 
     def forward(
         self,
         input_ids: torch.Tensor,
-        attention_mask: torch.Tensor,
+        attention_mask: torch.Tensor | None,
         pixel_values: torch.Tensor,
         image_grid_thw: torch.Tensor,
+        position_ids: torch.Tensor | None = None,
+        targets: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """Head logits [rows, num_labels]; with ``targets`` (a packed VQA batch), LM logits at
+        the supervised positions instead. One entry point, so DeepSpeed's engine sees both."""
+        if targets is not None:
+            assert position_ids is not None, "packed batches carry their own position ids"
+            return self.lm_logits(
+                input_ids, position_ids, attention_mask, pixel_values, image_grid_thw, targets
+            )
+        assert attention_mask is not None
         out = self.backbone(
             input_ids=input_ids,
             attention_mask=attention_mask,
             pixel_values=pixel_values,
             image_grid_thw=image_grid_thw,
+            # The image-token map lets the model build its 3-D mRoPE positions; without it
+            # transformers falls back to 1-D positions, unlike the model's pretraining.
+            mm_token_type_ids=(input_ids == self.image_token_id).int(),
             use_cache=False,
         )
         hidden = out.last_hidden_state
@@ -121,13 +145,35 @@ class VLMClassifier(nn.Module):
             pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
         return self.head(pooled)
 
+    def lm_logits(
+        self,
+        input_ids: torch.Tensor,
+        position_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        pixel_values: torch.Tensor,
+        image_grid_thw: torch.Tensor,
+        targets: torch.Tensor,
+    ) -> torch.Tensor:
+        """[N, vocab] logits at the N positions where targets != -100 (row-major)."""
+        out = self.backbone(
+            input_ids=input_ids,
+            position_ids=position_ids,
+            attention_mask=attention_mask,
+            pixel_values=pixel_values,
+            image_grid_thw=image_grid_thw,
+            use_cache=False,
+        )
+        hidden = out.last_hidden_state[targets != -100]
+        return self.vlm.lm_head(hidden)  # type: ignore[operator]
+
 
 def load_backbone(path: Path, attn_implementation: str, dtype: torch.dtype) -> nn.Module:
-    """Load the bare VLM from a local HF directory: the same call for a tiny model and a 7B."""
-    from transformers import AutoModel
+    """Load the VLM with its LM head from a local HF directory: the same call for a tiny model
+    and a 7B."""
+    from transformers import AutoModelForImageTextToText
 
     attn = select_attn_implementation(attn_implementation)
-    return AutoModel.from_pretrained(
+    return AutoModelForImageTextToText.from_pretrained(
         str(path), attn_implementation=attn, dtype=dtype, local_files_only=True
     )
 
@@ -151,8 +197,10 @@ def save_classifier(
 ) -> None:
     """Write backbone (save_pretrained), head and metadata; copy tokenizer and image processor."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.backbone.save_pretrained(out_dir)  # type: ignore[operator]
-    torch.save({k: v.detach().cpu() for k, v in model.head.state_dict().items()}, out_dir / HEAD_FILE)
+    model.vlm.save_pretrained(out_dir)  # type: ignore[operator]
+    torch.save(
+        {k: v.detach().cpu() for k, v in model.head.state_dict().items()}, out_dir / HEAD_FILE
+    )
     meta = {"num_labels": model.num_labels, "pooling": model.pooling, "datasets": datasets}
     (out_dir / META_FILE).write_text(json.dumps(meta, indent=2))
     for name in PROCESSOR_FILES:
