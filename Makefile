@@ -41,6 +41,7 @@ test: $(STAMP)
 bench: $(STAMP) $(TINY)/config.json $(DEMO)/COMPLETE
 	PYTHONPATH=. $(PY) bench/controller_1000x50.py
 	PYTHONPATH=. $(PY) bench/eval_latency.py
+	PYTHONPATH=. $(PY) bench/loader_vs_decode.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -104,9 +104,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("model", help="models")
     msub = p.add_subparsers(dest="model_command", required=True)
-    m = msub.add_parser("tiny", help="write a tiny random Qwen2.5-VL")
+    m = msub.add_parser("tiny", help="write a tiny random Qwen-VL (real architecture)")
     m.add_argument("--out", type=Path, required=True)
     m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--family", choices=["qwen2-vl", "qwen2.5-vl", "qwen3-vl"], default="qwen2.5-vl")
+
+    p = sub.add_parser("export", help="export a checkpoint as a self-contained HF directory")
+    p.add_argument("run", help="run name or directory")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    p.add_argument("--step", default="best", help="N or best (default: best)")
+    p.add_argument("--out", type=Path, required=True)
     return parser
 
 
@@ -220,9 +227,17 @@ def _dispatch(args: argparse.Namespace) -> int:
             )
         return 0
     if args.command == "model":
-        from workers.models.tiny import build_tiny_qwen2_5_vl
+        from workers.models.tiny import build_tiny
 
-        build_tiny_qwen2_5_vl(args.out, seed=args.seed)
+        build_tiny(args.out, args.family, seed=args.seed)
+        return 0
+    if args.command == "export":
+        from orchestrator.export import best_step, export_checkpoint
+        from orchestrator.rundir import find_run
+
+        rundir = find_run(args.runs_dir, args.run)
+        step = best_step(rundir.path) if args.step == "best" else int(args.step)
+        export_checkpoint(rundir.checkpoints, step, args.out, {"run": rundir.name})
         return 0
     raise AssertionError(args.command)
 

@@ -360,11 +360,25 @@ class Controller:
                 self._merge_final(eval_step)
             case Finish(code, reason):
                 self._publish_train_metrics()
+                if code == 0 and self.rundir.best.is_file():
+                    self._export_best()
                 if training.error:
                     logger.error("training failed: %s", training.error)
                 log = logger.info if code == 0 else logger.error
                 log("run %s finished (exit %d): %s", self.rundir.name, code, reason)
                 self.result = action
+
+    def _export_best(self) -> None:
+        """runs/R/export/best: the best checkpoint as a self-contained HF directory."""
+        from orchestrator.export import best_step, export_checkpoint
+
+        best = json.loads(self.rundir.best.read_text())
+        export_checkpoint(
+            self.rundir.checkpoints,
+            best_step(self.rundir.path),
+            self.rundir.path / "export" / "best",
+            {"metric": self.spec.best.metric, "best": best},
+        )
 
     def _submit(self, group: list[SubmitPart]) -> None:
         parts = [(self._job(a), self.rundir.eval_log(a.step, a.dataset, a.attempt)) for a in group]

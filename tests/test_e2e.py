@@ -111,7 +111,8 @@ def _train_workers(parent: int) -> list[psutil.Process]:
     found = []
     for p in psutil.Process(parent).children(recursive=True):
         try:
-            if "RayTrainWorker" in " ".join(p.cmdline()):
+            # DataLoader workers forked from a train worker share its command line, not its name.
+            if "RayTrainWorker" in p.name():
                 found.append(p)
         except psutil.NoSuchProcess:
             continue

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from transformers import AutoConfig
 
@@ -40,8 +41,16 @@ def test_formula_matches_the_hand_count(tiny_model: Path) -> None:
     assert flops["total"] == TRAIN_MULTIPLIER * (VISION + TEXT + HEAD) == 11_898_624
 
 
-def test_formula_matches_pytorch_flop_counter_on_a_real_forward(tiny_model: Path) -> None:
+@pytest.mark.parametrize("family", ["qwen2.5-vl", "qwen2-vl", "qwen3-vl"])
+def test_formula_matches_pytorch_flop_counter_on_a_real_forward(
+    tiny_model: Path, tmp_path: Path, family: str
+) -> None:
     from torch.utils.flop_counter import FlopCounterMode
+
+    from workers.models.tiny import build_tiny
+
+    if family != "qwen2.5-vl":
+        tiny_model = build_tiny(tmp_path / family, family)
 
     from workers.data.encode import ClassificationEncoder
     from workers.data.manifest import Sample
@@ -61,7 +70,8 @@ def test_formula_matches_pytorch_flop_counter_on_a_real_forward(tiny_model: Path
         model(**batch.model_inputs(torch.device("cpu"), torch.float32))
     counted = counter.get_total_flops()
     config = AutoConfig.from_pretrained(tiny_model)
-    ours = train_step_flops(config, [16], [seq], num_labels=10)["total"] // TRAIN_MULTIPLIER
+    patches = [int(batch.image_grid_thw.prod())]
+    ours = train_step_flops(config, patches, [seq], num_labels=10)["total"] // TRAIN_MULTIPLIER
     assert counted == ours, (counted, ours)
 
 

@@ -7,7 +7,8 @@ norms, activations, softmax and rotary embeddings are not counted (they are not 
 
 Vision tower, per image of N patches (N = t*h*w of its grid), with hidden Dv, MLP width Iv:
   patch embedding   2 * N * (C*T*P*P) * Dv
-  per block         2*N*Dv*3Dv (qkv) + 2*N*Dv*Dv (proj) + 3 * 2*N*Dv*Iv (gated MLP)
+  per block         2*N*Dv*3Dv (qkv) + 2*N*Dv*Dv (proj) + k * 2*N*Dv*Iv (MLP: k = 3 matmuls
+                    for Qwen2.5-VL's gated MLP, 2 for the fc1/fc2 MLP of Qwen2-VL and Qwen3-VL)
                     + 2 * 2*N*W*Dv  (scores and weighted sum; W = patches attended: the window
                                      for windowed blocks, N for the full-attention blocks)
 Patch merger, per image (N/m^2 merged tokens, m = spatial merge size, D = text hidden):
@@ -37,6 +38,8 @@ class VisionShape:
     merge: int
     window_patches: int  # patches attended in a windowed block (window_size / patch)^2
     full_blocks: int  # blocks with full attention over the image
+    mlp_matmuls: int = 3  # gated MLP (Qwen2.5-VL); 2 for the plain fc1/fc2 MLP (Qwen2/3-VL)
+    mergers: int = 1  # Qwen3-VL adds one merger per deepstack layer
 
 
 @dataclass(frozen=True)
@@ -47,17 +50,24 @@ class TextShape:
     heads: int
     kv_heads: int
     vocab: int
+    head_dim: int = 0  # 0: hidden / heads (Qwen3 sets it explicitly)
 
 
 def shapes_from_config(config: Any) -> tuple[VisionShape, TextShape]:
-    """Read the counted dimensions from a Qwen2-VL / Qwen2.5-VL config object."""
+    """Read the counted dimensions from a Qwen2-VL / Qwen2.5-VL / Qwen3-VL config object."""
     v, t = config.vision_config, config.text_config
     window = getattr(v, "window_size", 0) or 0
     full = getattr(v, "fullatt_block_indexes", None)
+    if hasattr(v, "embed_dim"):  # Qwen2-VL: embed_dim wide, fc1/fc2 MLP of mlp_ratio
+        hidden, intermediate, matmuls = v.embed_dim, int(v.embed_dim * v.mlp_ratio), 2
+    else:
+        hidden, intermediate = v.hidden_size, v.intermediate_size
+        matmuls = 3 if config.model_type == "qwen2_5_vl" else 2
+    deepstack = getattr(v, "deepstack_visual_indexes", None) or []
     return (
         VisionShape(
-            hidden=v.hidden_size,
-            intermediate=v.intermediate_size,
+            hidden=hidden,
+            intermediate=intermediate,
             depth=v.depth,
             patch=v.patch_size,
             temporal_patch=v.temporal_patch_size,
@@ -65,6 +75,8 @@ def shapes_from_config(config: Any) -> tuple[VisionShape, TextShape]:
             merge=v.spatial_merge_size,
             window_patches=(window // v.patch_size) ** 2 if window else 0,
             full_blocks=len(full) if full is not None else v.depth,
+            mlp_matmuls=matmuls,
+            mergers=1 + len(deepstack),
         ),
         TextShape(
             hidden=t.hidden_size,
@@ -73,6 +85,7 @@ def shapes_from_config(config: Any) -> tuple[VisionShape, TextShape]:
             heads=t.num_attention_heads,
             kv_heads=t.num_key_value_heads,
             vocab=t.vocab_size,
+            head_dim=getattr(t, "head_dim", None) or 0,
         ),
     )
 
@@ -80,24 +93,25 @@ def shapes_from_config(config: Any) -> tuple[VisionShape, TextShape]:
 def vision_forward_flops(v: VisionShape, patches: int, merger_out: int) -> int:
     n, d = patches, v.hidden
     embed = 2 * n * (v.in_channels * v.temporal_patch * v.patch * v.patch) * d
-    dense = 2 * n * d * 3 * d + 2 * n * d * d + 3 * 2 * n * d * v.intermediate
+    dense = 2 * n * d * 3 * d + 2 * n * d * d + v.mlp_matmuls * 2 * n * d * v.intermediate
     windowed = v.depth - v.full_blocks
     attended = min(v.window_patches, n) if v.window_patches else n
     attn = v.full_blocks * (4 * n * n * d) + windowed * (4 * n * attended * d)
     merged, wide = n // v.merge**2, d * v.merge**2
     merger = 2 * merged * wide * wide + 2 * merged * wide * merger_out
-    return embed + v.depth * dense + attn + merger
+    return embed + v.depth * dense + attn + v.mergers * merger
 
 
 def text_forward_flops(t: TextShape, tokens: int) -> int:
     s, d = tokens, t.hidden
-    head_dim = d // t.heads
+    head_dim = t.head_dim or d // t.heads
+    q = t.heads * head_dim
     per_layer = (
-        2 * s * d * d
+        2 * s * d * q
         + 2 * 2 * s * d * (t.kv_heads * head_dim)
-        + 2 * s * d * d
+        + 2 * s * q * d
         + 3 * 2 * s * d * t.intermediate
-        + 2 * 2 * s * s * d
+        + 2 * 2 * s * s * q
     )
     return t.layers * per_layer
 

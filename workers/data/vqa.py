@@ -311,7 +311,7 @@ class VQAEncoder:
     def images(self, paths: Sequence[Path], cfg: ImageConfig) -> list[Image.Image]:
         out: list[Image.Image] = []
         for p in paths:
-            im = load_rgb(p)
+            im = load_rgb(p, (cfg.max_side, cfg.max_side))
             if cfg.tile_size is not None:
                 im = dynamic_resize(im, cfg.max_side, self.multiple, cfg.min_side)
                 views = split_tiles(im, cfg.tile_size, cfg.max_tiles)

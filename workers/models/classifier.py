@@ -103,6 +103,19 @@ class VLMClassifier(nn.Module):
         self.num_labels = num_labels
         self.pooling = pooling
         self.image_token_id = int(vlm.config.image_token_id)  # type: ignore[union-attr,arg-type]
+        # Per dataset: kind, num_classes and label names (index = label), saved with the head.
+        self.datasets: dict[str, Any] = {}
+
+    @classmethod
+    def from_pretrained(
+        cls, path: Path | str, attn_implementation: str = "auto", dtype: torch.dtype = torch.float32
+    ) -> VLMClassifier:
+        """Load an exported model or a checkpoint's hf/ directory: the VLM, the head and the
+        label names (``model.label_names("digits")``)."""
+        return load_classifier(Path(path), attn_implementation, dtype)
+
+    def label_names(self, dataset: str) -> list[str] | None:
+        return self.datasets.get(dataset, {}).get("labels")
 
     @property
     def backbone(self) -> nn.Module:
@@ -215,4 +228,5 @@ def load_classifier(
     backbone = load_backbone(path, attn_implementation, dtype)
     model = VLMClassifier(backbone, int(meta["num_labels"]), meta["pooling"])
     model.head.load_state_dict(torch.load(path / HEAD_FILE, weights_only=True))
+    model.datasets = dict(meta.get("datasets", {}))
     return model.to(dtype)

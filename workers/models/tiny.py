@@ -65,48 +65,82 @@ def build_tokenizer(out_dir: Path) -> dict[str, int]:
     return {tok: vocab[tok] for tok in SPECIAL_TOKENS} | {"vocab_size": len(vocab)}
 
 
-def build_tiny_qwen2_5_vl(out_dir: Path, *, seed: int = 0, hidden: int = 64) -> Path:
-    """Write a randomly initialised tiny Qwen2.5-VL (model, tokenizer, image processor)."""
+FAMILIES = ("qwen2-vl", "qwen2.5-vl", "qwen3-vl")
+
+
+def build_tiny(
+    out_dir: Path, family: str = "qwen2.5-vl", *, seed: int = 0, hidden: int = 64
+) -> Path:
+    """Write a randomly initialised tiny model of a Qwen-VL family (model, tokenizer, image
+    processor): the family's real architecture (Qwen2-VL's vision tower, Qwen2.5-VL's window
+    attention, Qwen3-VL's deepstack and interleaved mRoPE), only narrow and shallow."""
     import torch
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+    from transformers import AutoModelForImageTextToText
     from transformers.models.qwen2_vl import Qwen2VLImageProcessorPil
 
+    if family not in FAMILIES:
+        raise ValueError(f"unknown model family {family!r}; known: {', '.join(FAMILIES)}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ids = build_tokenizer(out_dir)
     heads = 4
-    config = Qwen2_5_VLConfig(
-        text_config={
-            "vocab_size": ids["vocab_size"],
-            "hidden_size": hidden,
-            "intermediate_size": hidden * 2,
-            "num_hidden_layers": 2,
-            "num_attention_heads": heads,
-            "num_key_value_heads": 2,
-            "max_position_embeddings": 1024,
-            # mrope_section splits head_dim/2 rotary frequencies over (t, h, w).
-            "rope_parameters": {
-                "rope_type": "default",
-                "rope_theta": 10000.0,
-                "mrope_section": _mrope_section(hidden // heads),
-            },
-            "tie_word_embeddings": True,
-            "pad_token_id": ids["<|endoftext|>"],
-            "eos_token_id": ids["<|im_end|>"],
-            "bos_token_id": None,
-        },
-        vision_config={
-            "depth": 2,
-            "hidden_size": 32,
+    patch = 16 if family == "qwen3-vl" else 14
+    rope: dict[str, object] = {
+        "rope_type": "default",
+        "rope_theta": 10000.0,
+        # mrope_section splits head_dim/2 rotary frequencies over (t, h, w).
+        "mrope_section": _mrope_section(hidden // heads),
+    }
+    if family == "qwen3-vl":
+        rope["mrope_interleaved"] = True
+    text = {
+        "vocab_size": ids["vocab_size"],
+        "hidden_size": hidden,
+        "intermediate_size": hidden * 2,
+        "num_hidden_layers": 2,
+        "num_attention_heads": heads,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 1024,
+        "rope_parameters": rope,
+        "tie_word_embeddings": True,
+        "pad_token_id": ids["<|endoftext|>"],
+        "eos_token_id": ids["<|im_end|>"],
+        "bos_token_id": None,
+    }
+    vision: dict[str, object] = {
+        "depth": 2,
+        "hidden_size": 32,
+        "num_heads": 2,
+        "patch_size": patch,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+    }
+    if family == "qwen2-vl":
+        from transformers import Qwen2VLConfig as Config
+
+        vision |= {"embed_dim": 32, "mlp_ratio": 2, "hidden_size": hidden}
+    elif family == "qwen2.5-vl":
+        from transformers import Qwen2_5_VLConfig as Config  # type: ignore[assignment]
+
+        vision |= {
             "intermediate_size": 64,
-            "num_heads": 2,
             "out_hidden_size": hidden,
-            "patch_size": 14,
-            "spatial_merge_size": 2,
-            "temporal_patch_size": 2,
             "window_size": 56,
             "fullatt_block_indexes": [1],
-        },
+        }
+    else:
+        from transformers import Qwen3VLConfig as Config  # type: ignore[assignment]
+
+        text["head_dim"] = hidden // heads
+        vision |= {
+            "intermediate_size": 64,
+            "out_hidden_size": hidden,
+            "num_position_embeddings": 64,
+            "deepstack_visual_indexes": [0],
+        }
+    config = Config(
+        text_config=text,
+        vision_config=vision,
         image_token_id=ids["<|image_pad|>"],
         video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],
@@ -114,17 +148,27 @@ def build_tiny_qwen2_5_vl(out_dir: Path, *, seed: int = 0, hidden: int = 64) -> 
         tie_word_embeddings=True,
     )
     torch.manual_seed(seed)
-    model = Qwen2_5_VLForConditionalGeneration(config)
+    model = AutoModelForImageTextToText.from_config(config)
     model.save_pretrained(out_dir)
+    side = 4 * patch  # 4x4 patches, 2x2 tokens after merging
     Qwen2VLImageProcessorPil(
-        patch_size=14, temporal_patch_size=2, merge_size=2, min_pixels=56 * 56, max_pixels=56 * 56
+        patch_size=patch,
+        temporal_patch_size=2,
+        merge_size=2,
+        min_pixels=side * side,
+        max_pixels=side * side,
     ).save_pretrained(out_dir)
     n_params = sum(p.numel() for p in model.parameters())
     (out_dir / "orch_model.json").write_text(
-        json.dumps({"kind": "tiny-qwen2.5-vl", "seed": seed, "parameters": n_params}, indent=2)
+        json.dumps({"kind": f"tiny-{family}", "seed": seed, "parameters": n_params}, indent=2)
     )
-    logger.info("wrote tiny Qwen2.5-VL (%d parameters) to %s", n_params, out_dir)
+    logger.info("wrote tiny %s (%d parameters) to %s", family, n_params, out_dir)
     return out_dir
+
+
+def build_tiny_qwen2_5_vl(out_dir: Path, *, seed: int = 0, hidden: int = 64) -> Path:
+    """The default tiny model: Qwen2.5-VL."""
+    return build_tiny(out_dir, "qwen2.5-vl", seed=seed, hidden=hidden)
 
 
 def _mrope_section(head_dim: int) -> list[int]:
