@@ -360,7 +360,7 @@ class Controller:
                 self._merge_final(eval_step)
             case Finish(code, reason):
                 self._publish_train_metrics()
-                if code == 0 and self.rundir.best.is_file():
+                if code == 0:
                     self._export_best()
                 if training.error:
                     logger.error("training failed: %s", training.error)
@@ -369,16 +369,19 @@ class Controller:
                 self.result = action
 
     def _export_best(self) -> None:
-        """runs/R/export/best: the best checkpoint as a self-contained HF directory."""
-        from orchestrator.export import best_step, export_checkpoint
+        """runs/R/export/best: the best checkpoint (the last one when checkpoints were not
+        evaluated during training) as a self-contained HF directory."""
+        from orchestrator.export import export_checkpoint
 
-        best = json.loads(self.rundir.best.read_text())
-        export_checkpoint(
-            self.rundir.checkpoints,
-            best_step(self.rundir.path),
-            self.rundir.path / "export" / "best",
-            {"metric": self.spec.best.metric, "best": best},
-        )
+        if self.rundir.best.is_file():
+            best = json.loads(self.rundir.best.read_text())
+            step, info = int(best["step"]), {"metric": self.spec.best.metric, "best": best}
+        else:
+            complete = ckpt.complete_checkpoints(self.rundir.checkpoints)
+            if not complete:
+                return
+            step, info = max(complete), {"chosen": "last checkpoint (no evals during training)"}
+        export_checkpoint(self.rundir.checkpoints, step, self.rundir.path / "export" / "best", info)
 
     def _submit(self, group: list[SubmitPart]) -> None:
         parts = [(self._job(a), self.rundir.eval_log(a.step, a.dataset, a.attempt)) for a in group]

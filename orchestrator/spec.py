@@ -30,6 +30,19 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
 
 
+class LoraSpec(_Section):
+    """LoRA adapters on the language model (peft); the vision tower and LM weights are frozen,
+    the adapters and the classification head train. Exports merge the adapters in."""
+
+    r: int = Field(default=16, ge=1)
+    alpha: int = Field(default=32, ge=1)
+    dropout: float = Field(default=0.0, ge=0.0, lt=1.0)
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"]
+    )
+    """Module names inside the language model that get adapters."""
+
+
 class ModelSpec(_Section):
     """The vision-language model to fine-tune, as a local Hugging Face directory."""
 
@@ -47,6 +60,11 @@ class ModelSpec(_Section):
     """Images larger than this many pixels are downscaled (aspect ratio kept)."""
     prompt: str = "What is in the image?"
     """Text that follows the image in every classification sample."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass (vision tower and LM): less memory, ~30 %
+    more compute."""
+    lora: LoraSpec | None = None
+    """Set ([model.lora]) to train LoRA adapters on the language model instead of all weights."""
 
     @model_validator(mode="after")
     def _pixels_ordered(self) -> ModelSpec:

@@ -33,6 +33,7 @@ from workers.fsutil import atomic_write_json
 from workers.guard import Guard
 from workers.models.classifier import (
     VLMClassifier,
+    add_lora,
     build_classifier,
     classification_loss,
     save_classifier,
@@ -102,8 +103,19 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         spec.model.path, spec.num_labels, spec.model.pooling, spec.model.attn_implementation
     )
     attn = str(model.hf_config._attn_implementation)
+    if spec.model.gradient_checkpointing:
+        model.vlm.gradient_checkpointing_enable(  # type: ignore[operator]
+            gradient_checkpointing_kwargs={"use_reentrant": False}
+        )
+    if spec.model.lora is not None:
+        lora = spec.model.lora
+        trainable = add_lora(model, lora.r, lora.alpha, lora.dropout, lora.target_modules)
+        logger.info(
+            "LoRA r=%d on %s: %d trainable parameters", lora.r, lora.target_modules, trainable
+        )
     max_steps = resolve_max_steps(spec, {n: len(s) for n, s in data.items()})
-    optimizer = torch.optim.AdamW(model.parameters(), lr=tr.lr, weight_decay=tr.weight_decay)
+    trainable_params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable_params, lr=tr.lr, weight_decay=tr.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(spec, max_steps))
     engine, _, _, _ = deepspeed.initialize(
         model=model,

@@ -205,12 +205,52 @@ def build_classifier(
     return VLMClassifier(backbone, num_labels, pooling).to(dtype)
 
 
+LORA_PREFIX = "vlm.model.language_model."
+
+
+def add_lora(model: VLMClassifier, r: int, alpha: int, dropout: float, targets: list[str]) -> int:
+    """Inject LoRA adapters into the language model's ``targets`` (peft, in place), freeze every
+    other weight but the classification head; return the number of trainable parameters."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    lm = model.backbone.language_model
+    assert isinstance(lm, nn.Module)
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets)
+    inject_adapter_in_model(config, lm)
+    for name, p in model.named_parameters():
+        p.requires_grad = "lora_" in name or name.startswith("head.")
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    if not any("lora_" in n for n, _ in model.named_parameters()):
+        raise ValueError(f"model.lora.target_modules {targets} matched no module of the LM")
+    return trainable
+
+
+def merged_state_dict(vlm: nn.Module) -> dict[str, torch.Tensor]:
+    """The VLM's weights with LoRA adapters merged in, under the base model's names."""
+    from peft.tuners.lora import LoraLayer
+
+    state = {k: v for k, v in vlm.state_dict().items() if "lora_" not in k}
+    for name, module in vlm.named_modules():
+        if isinstance(module, LoraLayer):
+            base = f"{name}.base_layer.weight"
+            delta = sum(
+                module.get_delta_weight(a)  # type: ignore[attr-defined]
+                for a in module.active_adapters
+            )
+            state[f"{name}.weight"] = (state.pop(base) + delta).detach()
+            if f"{name}.base_layer.bias" in state:
+                state[f"{name}.bias"] = state.pop(f"{name}.base_layer.bias")
+    return state
+
+
 def save_classifier(
     model: VLMClassifier, out_dir: Path, source_dir: Path, datasets: dict[str, Any]
 ) -> None:
     """Write backbone (save_pretrained), head and metadata; copy tokenizer and image processor."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.vlm.save_pretrained(out_dir)  # type: ignore[operator]
+    has_lora = any("lora_" in n for n, _ in model.vlm.named_parameters())
+    state = merged_state_dict(model.vlm) if has_lora else None
+    model.vlm.save_pretrained(out_dir, state_dict=state)  # type: ignore[operator]
     torch.save(
         {k: v.detach().cpu() for k, v in model.head.state_dict().items()}, out_dir / HEAD_FILE
     )
