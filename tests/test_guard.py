@@ -68,3 +68,54 @@ def test_non_finite_gradient_norm_stops(tmp_path: Path) -> None:
     assert (
         json.loads((tmp_path / "step_000006-gradnorm-rank1.json").read_text())["grad_norm"] == "inf"
     )
+
+
+MODULE_NORMS = """
+import json, os, sys, torch, deepspeed
+os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=sys.argv[1], RANK="0", WORLD_SIZE="1",
+                  LOCAL_RANK="0")
+deepspeed.init_distributed(dist_backend="gloo")
+from workers.train import largest_module_grad_norms
+torch.manual_seed(0)
+m = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
+cfg = {"train_micro_batch_size_per_gpu": 2, "gradient_accumulation_steps": 1,
+       "zero_optimization": {"stage": 2}, "gradient_clipping": 0.0}
+eng, *_ = deepspeed.initialize(model=m, optimizer=opt, config=cfg)
+x = torch.randn(2, 4)
+x[0, 0] = 1e3  # one large input: the first layer's gradient dominates
+eng.backward(eng(x).pow(2).sum())
+norms = largest_module_grad_norms(eng)
+eng.step()
+print(json.dumps({"norms": norms, "global": float(eng.get_global_grad_norm())}))
+"""
+
+
+def test_module_grad_norms_under_zero2_add_up_to_the_global_norm(tmp_path: Path) -> None:
+    import json
+    import math
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    script = tmp_path / "norms.py"
+    script.write_text(MODULE_NORMS)
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(
+        [sys.executable, str(script), port],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=root,
+        env={**__import__("os").environ, "PYTHONPATH": str(root)},
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    norms = result["norms"]
+    assert list(norms) == ["0", "2"]  # modules, largest first
+    assert math.sqrt(sum(v * v for v in norms.values())) == pytest.approx(
+        result["global"], rel=1e-5
+    )

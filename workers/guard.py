@@ -46,6 +46,8 @@ class Guard:
     rank: int
     resume_from: Path | None = None
     skipped: int = 0
+    # The largest per-module gradient norms, measured on the last log step: (step, norms).
+    module_grad_norms: tuple[int, dict[str, float]] | None = None
 
     def check_losses(
         self,
@@ -73,6 +75,9 @@ class Guard:
         self.skipped += 1
         return True
 
+    def _module_norms(self) -> dict[str, Any] | None:
+        return _module_norms_json(self.module_grad_norms)
+
     def check_grad_norm(self, step: int, grad_norm: float | None, lr: float) -> None:
         if grad_norm is None or math.isfinite(grad_norm):
             return
@@ -83,6 +88,7 @@ class Guard:
             "grad_norm": str(grad_norm),
             "lr": lr,
             "resume_from": str(self.resume_from) if self.resume_from else None,
+            "largest_module_grad_norms": self._module_norms(),
             "time": time.time(),
         }
         atomic_write_json(path, record)
@@ -114,11 +120,19 @@ class Guard:
             "per_dataset_loss": {d: _num(sum(v) / len(v)) for d, v in per_dataset.items()},
             "lr": lr,
             "resume_from": str(self.resume_from) if self.resume_from else None,
+            "largest_module_grad_norms": self._module_norms(),
             "time": time.time(),
         }
         path = self.forensics_dir / f"step_{step:06d}-micro{micro}-rank{self.rank}.json"
         atomic_write_json(path, record)
         return path
+
+
+def _module_norms_json(value: tuple[int, dict[str, float]] | None) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    step, norms = value
+    return {"measured_at_step": step, "norms": {k: _num(v) for k, v in norms.items()}}
 
 
 def _num(x: float) -> float | str:

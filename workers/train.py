@@ -182,6 +182,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 engine.step()
                 continue
             engine.backward(losses.mean() + zero)
+            if engine.is_gradient_accumulation_boundary() and step % tr.log_every == 0:
+                guard.module_grad_norms = (step, largest_module_grad_norms(engine))
             engine.step()
             stats.add(batch.datasets, losses.detach(), correct)
         perf.step_done()
@@ -211,6 +213,26 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if rank == 0:
         append_jsonl(paths.events, {"event": "finished", "step": step})
     logger.info("training finished at step %d", step)
+
+
+def largest_module_grad_norms(engine: Any, top: int = 10) -> dict[str, float]:
+    """Gradient norm of each module (its weight and bias together), the ``top`` largest, read
+    between backward and step (``safe_get_full_grad`` works under ZeRO-1/2/3; every rank calls
+    it for every parameter, in the same order, as its collectives need)."""
+    from deepspeed.utils import safe_get_full_grad
+
+    squares: dict[str, float] = {}
+    for name, p in engine.module.named_parameters():
+        if not p.requires_grad:
+            continue
+        grad = safe_get_full_grad(p)
+        if grad is None:
+            continue
+        module = name.rsplit(".", 1)[0]
+        squares[module] = squares.get(module, 0.0) + float(grad.float().pow(2).sum())
+    ranked = sorted(squares.items(), key=lambda kv: -kv[1] if math.isfinite(kv[1]) else -math.inf)
+    nonfinite = [kv for kv in squares.items() if not math.isfinite(kv[1])]
+    return {k: math.sqrt(v) for k, v in (nonfinite + ranked)[:top]}
 
 
 def forward_losses(
