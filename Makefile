@@ -42,6 +42,7 @@ bench: $(STAMP) $(TINY)/config.json $(DEMO)/COMPLETE
 	PYTHONPATH=. $(PY) bench/controller_1000x50.py
 	PYTHONPATH=. $(PY) bench/eval_latency.py
 	PYTHONPATH=. $(PY) bench/loader_vs_decode.py
+	PYTHONPATH=. $(PY) bench/packing.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

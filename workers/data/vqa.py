@@ -546,27 +546,15 @@ def pack(
 def first_fit_rows(
     lengths: Sequence[int], images: Sequence[int], max_tokens: int, max_images: int
 ) -> list[list[int]]:
-    """Pack one micro-batch's samples into rows: first-fit decreasing under both limits. A sample
-    longer than max_tokens (or with more images than max_images) is an error, never truncated."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    rows: list[list[int]] = []
-    used: list[tuple[int, int]] = []
-    for i in order:
-        if lengths[i] > max_tokens or images[i] > max_images:
-            raise ValueError(
-                f"sample {i} has {lengths[i]} tokens and {images[i]} images; a pack holds at most "
-                f"{max_tokens} tokens and {max_images} images: raise training.pack_max_tokens / "
-                "pack_max_images or lower the dataset's max_image_side"
-            )
-        for k, (t, m) in enumerate(used):
-            if t + lengths[i] <= max_tokens and m + images[i] <= max_images:
-                rows[k].append(i)
-                used[k] = (t + lengths[i], m + images[i])
-                break
-        else:
-            rows.append([i])
-            used.append((lengths[i], images[i]))
-    return [sorted(r) for r in rows]
+    """Pack one micro-batch's samples into rows with orch's packer (workers/data/packing.py),
+    the whole micro-batch as its buffer. A sample longer than max_tokens (or with more images
+    than max_images) is an error naming it, never truncated."""
+    from workers.data.packing import pack_stream
+
+    packs = pack_stream(
+        zip(lengths, images, strict=True), max_tokens, max_images, buffer_size=len(lengths)
+    )
+    return [sorted(p.indices) for p in packs]
 
 
 def per_sample_loss(
