@@ -43,6 +43,7 @@ bench: $(STAMP) $(TINY)/config.json $(DEMO)/COMPLETE
 	PYTHONPATH=. $(PY) bench/eval_latency.py
 	PYTHONPATH=. $(PY) bench/loader_vs_decode.py
 	PYTHONPATH=. $(PY) bench/packing.py
+	PYTHONPATH=. $(PY) bench/stream_rss.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="check a job spec and its data without training")
     _spec_args(p)
+    p.add_argument(
+        "--sample", type=int, metavar="K", help="decode K images per manifest (default: all)"
+    )
 
     p = sub.add_parser("doctor", help="find misconfigurations before spending compute")
     _spec_args(p)
@@ -146,16 +149,10 @@ def _dispatch(args: argparse.Namespace) -> int:
             overrides.append(f"model.path={json.dumps(str(hf))}")
         spec = load_spec(args.job, overrides)
         if args.command == "validate":
-            sizes = preflight(spec)
-            total = sum(d.weight for d in spec.datasets.values())
-            for name, ds in spec.datasets.items():
-                logger.info(
-                    "%s: %d train samples, %.1f%% of the mix, %d classes",
-                    name,
-                    sizes[name],
-                    100 * ds.weight / total,
-                    ds.num_classes,
-                )
+            from orchestrator.validate import render_stats, validate_data
+
+            preflight(spec, sample=0)  # model, DeepSpeed config, resume point
+            render_stats(validate_data(spec, args.sample))
             logger.info("%s is valid", args.job)
             return 0
         return submit(spec, run_name=args.run_name, dashboard=not args.no_dashboard)

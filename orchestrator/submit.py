@@ -8,7 +8,7 @@ from typing import Any
 
 import tomli_w
 
-from orchestrator.errors import DataError, RunDirError, SpecError
+from orchestrator.errors import RunDirError, SpecError
 from orchestrator.rundir import RunDir, new_run_name
 from orchestrator.spec import JobSpec
 from orchestrator.tracking import NullTracker, Tracker
@@ -16,10 +16,12 @@ from orchestrator.tracking import NullTracker, Tracker
 logger = logging.getLogger("orch.submit")
 
 
-def preflight(spec: JobSpec) -> dict[str, int]:
-    """Check everything that can be checked before compute starts; return train sizes."""
-    from workers.data.manifest import read_manifest
-    from workers.data.vqa import read_vqa_manifest
+def preflight(spec: JobSpec, sample: int | None = 64) -> dict[str, int]:
+    """Check everything that can be checked before compute starts; return train sizes.
+
+    Every manifest row is checked; ``sample`` images per manifest are decoded (None: all, 0:
+    none, only their existence)."""
+    from orchestrator.validate import validate_data
     from workers.deepspeed_config import build_deepspeed_config
 
     resume = spec.training.resume_from
@@ -35,23 +37,9 @@ def preflight(spec: JobSpec) -> dict[str, int]:
             "model directory (`orch model tiny --out models/tiny-qwen2.5-vl` makes a tiny one)"
         )
     build_deepspeed_config(spec.training, spec.training.num_workers)
-    sizes: dict[str, int] = {}
-    for name, ds in spec.datasets.items():
-        for split, path in (("train", ds.train), ("eval", ds.eval)):
-            if ds.kind == "vqa":  # reading a VQA manifest checks that every image exists
-                rows, _ = read_vqa_manifest(path, name, ds.image_roots, ds.min_ratings)
-                sizes[name] = len(rows) if split == "train" else sizes[name]
-                continue
-            samples = read_manifest(path, name, ds.classes)
-            missing = [s for s in samples if not s.image_path.is_file()]
-            if missing:
-                raise DataError(
-                    f"datasets.{name}.{split}: {len(missing)} image(s) not found, first: "
-                    f"{missing[0].image_path} (id {missing[0].id})"
-                )
-            if split == "train":
-                sizes[name] = len(samples)
-    return sizes
+    if sample == 0:
+        return {}
+    return {s.name: s.train for s in validate_data(spec, sample)}
 
 
 def open_run(spec: JobSpec, run_name: str | None) -> RunDir:

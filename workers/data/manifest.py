@@ -7,8 +7,10 @@ with one bad row is rejected whole, before any compute is spent.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from orchestrator.errors import DataError
 
@@ -21,61 +23,101 @@ class Sample:
     image_path: Path
     label: int
     dataset: str
+    line: int = 0  # line (JSONL) or row (Parquet) in its manifest, for messages
+
+
+@dataclass(frozen=True)
+class Malformed:
+    """A JSONL line that does not parse (reported with its line, never skipped)."""
+
+    message: str
+
+
+def iter_rows(path: Path, batch_rows: int = 8192) -> Iterator[tuple[int, Any]]:
+    """(line, row) of a JSONL manifest or (row number, row) of a Parquet one, streamed: memory
+    stays one line (JSONL) or one record batch (Parquet) whatever the file's size. A line that
+    does not parse is yielded as ``Malformed``."""
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        n = 0
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
+            for row in batch.to_pylist():
+                n += 1
+                yield n, row
+        return
+    with path.open() as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield lineno, json.loads(line)
+            except json.JSONDecodeError as e:
+                yield lineno, Malformed(f"malformed JSON ({e.msg})")
 
 
 def read_manifest(
-    path: Path, dataset: str, num_classes: int, *, max_errors: int = 20
+    path: Path,
+    dataset: str,
+    num_classes: int,
+    *,
+    max_errors: int = 20,
+    configured: Sequence[str] = (),
 ) -> list[Sample]:
-    """Read and check one manifest; raise DataError listing up to max_errors problems."""
+    """Read and check one manifest (JSONL or Parquet); raise DataError listing up to max_errors
+    problems, each with its file and line."""
     if not path.is_file():
         raise DataError(f"{path}: manifest not found (datasets.{dataset})")
     samples: list[Sample] = []
     problems: list[str] = []
     seen: dict[str, int] = {}
-    with path.open() as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                problems.append(f"{where}: malformed JSON ({e.msg})")
-                continue
-            if not isinstance(row, dict):
-                problems.append(f"{where}: expected a JSON object")
-                continue
-            missing = [k for k in REQUIRED if k not in row]
-            if missing:
-                problems.append(f"{where}: missing field(s) {', '.join(missing)}")
-                continue
-            label = row["label"]
-            if isinstance(label, bool) or not isinstance(label, int):
-                problems.append(f"{where}: label must be an integer, got {label!r}")
-                continue
-            if not 0 <= label < num_classes:
-                problems.append(
-                    f"{where}: label {label} outside [0, {num_classes}) of dataset {dataset}"
-                )
-                continue
-            if row["dataset_name"] != dataset:
-                problems.append(
-                    f"{where}: dataset_name {row['dataset_name']!r} but the manifest is "
-                    f"configured as datasets.{dataset}"
-                )
-                continue
-            image = Path(row["image_path"])
-            if not image.is_absolute():
-                image = (path.parent / image).resolve()
-            sid = str(row.get("id", f"{dataset}:{path.name}:{lineno}"))
-            if sid in seen:
-                problems.append(f"{where}: duplicate id {sid!r} (first on line {seen[sid]})")
-                continue
-            seen[sid] = lineno
-            samples.append(Sample(sid, image, label, dataset))
+    for lineno, row in iter_rows(path):
+        where = f"{path}:{lineno}"
+        if isinstance(row, Malformed):
+            problems.append(f"{where}: {row.message}")
+            continue
+        if not isinstance(row, dict):
+            problems.append(f"{where}: expected a JSON object")
+            continue
+        missing = [k for k in REQUIRED if k not in row]
+        if missing:
+            problems.append(f"{where}: missing field(s) {', '.join(missing)}")
+            continue
+        label = row["label"]
+        if isinstance(label, bool) or not isinstance(label, int):
+            problems.append(f"{where}: label must be an integer, got {label!r}")
+            continue
+        if not 0 <= label < num_classes:
+            problems.append(
+                f"{where}: label {label} outside [0, {num_classes}) of dataset {dataset}"
+            )
+            continue
+        if configured and row["dataset_name"] not in configured:
+            problems.append(
+                f"{where}: unknown dataset {row['dataset_name']!r} (configured datasets: "
+                f"{', '.join(sorted(configured))})"
+            )
+            continue
+        if row["dataset_name"] != dataset:
+            problems.append(
+                f"{where}: dataset_name {row['dataset_name']!r} but the manifest is "
+                f"configured as datasets.{dataset}"
+            )
+            continue
+        image = Path(row["image_path"])
+        if not image.is_absolute():
+            image = (path.parent / image).resolve()
+        sid = str(row.get("id", f"{dataset}:{path.name}:{lineno}"))
+        if sid in seen:
+            problems.append(f"{where}: duplicate id {sid!r} (first on line {seen[sid]})")
+            continue
+        seen[sid] = lineno
+        samples.append(Sample(sid, image, label, dataset, lineno))
     if problems:
         shown = "\n  ".join(problems[:max_errors])
-        more = f"\n  ... and {len(problems) - max_errors} more" if len(problems) > max_errors else ""
+        more = (
+            f"\n  ... and {len(problems) - max_errors} more" if len(problems) > max_errors else ""
+        )
         raise DataError(f"{len(problems)} problem(s) in {path}:\n  {shown}{more}")
     if not samples:
         raise DataError(f"{path}: manifest has no samples (datasets.{dataset})")

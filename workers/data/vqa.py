@@ -20,9 +20,8 @@ transformers' own ``get_rope_index`` in the tests).
 
 from __future__ import annotations
 
-import json
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +31,7 @@ from PIL import Image
 
 from orchestrator.errors import DataError
 from workers.data.encode import IMAGE_PAD, load_rgb
+from workers.data.manifest import Malformed, iter_rows
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +52,7 @@ class VQASample:
     dataset: str
     images: tuple[Path, ...]
     turns: tuple[Turn, ...]
+    line: int = 0  # line (JSONL) or row (Parquet) in its manifest, for messages
 
 
 @dataclass
@@ -64,27 +65,6 @@ class FilterCounts:
 
 
 # --------------------------------------------------------------------------- reading
-
-
-def iter_json_rows(path: Path) -> Iterator[tuple[int, Any]]:
-    """(line, parsed row) of a JSONL file or (row number, row) of a Parquet file, streamed."""
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        n = 0
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=4096):
-            for row in batch.to_pylist():
-                n += 1
-                yield n, row
-        return
-    with path.open() as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield lineno, json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}:{lineno}: malformed JSON ({e.msg})") from None
 
 
 def resolve_image(raw: str, manifest: Path, roots: Sequence[Path]) -> Path | None:
@@ -150,7 +130,8 @@ def parse_vqa_row(
         turns.append(Turn(t["user"], t["assistant"], ratings))
     if problems:
         return None, problems
-    return VQASample(str(row["id"]), dataset, tuple(resolved), tuple(turns)), []
+    line = int(where.rsplit(":", 1)[1]) if where.rsplit(":", 1)[-1].isdigit() else 0
+    return VQASample(str(row["id"]), dataset, tuple(resolved), tuple(turns), line), []
 
 
 def filter_turns(sample: VQASample, min_ratings: dict[str, int], counts: FilterCounts) -> bool:
@@ -182,8 +163,11 @@ def read_vqa_manifest(
     problems: list[str] = []
     seen: dict[str, int] = {}
     counts = FilterCounts()
-    for lineno, row in iter_json_rows(path):
+    for lineno, row in iter_rows(path):
         where = f"{path}:{lineno}"
+        if isinstance(row, Malformed):
+            problems.append(f"{where}: {row.message}")
+            continue
         sample, errs = parse_vqa_row(row, where, dataset, path, image_roots)
         if sample is None:
             problems.extend(errs)

@@ -1,0 +1,120 @@
+"""`orch validate` rejects each kind of bad row, naming the file and line (or the TOML key), with
+a non-zero exit; a good job prints its per-dataset statistics."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+
+import pytest
+import tomli_w
+
+from orchestrator.cli import main
+from tests.conftest import demo_job
+
+
+def good_row(demo_data: Path, i: int = 0) -> dict[str, object]:
+    return json.loads((demo_data / "faces" / "train.jsonl").read_text().splitlines()[i])
+
+
+def job_with_faces_rows(
+    tmp_path: Path, demo_data: Path, tiny_model: Path, lines: list[str]
+) -> Path:
+    job = demo_job(tmp_path, demo_data, tiny_model)
+    manifest = tmp_path / "faces_train.jsonl"
+    manifest.write_text("\n".join(lines) + "\n")
+    raw = tomllib.loads(job.read_text())
+    raw["datasets"]["faces"]["train"] = str(manifest)
+    job.write_text(tomli_w.dumps(raw))
+    return job
+
+
+def run_validate(job: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, str]:
+    code = main(["validate", str(job), *extra])
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+@pytest.mark.parametrize(
+    ("bad", "expected"),
+    [
+        ("{not json", "malformed JSON"),
+        ({"image_path": "x.png", "dataset_name": "faces"}, "missing field(s) label"),
+        ({"label": 7}, "label 7 outside [0, 2) of dataset faces"),
+        ({"dataset_name": "cars"}, "unknown dataset 'cars' (configured datasets: digits, faces"),
+        ({"image_path": "/nonexistent/x.png"}, "image /nonexistent/x.png not found"),
+        ({"id": "dup"}, "duplicate id 'dup' (first on line 1)"),
+    ],
+)
+def test_each_bad_row_is_named_with_file_and_line(
+    tmp_path: Path,
+    demo_data: Path,
+    tiny_model: Path,
+    capsys: pytest.CaptureFixture[str],
+    bad: object,
+    expected: str,
+) -> None:
+    first = good_row(demo_data, 0) | ({"id": "dup"} if bad == {"id": "dup"} else {})
+    second = bad if isinstance(bad, str) else json.dumps(good_row(demo_data, 1) | bad)  # type: ignore[operator]
+    if isinstance(bad, dict) and "label" not in bad and "image_path" in bad and len(bad) == 2:
+        second = json.dumps(bad)  # the missing-field row is exactly as given
+    job = job_with_faces_rows(tmp_path, demo_data, tiny_model, [json.dumps(first), second])
+    code, out = run_validate(job, capsys)
+    assert code != 0
+    assert f"{tmp_path / 'faces_train.jsonl'}:2: {expected}" in out, out
+
+
+def test_a_corrupt_image_is_found_by_decoding(
+    tmp_path: Path, demo_data: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = Path(str(good_row(demo_data, 1)["image_path"]))
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(source.read_bytes()[: len(source.read_bytes()) // 2])  # truncated
+    row = good_row(demo_data, 1) | {"image_path": str(broken)}
+    job = job_with_faces_rows(
+        tmp_path, demo_data, tiny_model, [json.dumps(good_row(demo_data, 0)), json.dumps(row)]
+    )
+    code, out = run_validate(job, capsys)
+    assert code != 0
+    assert f"{tmp_path / 'faces_train.jsonl'}:2: image {broken} does not decode" in out, out
+
+
+def test_num_labels_too_small_names_the_toml_key(
+    tmp_path: Path, demo_data: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = demo_job(tmp_path, demo_data, tiny_model)
+    code, out = run_validate(job, capsys, "--set", "model.num_labels=5")
+    assert code != 0
+    assert "model.num_labels (5) is smaller than datasets.digits.num_classes (10)" in out, out
+
+
+def test_a_good_job_prints_statistics_and_sample_limits_decoding(
+    tmp_path: Path, demo_data: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = demo_job(tmp_path, demo_data, tiny_model)
+    code, out = run_validate(job, capsys)
+    assert code == 0, out
+    digits_train = sum(1 for _ in (demo_data / "digits" / "train.jsonl").open())
+    digits_test = sum(1 for _ in (demo_data / "digits" / "test.jsonl").open())
+    row = next(line for line in out.splitlines() if "digits" in line)
+    assert str(digits_train) in row and "50.0%" in row  # weight 2 of 4
+    assert str(digits_train + digits_test) in row  # every image decoded
+    code, out = run_validate(job, capsys, "--sample", "3")
+    row = next(line for line in out.splitlines() if "digits" in line)
+    assert code == 0 and row.rstrip(" │|").split()[-1] == "6"  # 3 per manifest
+
+
+def test_parquet_and_jsonl_manifests_give_the_same_samples(demo_data: Path, tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from workers.data.manifest import read_manifest
+
+    jsonl = demo_data / "digits" / "train.jsonl"
+    rows = [json.loads(line) for line in jsonl.read_text().splitlines()]
+    parquet = tmp_path / "train.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), parquet)
+    a = read_manifest(jsonl, "digits", 10)
+    b = read_manifest(parquet, "digits", 10)
+    assert [(s.id, s.image_path, s.label) for s in a] == [(s.id, s.image_path, s.label) for s in b]
