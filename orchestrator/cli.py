@@ -104,6 +104,18 @@ def build_parser() -> argparse.ArgumentParser:
     d = dsub.add_parser("demo", help="build the offline demo datasets")
     d.add_argument("--out", type=Path, default=Path("data/demo"))
     d.add_argument("--force", action="store_true")
+    d = dsub.add_parser("prepare", help="convert a dataset layout into orch manifests")
+    d.add_argument("kind", choices=["folders", "food101", "hf", "vqa-jsonl"])
+    d.add_argument("src", type=Path)
+    d.add_argument("--out", type=Path, required=True)
+    d.add_argument("--name", required=True, help="dataset name (as in [datasets.NAME])")
+    d.add_argument("--max-samples", type=int, help="at most N samples per split")
+    d.add_argument("--output-format", choices=["jsonl", "parquet"], default="jsonl")
+    d.add_argument("--image-root", type=Path, action="append", default=[])
+    d.add_argument("--eval-fraction", type=float, default=0.2)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--image-column", default="image")
+    d.add_argument("--label-column", default="label")
 
     p = sub.add_parser("model", help="models")
     msub = p.add_subparsers(dest="model_command", required=True)
@@ -211,6 +223,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         else:
             render_status(status)
         return 0
+    if args.command == "data" and args.data_command == "prepare":
+        return _prepare(args)
     if args.command == "data":
         from workers.data.demo import build_demo
 
@@ -237,6 +251,48 @@ def _dispatch(args: argparse.Namespace) -> int:
         export_checkpoint(rundir.checkpoints, step, args.out, {"run": rundir.name})
         return 0
     raise AssertionError(args.command)
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from workers.data import prepare as prep
+
+    common: dict[str, Any] = {"fmt": args.output_format, "max_samples": args.max_samples}
+    if args.kind == "folders":
+        done = prep.prepare_folders(
+            args.src,
+            args.out,
+            args.name,
+            eval_fraction=args.eval_fraction,
+            seed=args.seed,
+            **common,
+        )
+    elif args.kind == "food101":
+        done = prep.prepare_food101(args.src, args.out, args.name, **common)
+    elif args.kind == "hf":
+        done = prep.prepare_hf(
+            args.src,
+            args.out,
+            args.name,
+            image_column=args.image_column,
+            label_column=args.label_column,
+            **common,
+        )
+    else:
+        done = prep.prepare_vqa_jsonl(
+            args.src, args.out, args.name, image_roots=args.image_root, **common
+        )
+    ext = args.output_format
+    lines = [f"[datasets.{args.name}]"]
+    if done.num_classes is None:
+        lines.append('kind = "vqa"')
+    lines.append(f'train = "{done.out / f"train.{ext}"}"')
+    lines.append(
+        f'eval = "{done.out / f"eval.{ext}"}"' if "eval" in done.splits else "# eval = ..."
+    )
+    if done.num_classes is not None:
+        lines += [f"num_classes = {done.num_classes}", f'labels = "{done.out / "labels.json"}"']
+    sys.stdout.write("\n".join(lines) + "\n")
+    return 0
 
 
 def _eval(args: argparse.Namespace) -> int:

@@ -75,9 +75,10 @@ def test_missing_images_and_exit_code(job: Path, demo_data: Path, tmp_path: Path
     lines = (copy / "train.jsonl").read_text().replace(str(demo_data / "faces"), str(copy))
     (copy / "train.jsonl").write_text(lines)
     (copy / "images" / "train" / "00003.png").unlink()
+    found = errors(job, f"datasets.faces.train='{copy / 'train.jsonl'}'")["data"]
     assert (
-        "image(s) not found"
-        in errors(job, f"datasets.faces.train='{copy / 'train.jsonl'}'")["data"]
+        f"{copy / 'train.jsonl'}:4: image {copy / 'images' / 'train' / '00003.png'} not found"
+        in found
     )
     assert main(["doctor", str(job), "--no-model", "--set", "training.warmup_steps=700"]) == 1
     assert main(["doctor", str(job), "--no-model"]) == 0
