@@ -187,8 +187,10 @@ class TrainingSpec(_Section):
     sample is an error, never truncated)."""
     pack_max_images: int = Field(default=18, ge=1)
     """At most this many images per packed row."""
-    loader_workers: int = Field(default=1, ge=0)
-    """DataLoader worker processes per training worker (0: build batches in the loop)."""
+    loader_workers: int | Literal["auto"] = "auto"
+    """DataLoader worker processes per training worker (0: build batches in the loop). "auto":
+    one when the node has a spare core per training worker, else 0 (on a machine with no spare
+    core a loader process only takes CPU from training)."""
     prefetch_batches: int = Field(default=4, ge=1)
     """Micro-batches each loader worker prepares ahead."""
 

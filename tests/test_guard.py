@@ -48,8 +48,11 @@ def test_skip_policy_counts_and_stops_past_the_limit(
     batch, losses = planted_batch(tiny_model, demo_data)
     guard = Guard(tmp_path, "skip", max_skipped=1, rank=0)
     finite = losses.nan_to_num(0.0)
-    assert guard.check_losses(1, 0, batch, finite, 1e-3, torch.device("cpu")) is False
-    assert guard.check_losses(2, 0, batch, losses, 1e-3, torch.device("cpu")) is True
+    cpu = torch.device("cpu")
+    assert guard.check_losses(1, 0, batch, finite, 1e-3, cpu) == (False, False)
+    # The preemption request rides on the same flags (one collective per micro-batch).
+    assert guard.check_losses(1, 0, batch, finite, 1e-3, cpu, preempt=True) == (False, True)
+    assert guard.check_losses(2, 0, batch, losses, 1e-3, cpu) == (True, False)
     assert guard.skipped == 1
     with pytest.raises(NonFiniteError):
         guard.check_losses(3, 0, batch, losses, 1e-3, torch.device("cpu"))
@@ -72,9 +75,11 @@ def test_non_finite_gradient_norm_stops(tmp_path: Path) -> None:
 
 MODULE_NORMS = """
 import json, os, sys, torch, deepspeed
-os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=sys.argv[1], RANK="0", WORLD_SIZE="1",
+port, rank, world = sys.argv[1], sys.argv[2], sys.argv[3]
+os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port, RANK=rank, WORLD_SIZE=world,
                   LOCAL_RANK="0")
 deepspeed.init_distributed(dist_backend="gloo")
+from deepspeed.utils import safe_get_full_grad
 from workers.train import largest_module_grad_norms
 torch.manual_seed(0)
 m = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
@@ -82,12 +87,19 @@ opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
 cfg = {"train_micro_batch_size_per_gpu": 2, "gradient_accumulation_steps": 1,
        "zero_optimization": {"stage": 2}, "gradient_clipping": 0.0}
 eng, *_ = deepspeed.initialize(model=m, optimizer=opt, config=cfg)
-x = torch.randn(2, 4)
+x = torch.randn(2, 4) * (int(rank) + 1)  # different data per rank: gradients are averaged
 x[0, 0] = 1e3  # one large input: the first layer's gradient dominates
 eng.backward(eng(x).pow(2).sum())
 norms = largest_module_grad_norms(eng)
+# DeepSpeed's own assembly of each full gradient (one all-reduce per parameter): the reference.
+full = {}
+for name, p in eng.module.named_parameters():
+    mod = name.rsplit(".", 1)[0]
+    full[mod] = full.get(mod, 0.0) + float(safe_get_full_grad(p).pow(2).sum())
 eng.step()
-print(json.dumps({"norms": norms, "global": float(eng.get_global_grad_norm())}))
+if rank == "0":
+    print(json.dumps({"norms": norms, "full": {k: v ** 0.5 for k, v in full.items()},
+                      "global": float(eng.get_global_grad_norm())}))
 """
 
 
@@ -104,18 +116,28 @@ def test_module_grad_norms_under_zero2_add_up_to_the_global_norm(tmp_path: Path)
     script = tmp_path / "norms.py"
     script.write_text(MODULE_NORMS)
     root = Path(__file__).resolve().parents[1]
-    out = subprocess.run(
-        [sys.executable, str(script), port],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=root,
-        env={**__import__("os").environ, "PYTHONPATH": str(root)},
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    env = {**__import__("os").environ, "PYTHONPATH": str(root)}
+    # Two ranks, so that each owns only a fragment of the partitioned gradients.
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(script), port, str(rank), "2"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=root,
+            env=env,
+        )
+        for rank in (0, 1)
+    ]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for p, (_, err) in zip(procs, outputs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    out_stdout = outputs[0][0]
+    result = json.loads(out_stdout.strip().splitlines()[-1])
     norms = result["norms"]
     assert list(norms) == ["0", "2"]  # modules, largest first
     assert math.sqrt(sum(v * v for v in norms.values())) == pytest.approx(
         result["global"], rel=1e-5
     )
+    # Equal to DeepSpeed's per-parameter assembly of the full gradients, with one collective.
+    assert norms == pytest.approx(result["full"], rel=1e-6)

@@ -3,6 +3,7 @@ a resumed run that neither repeats nor skips a sample within the epoch."""
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import replace
@@ -82,3 +83,17 @@ def test_resume_mid_epoch_sees_each_sample_exactly_once() -> None:
         # is complete; no sample is drawn a second time before all the others were drawn once.
         counts = [seen[(name, i)] for i in range(size)]
         assert min(counts) >= 1 and max(counts) - min(counts) <= 1
+
+
+def test_auto_loader_workers_only_with_a_spare_core_per_rank(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from workers.train import resolve_loader_workers
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(2)))
+    assert resolve_loader_workers("auto", 2, 1.0) == 0  # two ranks on two cores: none spare
+    assert resolve_loader_workers("auto", 1, 1.0) == 1
+    assert resolve_loader_workers(3, 2, 1.0) == 3  # an explicit count is kept
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(16)))
+    assert resolve_loader_workers("auto", 8, 1.0) == 1
+    assert resolve_loader_workers("auto", 8, 2.0) == 0  # 16 cores all taken by 8 x 2 CPUs

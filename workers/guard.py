@@ -57,14 +57,18 @@ class Guard:
         losses: torch.Tensor,
         lr: float,
         device: torch.device,
-    ) -> bool:
-        """True when the batch must be skipped; raises NonFiniteError when training must stop."""
-        bad = ~torch.isfinite(losses.detach())
-        flag = torch.tensor([float(bad.any())], device=device)
+        preempt: bool = False,
+    ) -> tuple[bool, bool]:
+        """(skip this batch, preemption requested on any rank); raises NonFiniteError when
+        training must stop. One all-reduce per micro-batch carries both flags, so every rank
+        takes the same decisions without a second collective per step."""
+        bad = (~torch.isfinite(losses.detach())).any().float()
+        flags = torch.stack([bad, torch.tensor(float(preempt), device=device)])
         if dist.is_initialized():
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        if flag.item() == 0:
-            return False
+            dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        any_bad, any_preempt = (bool(v > 0) for v in flags.tolist())
+        if not any_bad:
+            return False, any_preempt
         values = losses.detach().float().cpu().tolist()
         path = self.write(step, micro, batch, values, lr, "non-finite loss")
         if self.policy == "stop" or self.skipped >= self.max_skipped:
@@ -73,7 +77,7 @@ class Guard:
                 f"{path.parent}; the last clean checkpoint is {self.resume_from or 'none'}"
             )
         self.skipped += 1
-        return True
+        return True, any_preempt
 
     def _module_norms(self) -> dict[str, Any] | None:
         return _module_norms_json(self.module_grad_norms)

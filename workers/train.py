@@ -69,13 +69,10 @@ class Paths:
 PREEMPT_FILE = "preempt"
 
 
-def preempt_requested(paths: Paths, device: torch.device) -> bool:
-    """Rank 0 looks for the request file; every rank gets the same answer (one tiny all-reduce),
+def preempt_requested(paths: Paths, rank: int) -> bool:
+    """Rank 0 looks for the request file; the guard's all-reduce gives every rank the answer,
     so all ranks leave the loop after the same step."""
-    flag = torch.tensor([1.0 if paths.preempt_request.exists() else 0.0], device=device)
-    if dist.is_initialized():
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    return bool(flag.item() > 0)
+    return rank == 0 and paths.preempt_request.exists()
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -156,7 +153,12 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         world=world,
         position=position,
     )
-    batches = iter(make_loader(plan, Batcher(spec, data), tr.loader_workers, tr.prefetch_batches))
+    loader_workers = resolve_loader_workers(
+        tr.loader_workers, ctx.get_local_world_size(), tr.cpus_per_worker
+    )
+    if rank == 0:
+        logger.info("%d loader worker(s) per training worker", loader_workers)
+    batches = iter(make_loader(plan, Batcher(spec, data), loader_workers, tr.prefetch_batches))
     data_position = MixturePosition.from_json(position) if position else None
 
     # ---- train
@@ -167,6 +169,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     )
     while step < max_steps:
         step += 1
+        preempt = False
         for micro in range(tr.grad_accum):
             t_data = time.perf_counter()
             batch = next(batches)
@@ -175,7 +178,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             perf.add_step_batch(batch, time.perf_counter() - t_data)
             losses, correct, zero = forward_losses(engine, batch, device, dtype, attn)
             lr = float(scheduler.get_last_lr()[0])
-            if guard.check_losses(step, micro, batch, losses, lr, device):
+            skip, preempt = guard.check_losses(
+                step, micro, batch, losses, lr, device, preempt_requested(paths, rank)
+            )
+            if skip:
                 # Skipped: a zero loss over the parameters keeps DeepSpeed's accumulation
                 # bookkeeping in step while the batch contributes no gradient.
                 engine.backward(sum(p.sum() for p in engine.module.parameters()) * 0.0)
@@ -199,7 +205,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             }
             if rank == 0:
                 append_jsonl(paths.metrics, {"step": step, **row})
-        if preempt_requested(paths, device):
+        if preempt:
             # Preemption or a time limit: save where we are (unless this step was just saved)
             # and leave; the requeued job resumes from this checkpoint.
             if not (ckpt.checkpoint_dir(paths.checkpoints, step) / ckpt.COMPLETE).exists():
@@ -217,22 +223,62 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
 def largest_module_grad_norms(engine: Any, top: int = 10) -> dict[str, float]:
     """Gradient norm of each module (its weight and bias together), the ``top`` largest, read
-    between backward and step (``safe_get_full_grad`` works under ZeRO-1/2/3; every rank calls
-    it for every parameter, in the same order, as its collectives need)."""
+    between backward and step on every rank.
+
+    Under ZeRO-1/2 each rank squares the gradient fragments it owns and one all-reduce of the
+    per-parameter sums gives the full norms (DeepSpeed's ``safe_get_full_grad`` would all-reduce
+    every full gradient, one collective per parameter). Without partitioning the local gradient
+    is already the full one. ZeRO-3 goes through ``safe_get_full_grad`` (every rank, same
+    order)."""
     from deepspeed.utils import safe_get_full_grad
 
-    squares: dict[str, float] = {}
+    names: list[str] = []
+    local: list[torch.Tensor] = []
+    partitioned = False
+    zero3 = False
     for name, p in engine.module.named_parameters():
         if not p.requires_grad:
             continue
-        grad = safe_get_full_grad(p)
-        if grad is None:
+        if hasattr(p, "ds_id"):
+            zero3 = True
+            grad = safe_get_full_grad(p)
+            if grad is None:
+                continue
+            sq = grad.float().pow(2).sum()
+        elif getattr(p, "_hp_grad", None) is None and p.grad is not None:
+            sq = p.grad.float().pow(2).sum()
+        elif hasattr(p, "_hp_mapping"):
+            partitioned = True
+            sq = _owned_grad_square(p)
+        else:
             continue
+        names.append(name)
+        local.append(sq.to(torch.float64).reshape(()))
+    if not local:
+        return {}
+    squares_t = torch.stack(local)
+    if partitioned and not zero3 and dist.is_initialized():
+        dist.all_reduce(squares_t)
+    squares: dict[str, float] = {}
+    for name, sq in zip(names, squares_t.tolist(), strict=True):
         module = name.rsplit(".", 1)[0]
-        squares[module] = squares.get(module, 0.0) + float(grad.float().pow(2).sum())
+        squares[module] = squares.get(module, 0.0) + float(sq)
     ranked = sorted(squares.items(), key=lambda kv: -kv[1] if math.isfinite(kv[1]) else -math.inf)
     nonfinite = [kv for kv in squares.items() if not math.isfinite(kv[1])]
     return {k: math.sqrt(v) for k, v in (nonfinite + ranked)[:top]}
+
+
+def _owned_grad_square(p: Any) -> torch.Tensor:
+    """Sum of squares of the gradient fragment of ``p`` this rank owns under ZeRO-1/2 (the
+    fragment DeepSpeed's ``get_full_hp_grad`` contributes to its all-reduce)."""
+    mapping = p._hp_mapping
+    if mapping is None:
+        return torch.zeros((), dtype=torch.float64)
+    fragment = mapping.get_lp_grad_fragment(p._index_in_param_group).to(torch.float32).flatten()
+    address = mapping.lp_fragment_address
+    if p.view(-1).shape == fragment.shape:  # a full buffer (bf16 optimizer): only the owned part
+        fragment = fragment.narrow(0, address.start, address.numel)
+    return fragment.to(torch.float64).pow(2).sum()
 
 
 def forward_losses(
@@ -266,6 +312,16 @@ def forward_losses(
             losses.append(loss)
             correct.append(ok)
     return torch.cat(losses), torch.cat(correct), zero
+
+
+def resolve_loader_workers(setting: int | str, local_world: int, cpus_per_worker: float) -> int:
+    """training.loader_workers, with "auto" resolved against this node's cores: one loader
+    process per training worker when each has a core to spare, else none."""
+    if setting != "auto":
+        return int(setting)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    spare = (cores or 1) - local_world * math.ceil(cpus_per_worker)
+    return 1 if spare >= local_world else 0
 
 
 def resume_point(path: Path | None) -> Path | None:
