@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import OrchError
+from orchestrator.errors import OrchError, RunDirError, SpecError
 
 logger = logging.getLogger("orch")
 
@@ -45,11 +45,33 @@ def build_parser() -> argparse.ArgumentParser:
         help="a new run that starts from a checkpoint's weights (and head) only",
     )
     p.add_argument("--no-dashboard", action="store_true", help="embedded Ray without dashboard")
+    p.add_argument(
+        "--cluster", choices=["local", "slurm"], default="local", help="where the controller runs"
+    )
+    p.add_argument(
+        "--address",
+        help="a Ray head's dashboard (http://HEAD:8265): run the controller there as a Ray job",
+    )
+    g = p.add_argument_group("--cluster slurm (one sbatch allocation: Ray inside, controller)")
+    g.add_argument("--partition")
+    g.add_argument("--nodes", type=int, default=1)
+    g.add_argument("--gpus-per-node", type=int, default=0)
+    g.add_argument("--cpus-per-task", type=int, default=2, help="CPUs per node")
+    g.add_argument("--mem", help="memory per node, e.g. 64G")
+    g.add_argument("--time", help="time limit, e.g. 24:00:00")
+    g.add_argument("--account")
+    g.add_argument("--qos")
+    g.add_argument("--signal-s", type=int, default=300, help="USR1 this long before the limit")
 
     p = sub.add_parser("resume", help="continue a stopped run with its own resolved spec")
     p.add_argument("run", help="run name or directory")
     p.add_argument("--runs-dir", type=Path, default=Path("runs"))
     p.add_argument("--no-dashboard", action="store_true", help="embedded Ray without dashboard")
+    p.add_argument("--ray-address", help="join this Ray cluster (a SLURM allocation's head)")
+
+    p = sub.add_parser("cancel", help="cancel a run submitted to a cluster (SLURM or Ray job)")
+    p.add_argument("run", help="run name or directory")
+    p.add_argument("--runs-dir", type=Path, default=Path("runs"))
 
     p = sub.add_parser("validate", help="check a job spec and its data without training")
     _spec_args(p)
@@ -98,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", nargs="?", help="run name or directory (default: the latest run)")
     p.add_argument("--runs-dir", type=Path, default=Path("runs"))
     p.add_argument("--eval", action="store_true", help="also the eval parts' logs")
+    p.add_argument(
+        "--follow", action="store_true", help="a Ray job's driver log, streamed until it ends"
+    )
 
     p = sub.add_parser("data", help="datasets")
     dsub = p.add_subparsers(dest="data_command", required=True)
@@ -160,6 +185,12 @@ def _dispatch(args: argparse.Namespace) -> int:
             hf = hf / "hf" if (hf / "hf").is_dir() else hf
             overrides.append(f"model.path={json.dumps(str(hf))}")
         spec = load_spec(args.job, overrides)
+        if args.command == "submit" and args.cluster == "slurm":
+            if args.address:
+                raise SpecError("--address and --cluster slurm: choose one")
+            return _submit_slurm(args, spec)
+        if args.command == "submit" and args.address:
+            return _submit_ray_job(args, spec)
         if args.command == "validate":
             from orchestrator.validate import render_stats, validate_data
 
@@ -190,8 +221,13 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         rundir = find_run(args.runs_dir, args.run)
         spec = rundir.read_spec()
-        spec = spec.model_copy(update={"runs_dir": rundir.path.parent})
+        update: dict[str, Any] = {"runs_dir": rundir.path.parent}
+        if args.ray_address:
+            update["ray_address"] = args.ray_address
+        spec = spec.model_copy(update=update)
         return submit(spec, run_name=rundir.name, dashboard=not args.no_dashboard)
+    if args.command == "cancel":
+        return _cancel(args)
     if args.command == "eval":
         return _eval(args)
     if args.command == "doctor":
@@ -209,15 +245,28 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "import-lmms":
         return _import_lmms(args)
     if args.command in ("status", "logs"):
+        from orchestrator import cluster_ray
         from orchestrator.rundir import find_run
         from orchestrator.status import collect_status, log_files, render_status
 
         rundir = find_run(args.runs_dir, args.run)
+        ray_job = cluster_ray.recorded_job(rundir)
         if args.command == "logs":
+            if args.follow:
+                if ray_job is None:
+                    raise RunDirError("--follow streams a Ray job's log; use `tail -f` on files")
+                cluster_ray.follow_logs(rundir)
+                return 0
+            if ray_job is not None:
+                sys.stdout.write(
+                    f"==> Ray job {ray_job['submission_id']} at {ray_job['address']} <==\n"
+                    f"{cluster_ray.job_logs(rundir)}\n"
+                )
             for path in log_files(rundir, args.eval):
                 sys.stdout.write(f"==> {path} <==\n{path.read_text()}\n")
             return 0
         status = collect_status(rundir)
+        status["ray_job"] = cluster_ray.job_status(rundir)
         if args.json:
             sys.stdout.write(json.dumps(status, indent=2) + "\n")
         else:
@@ -251,6 +300,94 @@ def _dispatch(args: argparse.Namespace) -> int:
         export_checkpoint(rundir.checkpoints, step, args.out, {"run": rundir.name})
         return 0
     raise AssertionError(args.command)
+
+
+def _submit_slurm(args: argparse.Namespace, spec: Any) -> int:
+    """Validate here, create the run directory, render the batch script into it, sbatch it."""
+    from orchestrator.cluster_slurm import SbatchOptions, render_sbatch, submit_sbatch
+    from orchestrator.submit import open_run, preflight
+    from workers.fsutil import atomic_write_json, atomic_write_text
+
+    chosen = any(o.split("=", 1)[0].strip() == "evaluation.backend" for o in args.overrides)
+    if spec.evaluation.backend == "ray" and not chosen:
+        # On SLURM, eval parts get their own small allocations and never take the training
+        # allocation's GPUs; `--set evaluation.backend='ray'` keeps them inside it.
+        spec = spec.model_copy(
+            update={"evaluation": spec.evaluation.model_copy(update={"backend": "slurm"})}
+        )
+        logger.info("evaluation.backend = 'slurm': eval parts run as their own SLURM jobs")
+    preflight(spec)
+    rundir = open_run(spec, args.run_name)
+    options = SbatchOptions(
+        job_name=f"orch-{rundir.name}",
+        run_dir=rundir.path,
+        python=sys.executable,
+        workdir=Path.cwd(),
+        nodes=args.nodes,
+        cpus_per_task=args.cpus_per_task,
+        gpus_per_node=args.gpus_per_node,
+        mem=args.mem,
+        time=args.time,
+        partition=args.partition,
+        account=args.account,
+        qos=args.qos,
+        signal_s=args.signal_s,
+    )
+    script = rundir.path / "slurm" / "train.sbatch"
+    script.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(script, render_sbatch(options))
+    job_id = submit_sbatch(script, rundir.path / "slurm" / "%j.log")
+    atomic_write_json(rundir.path / "slurm" / "job.json", {"job_id": job_id, "script": str(script)})
+    logger.info(
+        "submitted %s as SLURM job %s; watch it with `orch status %s` or `squeue -j %s`; log: %s",
+        rundir.name,
+        job_id,
+        rundir.name,
+        job_id,
+        rundir.path / "slurm" / f"{job_id}.log",
+    )
+    sys.stdout.write(f"{job_id}\n")
+    return 0
+
+
+def _submit_ray_job(args: argparse.Namespace, spec: Any) -> int:
+    from orchestrator.cluster_ray import submit_ray_job
+
+    rundir, submission_id = submit_ray_job(spec, args.run_name, args.address)
+    logger.info(
+        "submitted %s as Ray job %s at %s; follow it with `orch logs %s --follow`, "
+        "`orch status %s` or the dashboard",
+        rundir.name,
+        submission_id,
+        args.address,
+        rundir.name,
+        rundir.name,
+    )
+    sys.stdout.write(f"{submission_id}\n")
+    return 0
+
+
+def _cancel(args: argparse.Namespace) -> int:
+    import subprocess
+
+    from orchestrator import cluster_ray
+    from orchestrator.rundir import find_run
+
+    rundir = find_run(args.runs_dir, args.run)
+    if cluster_ray.recorded_job(rundir) is not None:
+        logger.info("%s", cluster_ray.stop_job(rundir))
+        return 0
+    job = rundir.path / "slurm" / "job.json"
+    if not job.is_file():
+        raise RunDirError(
+            f"{rundir.path}: not submitted to a cluster (no slurm/job.json, no ray_job.json)"
+        )
+    job_id = json.loads(job.read_text())["job_id"]
+    out = subprocess.run(["scancel", str(job_id)], capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RunDirError(f"scancel {job_id} failed: {out.stderr.strip()}")
+    logger.info("cancelled SLURM job %s (run %s)", job_id, rundir.name)
+    return 0
 
 
 def _prepare(args: argparse.Namespace) -> int:

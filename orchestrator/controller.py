@@ -35,6 +35,10 @@ class TrainingState(StrEnum):
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    PREEMPTED = "preempted"  # checkpointed and stopped on request; a requeue resumes it
+
+
+PREEMPTED_EXIT = 3  # the controller's exit code after a preemption (the sbatch script requeues)
 
 
 @dataclass(frozen=True)
@@ -130,6 +134,10 @@ def decide(s: Snapshot) -> list[Action]:
                 continue
             if all([settle((step, d), step) for d in s.datasets]):
                 actions.append(MergeStep(step))
+    if s.training is TrainingState.PREEMPTED:
+        # Leave now: parts not finished are in the ledger and run again after the requeue.
+        kept = [a for a in actions if not isinstance(a, SubmitPart)]
+        return [*kept, Finish(PREEMPTED_EXIT, "preempted: checkpoint saved, requeue to resume")]
     evals_done = not s.during_training or all(step in s.merged for step in s.checkpoints)
     if s.training is TrainingState.RUNNING or not evals_done:
         return actions

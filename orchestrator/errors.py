@@ -15,3 +15,7 @@ class DataError(OrchError):
 
 class RunDirError(OrchError):
     """The run directory is missing, foreign or inconsistent."""
+
+
+class ClusterError(OrchError):
+    """A cluster (Ray head, SLURM controller) cannot be reached or refused a request."""

@@ -78,6 +78,11 @@ def render_status(status: dict[str, Any]) -> None:
     table.add_row(
         "final", f"accuracy {final['accuracy']:.4f} on {final['n']}" if final else "pending"
     )
+    job = status.get("ray_job")
+    if job:
+        message = f": {job['message']}" if job.get("message") else ""
+        where = f"{job['submission_id']} at {job['address']}"
+        table.add_row("Ray job", f"{where}: {job['status']}{message}")
     Console().print(table)
 
 

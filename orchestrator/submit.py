@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 from typing import Any
 
 import tomli_w
@@ -49,7 +50,8 @@ def open_run(spec: JobSpec, run_name: str | None) -> RunDir:
     resolved = spec.to_toml_dict()
     if rundir.spec_json.is_file():
         stored = rundir.read_spec().to_toml_dict()
-        diff = sorted(_diff(stored, resolved))
+        # Where the run executes (the Ray address of this allocation) is not what it computes.
+        diff = sorted(d for d in _diff(stored, resolved) if d != "ray_address")
         if diff:
             raise RunDirError(
                 f"run {name} exists with a different spec ({', '.join(diff)}); "
@@ -174,6 +176,10 @@ def submit(spec: JobSpec, *, run_name: str | None = None, dashboard: bool = True
     rundir = open_run(spec, run_name)
     lock = lock_run(rundir)  # noqa: F841  (held until this process exits)
     add_file_log(rundir.logs / "controller.log")
+    request = rundir.path / "control" / "preempt"
+    if request.exists():  # left by the allocation that was preempted; this one trains on
+        request.unlink()
+    install_preemption_handlers(request)
     reap_leftovers(rundir.logs / "processes.json")
     start_ray(spec, dashboard)
     recorder = ProcessRecorder(rundir.logs / "processes.json").start()
@@ -190,6 +196,23 @@ def submit(spec: JobSpec, *, run_name: str | None = None, dashboard: bool = True
         ray.shutdown()
     logger.info("run directory: %s", rundir.path)
     return code
+
+
+def install_preemption_handlers(request: Path) -> None:
+    """SLURM's ``--signal=B:USR1@N`` (forwarded by the batch script) or a SIGTERM: ask training
+    to checkpoint at the end of its step and stop; the controller then exits with code 3."""
+    import signal
+
+    def handler(signum: int, _frame: Any) -> None:
+        request.parent.mkdir(parents=True, exist_ok=True)
+        request.write_text(f"{signal.Signals(signum).name}\n")
+        logger.warning(
+            "%s received: training checkpoints at the end of this step and stops",
+            signal.Signals(signum).name,
+        )
+
+    signal.signal(signal.SIGUSR1, handler)
+    signal.signal(signal.SIGTERM, handler)
 
 
 def publish_now(rundir: RunDir) -> None:

@@ -7,6 +7,7 @@ group (FailureConfig.max_failures) resumes.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import traceback
@@ -61,4 +62,15 @@ class RayTrainRun:
                 TrainingState.FAILED, f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"
             )
             return
+        if self._last_event() == "preempted":
+            logger.info("training stopped at a checkpoint on a preemption request")
+            self._status = TrainingStatus(TrainingState.PREEMPTED)
+            return
         self._status = TrainingStatus(TrainingState.SUCCEEDED)
+
+    def _last_event(self) -> str | None:
+        path = self.rundir.logs / "train_events.jsonl"
+        if not path.is_file():
+            return None
+        lines = [line for line in path.read_text().splitlines() if line.strip()]
+        return str(json.loads(lines[-1]).get("event")) if lines else None

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -11,15 +12,19 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import psutil
 import pytest
 
 from orchestrator.backends.base import Cancelled, Failed, Succeeded
 from orchestrator.backends.local import LocalBackend
 from orchestrator.backends.slurm import SlurmBackend
+from orchestrator.tracking import find_offline_runs, read_offline_run
 from tests.conftest import ROOT, demo_job
 from tests.test_backends import comparable, job, wait
 
+logger = logging.getLogger(__name__)
 SLURM_SH = ROOT / "cluster" / "local" / "slurm.sh"
 
 
@@ -126,3 +131,142 @@ def test_demo_job_with_eval_parts_on_slurm(
         arrays = {e["job_id"].split("_")[0] for e in ledger if e["step"] == step}
         assert len(arrays) == 1, ledger
     assert (run / "eval" / "final.json").is_file()
+
+
+# ---- the whole controller in a SLURM allocation: `orch submit --cluster slurm` ----------------
+
+TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL"}
+
+
+def job_field(job_id: str, name: str) -> str:
+    out = subprocess.run(
+        ["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True, check=True
+    ).stdout
+    for word in out.split():
+        if word.startswith(f"{name}="):
+            return word.split("=", 1)[1]
+    raise AssertionError(f"no {name} in {out}")
+
+
+def wait_for(predicate: Any, timeout: float, what: str) -> float:
+    t0 = time.time()
+    while not predicate():
+        assert time.time() - t0 < timeout, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(0.1)
+    return time.time() - t0
+
+
+def cluster_submit(job: Path, cwd: Path, *args: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "submit", str(job), "--cluster", "slurm",
+         "--cpus-per-task", "2", "--mem", "6G", "--set", "evaluation.slurm.mem_gb=2", *args],
+        cwd=cwd, capture_output=True, text=True, timeout=120,
+        env=os.environ | {"PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def shape(value: Any) -> Any:
+    """The keys of a result file, recursively, with leaves reduced to their type."""
+    if isinstance(value, dict):
+        return {k: shape(v) for k, v in value.items()}
+    return type(value).__name__
+
+
+def leftover_ray(job_id: str) -> list[str]:
+    marker = f"/tmp/orch-ray-{job_id}/"
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if marker in cmd:
+            found.append(cmd[:120])
+    return found
+
+
+def test_demo_job_submitted_with_cluster_slurm(
+    slurm: None, tmp_path: Path, demo_data: Path, tiny_model: Path
+) -> None:
+    """The controller, its Ray cluster and training in one allocation; eval parts in their own
+    SLURM jobs; results shaped as a local run's; nothing of the job's Ray left afterwards."""
+    job = demo_job(tmp_path, demo_data, tiny_model, max_steps=80, checkpoint_every=40)
+    t0 = time.time()
+    job_id = cluster_submit(job, tmp_path, "--run-name", "in-slurm")
+    run = tmp_path / "runs" / "in-slurm"
+    log = run / "slurm" / f"{job_id}.log"
+    started = wait_for(lambda: log.is_file() and "Ray head" in log.read_text(), 120, "Ray head")
+    logger.info("submit-to-start (sbatch returned -> Ray head up): %.1f s", started)
+    wait_for(lambda: job_field(job_id, "JobState") in TERMINAL, 600, "the job to end")
+    assert job_field(job_id, "JobState") == "COMPLETED", log.read_text()[-3000:]
+    logger.info("demo job on SLURM: %.1f s from submission to completion", time.time() - t0)
+    assert not leftover_ray(job_id)
+
+    for step in (40, 80):
+        merged = json.loads((run / "eval" / f"step_{step:06d}.json").read_text())
+        assert sorted(merged["datasets"]) == ["digits", "faces", "textures"]
+        assert merged["missing"] == {}
+        for d in merged["datasets"]:
+            part = json.loads((run / "eval" / f"step_{step:06d}" / f"{d}.json").read_text())
+            assert part["backend"] == "slurm"  # an eval allocation, not the training one
+    final = json.loads((run / "eval" / "final.json").read_text())
+
+    # The same job run locally writes results of the same shape.
+    local = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "submit", str(job), "--no-dashboard",
+         "--run-name", "local", "--set", "evaluation.backend='local'"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        env=os.environ | {"PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert local.returncode == 0, local.stderr[-3000:]
+    lrun = tmp_path / "runs" / "local"
+    assert shape(json.loads((lrun / "eval" / "step_000080.json").read_text())) == shape(
+        json.loads((run / "eval" / "step_000080.json").read_text())
+    )
+    assert shape(json.loads((lrun / "eval" / "final.json").read_text())) == shape(final)
+
+
+def test_requeued_training_resumes_from_its_checkpoint_and_loses_no_eval(
+    slurm: None, tmp_path: Path, demo_data: Path, tiny_model: Path
+) -> None:
+    """SLURM's time-limit signal (sent here with `scancel --signal=USR1 --batch`): training
+    checkpoints, the job requeues itself, the new allocation resumes from that checkpoint, every
+    checkpoint is evaluated and merged exactly once, and wandb continues the same run."""
+    job = demo_job(tmp_path, demo_data, tiny_model, max_steps=240, checkpoint_every=80)
+    job_id = cluster_submit(job, tmp_path, "--run-name", "requeued")
+    run = tmp_path / "runs" / "requeued"
+    first = run / "checkpoints" / "step_000080" / "COMPLETE"
+    wait_for(first.exists, 300, "the first checkpoint")
+    signalled = time.time()
+    subprocess.run(["scancel", "--signal=USR1", "--batch", job_id], check=True)
+    events_file = run / "logs" / "train_events.jsonl"
+
+    def events() -> list[dict[str, Any]]:
+        return [json.loads(x) for x in events_file.read_text().splitlines() if x.strip()]
+
+    wait_for(lambda: any(e["event"] == "preempted" for e in events()), 120, "preempted")
+    preempted_at = next(e["step"] for e in events() if e["event"] == "preempted")
+    wait_for(lambda: len([e for e in events() if e["event"] == "started"]) == 2, 300, "restart")
+    resumed = time.time() - signalled
+    logger.info("requeue-to-resume (USR1 -> training started again): %.1f s", resumed)
+    wait_for(lambda: job_field(job_id, "JobState") in TERMINAL, 600, "the job to end")
+    log = (run / "slurm" / f"{job_id}.log").read_text()
+    assert job_field(job_id, "JobState") == "COMPLETED", log[-3000:]
+    assert int(job_field(job_id, "Restarts")) == 1
+    assert "requeueing job" in log
+    assert not leftover_ray(job_id)
+
+    starts = [e for e in events() if e["event"] == "started"]
+    assert starts[1]["step"] == preempted_at  # from the preemption checkpoint, not from scratch
+    steps = sorted(int(p.name[5:]) for p in (run / "checkpoints").iterdir())
+    assert preempted_at in steps and {80, 160, 240} <= set(steps)
+    for step in steps:  # every checkpoint evaluated and merged, none lost to the requeue
+        merged = json.loads((run / "eval" / f"step_{step:06d}.json").read_text())
+        assert merged["missing"] == {}, (step, merged["missing"])
+    for entry in (run / "ledger").glob("step_*/*.json"):
+        assert json.loads(entry.read_text())["status"] == "succeeded", entry
+    assert (run / "eval" / "final.json").is_file()
+    files = find_offline_runs(run / "wandb")
+    runs = [read_offline_run(f) for f in files]
+    assert len(runs) == 2 and runs[0].run_id == runs[1].run_id  # one wandb run, continued
+    history = [row for r in runs for row in r.history]
+    assert sorted(row["eval/step"] for row in history if "eval/step" in row) == steps

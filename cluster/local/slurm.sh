@@ -28,7 +28,9 @@ install() {
 configure() {
   mkdir -p "$CONF_DIR" "$STATE/ctld" "$STATE/d" /var/log/slurm /run/munge /etc/munge
   local cpus mem
-  cpus=$(nproc)
+  # At least 8 schedulable CPUs even on a 2-core machine (config_overrides lets slurmd accept
+  # more than the hardware): a training allocation and its eval jobs then run side by side.
+  cpus=$(( $(nproc) > 8 ? $(nproc) : 8 ))
   mem=$(( $(free -m | awk '/^Mem:/ {print $2}') * 9 / 10 ))
   cat > "$CONF_DIR/slurm.conf" <<CONF
 ClusterName=orch-local
@@ -43,6 +45,7 @@ SlurmctldPidFile=$STATE/slurmctld.pid
 SlurmdPidFile=$STATE/slurmd.pid
 SlurmctldLogFile=/var/log/slurm/slurmctld.log
 SlurmdLogFile=/var/log/slurm/slurmd.log
+SlurmdParameters=config_overrides
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 JobAcctGatherType=jobacct_gather/none

@@ -1,0 +1,100 @@
+"""The sbatch wrapper is a pure function of its options: golden files for a normal job, a
+multi-node GPU job and hostile values, and proof that a hostile value cannot run a command.
+
+Regenerate the golden files with ORCH_UPDATE_GOLDEN=1 after an intended change."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from orchestrator.cluster_slurm import SbatchOptions, render_sbatch
+from orchestrator.errors import SpecError
+
+GOLDEN = Path(__file__).parent / "golden"
+
+CASES = {
+    "cpu_one_node": SbatchOptions(
+        job_name="orch-demo_mix-20261122-101500",
+        run_dir=Path("/shared/runs/demo_mix-20261122-101500"),
+        python="/opt/orch/.venv/bin/python",
+        workdir=Path("/opt/orch"),
+    ),
+    "gpu_four_nodes": SbatchOptions(
+        job_name="orch-food_mix-a",
+        run_dir=Path("/lustre/team/runs/food_mix-a"),
+        python="/opt/orch/.venv/bin/python",
+        workdir=Path("/opt/orch"),
+        nodes=4,
+        cpus_per_task=64,
+        gpus_per_node=8,
+        mem="512G",
+        time="2-00:00:00",
+        partition="h100",
+        account="vlm-team",
+        qos="high",
+        signal_s=600,
+    ),
+    # Shell metacharacters everywhere a path or command can carry them: all quoted.
+    "hostile_paths": SbatchOptions(
+        job_name="orch-x",
+        run_dir=Path("/tmp/runs/$(touch /tmp/pwned-a);`touch /tmp/pwned-b`'\"x"),
+        python="/opt/my env/$(touch /tmp/pwned-c)/python",
+        workdir=Path("/opt/o'rch; touch /tmp/pwned-d"),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_golden(name: str) -> None:
+    rendered = render_sbatch(CASES[name])
+    path = GOLDEN / f"{name}.sbatch"
+    if os.environ.get("ORCH_UPDATE_GOLDEN"):
+        path.write_text(rendered)
+    assert rendered == path.read_text()
+
+
+def test_hostile_values_never_execute(tmp_path: Path) -> None:
+    """Run the hostile script's shell-facing part for real with bash, every external command
+    stubbed: the injected `touch` commands must not create their files."""
+    for f in ("/tmp/pwned-a", "/tmp/pwned-b", "/tmp/pwned-c", "/tmp/pwned-d"):
+        Path(f).unlink(missing_ok=True)
+    script = render_sbatch(CASES["hostile_paths"])
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    for cmd in ("scontrol", "srun", "getent", "pkill", "sbatch"):
+        (stubs / cmd).write_text("#!/bin/sh\nexit 0\n")
+        (stubs / cmd).chmod(0o755)
+    env = {
+        "PATH": f"{stubs}:/usr/bin:/bin",
+        "SLURM_JOB_ID": "42",
+        "SLURM_JOB_NODELIST": "n1",
+        "SLURM_JOB_NUM_NODES": "1",
+        "SLURM_CPUS_PER_TASK": "1",
+        "TMPDIR": str(tmp_path),
+    }
+    subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=60)
+    planted = ("/tmp/pwned-a", "/tmp/pwned-b", "/tmp/pwned-c", "/tmp/pwned-d")
+    assert not any(Path(f).exists() for f in planted)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("job_name", "x\n#SBATCH --uid=0", "--job-name"),
+        ("partition", "gpu; rm -rf /", "--partition"),
+        ("account", "a b", "--account"),
+        ("time", "tomorrow", "--time"),
+        ("mem", "64G$(id)", "--mem"),
+    ],
+)
+def test_directive_values_that_cannot_be_quoted_are_rejected(
+    field: str, value: str, message: str
+) -> None:
+    from dataclasses import replace
+
+    with pytest.raises(SpecError, match=message):
+        render_sbatch(replace(CASES["cpu_one_node"], **{field: value}))
