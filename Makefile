@@ -44,6 +44,7 @@ bench: $(STAMP) $(TINY)/config.json $(DEMO)/COMPLETE
 	PYTHONPATH=. $(PY) bench/loader_vs_decode.py
 	PYTHONPATH=. $(PY) bench/packing.py
 	PYTHONPATH=. $(PY) bench/stream_rss.py
+	PYTHONPATH=. $(PY) bench/orch_vs_handwritten.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -62,6 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--account")
     g.add_argument("--qos")
     g.add_argument("--signal-s", type=int, default=300, help="USR1 this long before the limit")
+    g.add_argument("--dry-run", action="store_true", help="print the batch script, submit nothing")
 
     p = sub.add_parser("resume", help="continue a stopped run with its own resolved spec")
     p.add_argument("run", help="run name or directory")
@@ -305,6 +306,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 def _submit_slurm(args: argparse.Namespace, spec: Any) -> int:
     """Validate here, create the run directory, render the batch script into it, sbatch it."""
     from orchestrator.cluster_slurm import SbatchOptions, render_sbatch, submit_sbatch
+    from orchestrator.rundir import new_run_name
     from orchestrator.submit import open_run, preflight
     from workers.fsutil import atomic_write_json, atomic_write_text
 
@@ -317,10 +319,11 @@ def _submit_slurm(args: argparse.Namespace, spec: Any) -> int:
         )
         logger.info("evaluation.backend = 'slurm': eval parts run as their own SLURM jobs")
     preflight(spec)
-    rundir = open_run(spec, args.run_name)
+    run_name = args.run_name or new_run_name(spec.name)
+    run_path = (spec.runs_dir / run_name).resolve()
     options = SbatchOptions(
-        job_name=f"orch-{rundir.name}",
-        run_dir=rundir.path,
+        job_name=f"orch-{run_path.name}",
+        run_dir=run_path,
         python=sys.executable,
         workdir=Path.cwd(),
         nodes=args.nodes,
@@ -333,18 +336,23 @@ def _submit_slurm(args: argparse.Namespace, spec: Any) -> int:
         qos=args.qos,
         signal_s=args.signal_s,
     )
-    script = rundir.path / "slurm" / "train.sbatch"
+    rendered = render_sbatch(options)  # a bad option fails here, before anything is created
+    if args.dry_run:
+        sys.stdout.write(rendered)
+        return 0
+    open_run(spec, run_name)
+    script = run_path / "slurm" / "train.sbatch"
     script.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(script, render_sbatch(options))
-    job_id = submit_sbatch(script, rundir.path / "slurm" / "%j.log")
-    atomic_write_json(rundir.path / "slurm" / "job.json", {"job_id": job_id, "script": str(script)})
+    atomic_write_text(script, rendered)
+    job_id = submit_sbatch(script, run_path / "slurm" / "%j.log")
+    atomic_write_json(run_path / "slurm" / "job.json", {"job_id": job_id, "script": str(script)})
     logger.info(
         "submitted %s as SLURM job %s; watch it with `orch status %s` or `squeue -j %s`; log: %s",
-        rundir.name,
+        run_path.name,
         job_id,
-        rundir.name,
+        run_path.name,
         job_id,
-        rundir.path / "slurm" / f"{job_id}.log",
+        run_path / "slurm" / f"{job_id}.log",
     )
     sys.stdout.write(f"{job_id}\n")
     return 0

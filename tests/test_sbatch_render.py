@@ -98,3 +98,49 @@ def test_directive_values_that_cannot_be_quoted_are_rejected(
 
     with pytest.raises(SpecError, match=message):
         render_sbatch(replace(CASES["cpu_one_node"], **{field: value}))
+
+
+def _orch(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=os.environ | {"PYTHONPATH": str(root)},
+    )
+
+
+def test_dry_run_prints_the_script_and_creates_nothing(
+    tmp_path: Path, demo_data: Path, tiny_model: Path
+) -> None:
+    from tests.conftest import demo_job
+
+    job = demo_job(tmp_path, demo_data, tiny_model)
+    out = _orch(
+        "submit", str(job), "--cluster", "slurm", "--run-name", "dry", "--partition", "gpu",
+        "--time", "1:00:00", "--dry-run", cwd=tmp_path,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.startswith("#!/bin/bash\n#SBATCH --job-name=orch-dry\n")
+    assert "#SBATCH --partition=gpu" in out.stdout and "#SBATCH --time=1:00:00" in out.stdout
+    assert f"resume dry --runs-dir {tmp_path / 'runs'}" in out.stdout
+    assert not (tmp_path / "runs" / "dry").exists()
+
+
+def test_a_hostile_option_is_refused_before_anything_is_created(
+    tmp_path: Path, demo_data: Path, tiny_model: Path
+) -> None:
+    from tests.conftest import demo_job
+
+    job = demo_job(tmp_path, demo_data, tiny_model)
+    out = _orch(
+        "submit", str(job), "--cluster", "slurm", "--run-name", "bad",
+        "--partition", "gpu\n#SBATCH --uid=0", cwd=tmp_path,
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert "--partition" in out.stderr and "SBATCH values may only hold" in out.stderr
+    assert not (tmp_path / "runs" / "bad").exists()
