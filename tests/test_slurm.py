@@ -105,34 +105,6 @@ def test_failure_and_cancel_are_typed_outcomes(
     assert not (tmp_path / "slow.json").exists()
 
 
-def test_demo_job_with_eval_parts_on_slurm(
-    slurm: None, tmp_path: Path, demo_data: Path, tiny_model: Path
-) -> None:
-    spec = demo_job(tmp_path, demo_data, tiny_model, max_steps=80, checkpoint_every=40)
-    proc = subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", "submit", str(spec), "--no-dashboard",
-         "--run-name", "on-slurm", "--set", "evaluation.backend='slurm'",
-         "--set", "evaluation.slurm.mem_gb=2"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600,
-        env=os.environ | {"PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    run = tmp_path / "runs" / "on-slurm"
-    for step in (40, 80):
-        merged = json.loads((run / "eval" / f"step_{step:06d}.json").read_text())
-        assert (
-            sorted(merged["datasets"]) == ["digits", "faces", "textures"] and not merged["missing"]
-        )
-        part = json.loads((run / "eval" / f"step_{step:06d}" / "faces.json").read_text())
-        assert part["backend"] == "slurm"
-    ledger = [json.loads(p.read_text()) for p in (run / "ledger").glob("step_*/*.json")]
-    # One job array per checkpoint: the three parts of a step share a SLURM array id.
-    for step in (40, 80):
-        arrays = {e["job_id"].split("_")[0] for e in ledger if e["step"] == step}
-        assert len(arrays) == 1, ledger
-    assert (run / "eval" / "final.json").is_file()
-
-
 # ---- the whole controller in a SLURM allocation: `orch submit --cluster slurm` ----------------
 
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL"}
@@ -208,6 +180,10 @@ def test_demo_job_submitted_with_cluster_slurm(
         for d in merged["datasets"]:
             part = json.loads((run / "eval" / f"step_{step:06d}" / f"{d}.json").read_text())
             assert part["backend"] == "slurm"  # an eval allocation, not the training one
+    ledger = [json.loads(p.read_text()) for p in (run / "ledger").glob("step_*/*.json")]
+    for step in (40, 80):  # one job array per checkpoint: its parts share an array id
+        arrays = {e["job_id"].split("_")[0] for e in ledger if e["step"] == step}
+        assert len(arrays) == 1, ledger
     final = json.loads((run / "eval" / "final.json").read_text())
 
     # The same job run locally writes results of the same shape.
