@@ -120,6 +120,18 @@ def job_field(job_id: str, name: str) -> str:
     raise AssertionError(f"no {name} in {out}")
 
 
+def accounted_state(job_id: str) -> str:
+    """The job's state in the accounting database (sacct), as submitit reads it."""
+    out = subprocess.run(
+        ["sacct", "-n", "-X", "-P", "-j", job_id, "-o", "JobID,State"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    states = dict(line.split("|", 1) for line in out.splitlines() if line)
+    if job_id not in states:
+        raise AssertionError(f"sacct has no record of job {job_id}: {out!r}")
+    return states[job_id]
+
+
 def wait_for(predicate: Any, timeout: float, what: str) -> float:
     t0 = time.time()
     while not predicate():
@@ -184,6 +196,10 @@ def test_demo_job_submitted_with_cluster_slurm(
     for step in (40, 80):  # one job array per checkpoint: its parts share an array id
         arrays = {e["job_id"].split("_")[0] for e in ledger if e["step"] == step}
         assert len(arrays) == 1, ledger
+    # Accounting (slurmdbd) saw the training allocation and every eval part end well.
+    eval_jobs = sorted({e["job_id"] for e in ledger})
+    assert accounted_state(job_id) == "COMPLETED"
+    assert [accounted_state(j) for j in eval_jobs] == ["COMPLETED"] * len(eval_jobs), eval_jobs
     final = json.loads((run / "eval" / "final.json").read_text())
 
     # The same job run locally writes results of the same shape.
