@@ -45,6 +45,9 @@ bench: $(STAMP) $(TINY)/config.json $(DEMO)/COMPLETE
 	PYTHONPATH=. $(PY) bench/packing.py
 	PYTHONPATH=. $(PY) bench/stream_rss.py
 	PYTHONPATH=. $(PY) bench/orch_vs_handwritten.py
+	@if $(PY) -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then \
+		PYTHONPATH=. $(PY) bench/gpu_mfu.py --compile; \
+	else echo "gpu_mfu: skipped (no CUDA device)"; fi
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

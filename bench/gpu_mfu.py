@@ -13,7 +13,13 @@ The baseline in the same run is a pure bf16 matmul of the LM's MLP shape, whose 
 FLOP/s (as a share of peak) is what this device reaches at best; the ratio mfu/matmul shows
 how far the model step is from it.
 
-    python bench/gpu_mfu.py [--batch 16] [--steps 10] [--attn sdpa]
+The classification step runs through orch's own model (workers.models.VLMClassifier, its
+pooling and head, the vision attention orch selects); ``--vision-attn per-window`` restores
+transformers' one-call-per-window SDPA for comparison, and ``--compile`` compiles each vision
+block and decoder layer (regional torch.compile). ``--profile`` prints the GPU kernels that
+take the most time in one step and the share of the step the GPU is busy.
+
+    python bench/gpu_mfu.py [--batch 16] [--steps 10] [--attn sdpa] [--vision-attn per-window]
 """
 
 from __future__ import annotations
@@ -29,7 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
 
+from workers.data.vqa import mrope_positions
 from workers.flops import peak_bf16_flops, train_step_flops
+from workers.models.classifier import VLMClassifier
+from workers.models.vision_attention import install_vision_precompute, use_varlen_vision_attention
 
 PATCHES, MERGED = 1024, 256  # a 448x448 image: 32x32 patches of 14 px, 2x2 merged
 
@@ -88,6 +97,50 @@ def matmul_baseline(peak: float) -> float:
     return 2 * 16384 * 2048 * 11008 / seconds / peak
 
 
+KERNEL_KINDS = (
+    ("matmul", ("gemm", "nvjet", "cutlass", "xmma", "cublas", "splitk")),
+    ("attention", ("flash", "fmha", "sdpa", "attention")),
+    ("optimizer", ("multi_tensor_apply", "adam")),
+    ("fused (triton)", ("triton",)),
+)
+
+
+def kernel_kind(name: str) -> str:
+    lower = name.lower()
+    for kind, keys in KERNEL_KINDS:
+        if any(k in lower for k in keys):
+            return kind
+    return "other elementwise"
+
+
+def profile_step(step: Any, label: str, top: int = 25) -> None:
+    """Print the GPU time of one step by kind of kernel, the kernels that take the most, and
+    the share of the step the GPU is busy."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step()
+    torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        step()
+        torch.cuda.synchronize()
+    wall = time.perf_counter() - t0
+    kernels = [
+        e
+        for e in prof.key_averages()
+        if e.self_device_time_total > 0 and str(e.device_type).endswith("CUDA") and "#" not in e.key
+    ]
+    busy = sum(e.self_device_time_total for e in kernels) / 1e6
+    print(f"{label}_profile_wall_s={wall:.4f} gpu_busy_s={busy:.4f} busy_share={busy / wall:.3f}")
+    kinds: dict[str, float] = {}
+    for e in kernels:
+        kinds[kernel_kind(e.key)] = kinds.get(kernel_kind(e.key), 0.0) + e.self_device_time_total
+    for kind, us in sorted(kinds.items(), key=lambda kv: -kv[1]):
+        print(f"  {label} {kind:18s} {us / 1e3:9.2f} ms  {us / 1e6 / busy:6.1%}")
+    for e in sorted(kernels, key=lambda e: -e.self_device_time_total)[:top]:
+        print(f"  {e.self_device_time_total / 1e3:9.2f} ms {e.count:6d}x  {e.key[:110]}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=16)
@@ -95,7 +148,29 @@ def main() -> None:
     ap.add_argument(
         "--attn", default="auto", choices=["auto", "flash_attention_2", "sdpa", "eager"]
     )
+    ap.add_argument("--vision-attn", default="orch", choices=["orch", "per-window"])
     ap.add_argument("--gradient-checkpointing", action="store_true")
+    ap.add_argument("--compile", action="store_true", help="torch.compile each block (regional)")
+    ap.add_argument(
+        "--compile-mode",
+        default="default",
+        choices=["default", "reduce-overhead", "max-autotune-no-cudagraphs"],
+    )
+    ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--skip-vqa", action="store_true")
+    ap.add_argument(
+        "--positions",
+        default="loader",
+        choices=["model", "loader"],
+        help="mRoPE position ids computed by the model, or by orch's loader (on the CPU)",
+    )
+    ap.add_argument(
+        "--vision-inputs",
+        default="precomputed",
+        choices=["model", "precomputed"],
+        help="Qwen2.5-VL's per-forward vision tensors built by the model on the GPU, or on the CPU",
+    )
+    ap.add_argument("--accumulate", type=int, default=1, help="micro-batches per optimizer step")
     args = ap.parse_args()
     from transformers import Qwen2_5_VLForConditionalGeneration
 
@@ -110,40 +185,70 @@ def main() -> None:
     config._attn_implementation = attn
     torch.manual_seed(0)
     with torch.device("cuda"):
-        model = Qwen2_5_VLForConditionalGeneration(config).to(torch.bfloat16)
+        vlm = Qwen2_5_VLForConditionalGeneration(config).to(torch.bfloat16)
+        model = VLMClassifier(vlm, num_labels=2000, pooling="mean").to(torch.bfloat16)
+    vision_attn = config.vision_config._attn_implementation
+    if args.vision_attn == "orch":
+        vision_attn = use_varlen_vision_attention(vlm, attn)
+    if args.vision_inputs == "precomputed":
+        install_vision_precompute(vlm)
     if args.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-    head = torch.nn.Linear(2048, 2000, device="cuda", dtype=torch.bfloat16)
-    params = [*model.parameters(), *head.parameters()]
-    opt = torch.optim.AdamW(params, lr=1e-5, fused=True)
-    n_params = sum(p.numel() for p in model.parameters())
+        vlm.gradient_checkpointing_enable()
+    if args.compile:
+        for block in [*vlm.model.visual.blocks, *vlm.model.language_model.layers]:
+            block.compile(mode=args.compile_mode)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
+    n_params = sum(p.numel() for p in vlm.parameters())
     print(f"device={name.replace(' ', '_')}")
+    print(f"torch={torch.__version__}")
     print(f"attn={attn}")
+    print(f"vision_attn={vision_attn}")
+    print(f"compile={args.compile} mode={args.compile_mode}")
+    print(f"positions={args.positions}")
+    print(f"vision_inputs={args.vision_inputs}")
+    print(f"accumulate={args.accumulate}")
     print(f"params={n_params}")
     print(f"matmul_baseline_mfu={matmul_baseline(peak):.3f}")
 
-    # classification step
+    # classification step, through orch's classifier (pooling, head, fp32 loss)
     cls = inputs(config, 1, 16, args.batch)
+    if args.positions == "loader":
+        merge = config.vision_config.spatial_merge_size
+        rows = [
+            mrope_positions(ids, torch.tensor([[1, 32, 32]]), config.image_token_id, merge)
+            for ids in cls["input_ids"].cpu()
+        ]
+        mrope = torch.stack(rows, dim=1)  # [3, B, L]
+        text = torch.arange(mrope.shape[-1]).expand(1, *mrope.shape[1:])
+        cls["position_ids"] = torch.cat([text, mrope]).cuda()
     labels = torch.randint(0, 2000, (args.batch,), device="cuda")
 
     def cls_step() -> None:
-        hidden = model.model(**cls, use_cache=False).last_hidden_state
-        loss = torch.nn.functional.cross_entropy(head(hidden.mean(1)).float(), labels)
-        loss.backward()
+        if args.compile and args.compile_mode == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()
+        for _ in range(args.accumulate):
+            logits = model(**cls)
+            loss = torch.nn.functional.cross_entropy(logits.float(), labels)
+            loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
     torch.cuda.reset_peak_memory_stats()
     seconds = time_steps(cls_step, args.steps)
     seq = cls["input_ids"].shape[1]
-    flops = train_step_flops(config, [PATCHES] * args.batch, [seq] * args.batch, num_labels=2000)
+    rows = args.batch * args.accumulate
+    flops = train_step_flops(config, [PATCHES] * rows, [seq] * rows, num_labels=2000)
     mfu = flops["total"] / seconds / peak
     print(f"cls_step_s={seconds:.4f}")
     print(f"cls_seq_len={seq}")
     print(f"gpu_mfu={mfu:.4f}")
-    print(f"gpu_tokens_per_s={seq * args.batch / seconds:.0f}")
+    print(f"gpu_tokens_per_s={seq * rows / seconds:.0f}")
     print(f"cls_vision_flops_share={flops['vision'] / flops['total']:.3f}")
     print(f"cls_peak_mem_gb={torch.cuda.max_memory_allocated() / 2**30:.1f}")
+    if args.profile:
+        profile_step(cls_step, "cls")
+    if args.skip_vqa:
+        return
 
     # VQA step: one 4,096-token sequence, 8 images, LM loss on the 2,048 text tokens
     vqa = inputs(config, 8, 4096 - 8 * (MERGED + 2), 1)
@@ -152,7 +257,7 @@ def main() -> None:
     targets[:, : 8 * (MERGED + 2)] = -100
 
     def vqa_step() -> None:
-        out = model(**vqa, labels=targets, use_cache=False)
+        out = vlm(**vqa, labels=targets, use_cache=False)
         out.loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -165,6 +270,8 @@ def main() -> None:
     print(f"gpu_vqa_tokens_per_s={4096 / seconds:.0f}")
     print(f"vqa_text_tokens={text_tokens}")
     print(f"vqa_peak_mem_gb={torch.cuda.max_memory_allocated() / 2**30:.1f}")
+    if args.profile:
+        profile_step(vqa_step, "vqa")
 
 
 if __name__ == "__main__":

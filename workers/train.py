@@ -36,6 +36,7 @@ from workers.models.classifier import (
     add_lora,
     build_classifier,
     classification_loss,
+    compile_blocks,
     save_classifier,
 )
 from workers.perf import Throughput
@@ -110,6 +111,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         logger.info(
             "LoRA r=%d on %s: %d trainable parameters", lora.r, lora.target_modules, trainable
         )
+    if spec.model.compile:
+        compile_blocks(model.vlm)
     max_steps = resolve_max_steps(spec, {n: len(s) for n, s in data.items()})
     trainable_params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable_params, lr=tr.lr, weight_decay=tr.weight_decay)

@@ -26,6 +26,7 @@ IMAGE_PAD = "<|image_pad|>"
 class ClassificationBatch:
     input_ids: torch.Tensor
     attention_mask: torch.Tensor
+    position_ids: torch.Tensor  # [4, B, L]: text positions, then the 3 mRoPE rows
     pixel_values: torch.Tensor
     image_grid_thw: torch.Tensor
     labels: torch.Tensor
@@ -37,6 +38,7 @@ class ClassificationBatch:
         return {
             "input_ids": self.input_ids.to(device),
             "attention_mask": self.attention_mask.to(device),
+            "position_ids": self.position_ids.to(device),
             "pixel_values": self.pixel_values.to(device, dtype),
             "image_grid_thw": self.image_grid_thw.to(device),
         }
@@ -63,6 +65,9 @@ class ClassificationEncoder:
                 f"{model_dir}: chat template must render one {IMAGE_PAD} per image; got "
                 f"{self.template!r}"
             )
+        image_token = self.tokenizer.convert_tokens_to_ids(IMAGE_PAD)
+        assert isinstance(image_token, int)
+        self.image_token_id = image_token
         pad = self.tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else self.tokenizer.eos_token_id)
 
@@ -78,12 +83,20 @@ class ClassificationEncoder:
         width = max(len(r) for r in rows)
         input_ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
         attention = torch.zeros((len(rows), width), dtype=torch.long)
+        # mRoPE positions here, in the loader, as for packed VQA: the model's own per-sample
+        # loop costs device syncs every step. The padded tail gets 1, as the model gives it.
+        positions = torch.ones((4, len(rows), width), dtype=torch.long)
+        positions[0] = torch.arange(width)
         for i, r in enumerate(rows):  # right padding: pooling and positions ignore the tail
             input_ids[i, : len(r)] = torch.tensor(r)
             attention[i, : len(r)] = 1
+            positions[1:, i, : len(r)] = mrope_positions(
+                input_ids[i, : len(r)], grid[i : i + 1], self.image_token_id, self.merge
+            )
         return ClassificationBatch(
             input_ids=input_ids,
             attention_mask=attention,
+            position_ids=positions,
             pixel_values=vision["pixel_values"],
             image_grid_thw=grid,
             labels=torch.tensor([s.label for s in samples], dtype=torch.long),
@@ -91,6 +104,37 @@ class ClassificationEncoder:
             datasets=[s.dataset for s in samples],
             ids=[s.id for s in samples],
         )
+
+
+def mrope_positions(
+    input_ids: torch.Tensor, grid: torch.Tensor, image_token_id: int, merge: int
+) -> torch.Tensor:
+    """[3, L] mRoPE ids of one unpadded sample with still images: transformers' Qwen2/2.5-VL
+    ``get_rope_index``, restated so DataLoader workers can compute it without the model."""
+    is_image = (input_ids == image_token_id).tolist()
+    out = torch.empty(3, len(is_image), dtype=torch.long)
+    grids = iter(grid.tolist())
+    pos, i, n = 0, 0, len(is_image)
+    while i < n:
+        j = i
+        while j < n and is_image[j] == is_image[i]:
+            j += 1
+        if not is_image[i]:
+            out[:, i:j] = torch.arange(pos, pos + j - i)
+            pos += j - i
+        else:
+            _, gh, gw = next(grids)
+            h, w = gh // merge, gw // merge
+            if h * w != j - i:
+                raise ValueError(f"image token run of {j - i} does not match grid {gh}x{gw}")
+            hh = torch.arange(h).repeat_interleave(w)
+            ww = torch.arange(w).repeat(h)
+            out[0, i:j] = pos
+            out[1, i:j] = pos + hh
+            out[2, i:j] = pos + ww
+            pos += max(h, w)
+        i = j
+    return out
 
 
 def load_rgb(path: Path, min_size: tuple[int, int] | None = None) -> Image.Image:

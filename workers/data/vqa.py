@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 
 from orchestrator.errors import DataError
-from workers.data.encode import IMAGE_PAD, load_rgb
+from workers.data.encode import IMAGE_PAD, load_rgb, mrope_positions
 from workers.data.manifest import Malformed, iter_rows
 
 logger = logging.getLogger(__name__)
@@ -386,37 +386,6 @@ class VQAEncoder:
 
 
 # --------------------------------------------------------------------------- positions, packing
-
-
-def mrope_positions(
-    input_ids: torch.Tensor, grid: torch.Tensor, image_token_id: int, merge: int
-) -> torch.Tensor:
-    """[3, L] mRoPE ids of one unpadded sample with still images: transformers' Qwen2/2.5-VL
-    ``get_rope_index``, restated so DataLoader workers can compute it without the model."""
-    is_image = (input_ids == image_token_id).tolist()
-    out = torch.empty(3, len(is_image), dtype=torch.long)
-    grids = iter(grid.tolist())
-    pos, i, n = 0, 0, len(is_image)
-    while i < n:
-        j = i
-        while j < n and is_image[j] == is_image[i]:
-            j += 1
-        if not is_image[i]:
-            out[:, i:j] = torch.arange(pos, pos + j - i)
-            pos += j - i
-        else:
-            _, gh, gw = next(grids)
-            h, w = gh // merge, gw // merge
-            if h * w != j - i:
-                raise ValueError(f"image token run of {j - i} does not match grid {gh}x{gw}")
-            hh = torch.arange(h).repeat_interleave(w)
-            ww = torch.arange(w).repeat(h)
-            out[0, i:j] = pos
-            out[1, i:j] = pos + hh
-            out[2, i:j] = pos + ww
-            pos += max(h, w)
-        i = j
-    return out
 
 
 @dataclass
