@@ -170,6 +170,12 @@ def main() -> None:
         choices=["model", "precomputed"],
         help="Qwen2.5-VL's per-forward vision tensors built by the model on the GPU, or on the CPU",
     )
+    ap.add_argument(
+        "--vision-mlp-width",
+        type=int,
+        default=0,
+        help="what-if: build the vision MLP this wide (3,456 = 3,420 padded to a multiple of 64)",
+    )
     ap.add_argument("--accumulate", type=int, default=1, help="micro-batches per optimizer step")
     args = ap.parse_args()
     from transformers import Qwen2_5_VLForConditionalGeneration
@@ -183,6 +189,9 @@ def main() -> None:
         raise SystemExit(f"unknown bf16 peak for {name}; add it to workers/flops.py")
     config = config_3b()
     config._attn_implementation = attn
+    counted = config_3b()  # FLOPs of the real architecture: padding is not useful work
+    if args.vision_mlp_width:
+        config.vision_config.intermediate_size = args.vision_mlp_width
     torch.manual_seed(0)
     with torch.device("cuda"):
         vlm = Qwen2_5_VLForConditionalGeneration(config).to(torch.bfloat16)
@@ -207,6 +216,7 @@ def main() -> None:
     print(f"positions={args.positions}")
     print(f"vision_inputs={args.vision_inputs}")
     print(f"accumulate={args.accumulate}")
+    print(f"vision_mlp_width={config.vision_config.intermediate_size}")
     print(f"params={n_params}")
     print(f"matmul_baseline_mfu={matmul_baseline(peak):.3f}")
 
@@ -237,7 +247,7 @@ def main() -> None:
     seconds = time_steps(cls_step, args.steps)
     seq = cls["input_ids"].shape[1]
     rows = args.batch * args.accumulate
-    flops = train_step_flops(config, [PATCHES] * rows, [seq] * rows, num_labels=2000)
+    flops = train_step_flops(counted, [PATCHES] * rows, [seq] * rows, num_labels=2000)
     mfu = flops["total"] / seconds / peak
     print(f"cls_step_s={seconds:.4f}")
     print(f"cls_seq_len={seq}")
@@ -264,7 +274,7 @@ def main() -> None:
 
     torch.cuda.reset_peak_memory_stats()
     seconds = time_steps(vqa_step, args.steps)
-    flops = train_step_flops(config, [PATCHES] * 8, [4096], lm_head_tokens=4096)
+    flops = train_step_flops(counted, [PATCHES] * 8, [4096], lm_head_tokens=4096)
     print(f"vqa_step_s={seconds:.4f}")
     print(f"gpu_vqa_mfu={flops['total'] / seconds / peak:.4f}")
     print(f"gpu_vqa_tokens_per_s={4096 / seconds:.0f}")
