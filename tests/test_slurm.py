@@ -100,9 +100,33 @@ def test_failure_and_cancel_are_typed_outcomes(
         batch_size=8,
     )
     job_id = b.submit(slow, tmp_path / "slow.log")
+    stderr = tmp_path / "slurm" / job_id / f"{job_id}_0_log.err"
+    wait_for(lambda: stderr.is_file() and "eval part digits" in stderr.read_text(), 120, "start")
+    cancelled_at = time.time()
     b.cancel(job_id)
     assert wait(b, job_id, timeout=60) == Cancelled()
+    # The part really stops (submitit alone ignores SIGTERM, so it would keep running and hold
+    # its allocation until SLURM's KillWait sends SIGKILL).
+    kill_wait = int(slurm_config("KillWait").split()[0])
+    wait_for(lambda: not squeue(job_id), kill_wait, "the cancelled part to leave the queue")
+    logger.info("cancelled eval part left the queue in %.1f s", time.time() - cancelled_at)
+    assert "eval part stopped by SIGTERM" in stderr.read_text()
     assert not (tmp_path / "slow.json").exists()
+
+
+def slurm_config(name: str) -> str:
+    out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, check=True)
+    for line in out.stdout.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() == name:
+            return value.strip()
+    raise AssertionError(f"no {name} in scontrol show config")
+
+
+def squeue(job_id: str) -> str:
+    return subprocess.run(
+        ["squeue", "-h", "-j", job_id], capture_output=True, text=True, check=False
+    ).stdout.strip()
 
 
 # ---- the whole controller in a SLURM allocation: `orch submit --cluster slurm` ----------------

@@ -10,6 +10,7 @@ call covers every live job; a job that left the queue without a result is explai
 from __future__ import annotations
 
 import logging
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -29,15 +30,26 @@ ACTIVE_STATES = {
 }  # fmt: skip
 
 
+def _stop(signum: int, frame: Any) -> None:
+    logger.warning("eval part stopped by %s (cancelled or preempted)", signal.Signals(signum).name)
+    raise SystemExit(128 + signum)
+
+
 def run_part(job: dict[str, Any]) -> str:
     """The callable a SLURM job runs (imported by name in the job, so it must be top level)."""
     from transformers.utils import logging as hf_logging
 
     from workers.evaluate import run_eval
 
+    # submitit ignores SIGTERM (it waits for USR2 to checkpoint), so `scancel` would leave the part
+    # running, holding its allocation, until SLURM's KillWait (30 s by default) sends SIGKILL. An
+    # eval part has nothing to save (its result is written atomically, and a cancelled or preempted
+    # part is re-run whole), so it stops at once.
+    signal.signal(signal.SIGTERM, _stop)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    hf_logging.disable_progress_bar()
     eval_job = EvalJob(**job)
+    logger.info("eval part %s (%s) of step %s", eval_job.dataset, eval_job.kind, eval_job.step)
+    hf_logging.disable_progress_bar()
     run_eval(eval_job)
     return eval_job.out
 
@@ -160,7 +172,9 @@ class SlurmBackend:
     def cancel(self, job_id: str) -> None:
         if job_id in self._jobs:
             self._cancelled.add(job_id)
-            subprocess.run(["scancel", job_id], check=False)
+            out = subprocess.run(["scancel", job_id], capture_output=True, text=True, check=False)
+            if out.returncode != 0:  # e.g. it ended meanwhile; poll() reports how it ended
+                logger.warning("scancel %s: %s", job_id, out.stderr.strip() or out.returncode)
 
     def close(self) -> None:
         for job_id in list(self._jobs):
