@@ -35,7 +35,7 @@ run: $(STAMP) $(TINY)/config.json $(DEMO)/COMPLETE
 	$(ORCH) results
 
 test: $(STAMP)
-	$(PY) -m pytest -q -ra --timeout=900
+	$(PY) -m pytest -q -ra --timeout=900 --durations=15
 
 # Benchmarks print name=value lines; each compares against a baseline measured in the same run.
 bench: $(STAMP) $(TINY)/config.json $(DEMO)/COMPLETE
