@@ -37,15 +37,15 @@ def _stop(signum: int, frame: Any) -> None:
 
 def run_part(job: dict[str, Any]) -> str:
     """The callable a SLURM job runs (imported by name in the job, so it must be top level)."""
+    # submitit ignores SIGTERM (it waits for USR2 to checkpoint), so `scancel` would leave the part
+    # running, holding its allocation, until SLURM's KillWait (30 s by default) sends SIGKILL. An
+    # eval part has nothing to save (its result is written atomically, and a cancelled or preempted
+    # part is re-run whole), so it stops at once, even while still importing torch below.
+    signal.signal(signal.SIGTERM, _stop)
     from transformers.utils import logging as hf_logging
 
     from workers.evaluate import run_eval
 
-    # submitit ignores SIGTERM (it waits for USR2 to checkpoint), so `scancel` would leave the part
-    # running, holding its allocation, until SLURM's KillWait (30 s by default) sends SIGKILL. An
-    # eval part has nothing to save (its result is written atomically, and a cancelled or preempted
-    # part is re-run whole), so it stops at once.
-    signal.signal(signal.SIGTERM, _stop)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     eval_job = EvalJob(**job)
     logger.info("eval part %s (%s) of step %s", eval_job.dataset, eval_job.kind, eval_job.step)
