@@ -115,20 +115,18 @@ def run_eval(job: EvalJob) -> dict[str, Any]:
             "top5_accuracy": top5_acc.stderr,
             "loss": mean_loss.stderr,
         },
-        **provenance(job, hf_dir, started_at, t0, t_load),
+        **provenance(job, started_at, t0, t_load),
     }
     atomic_write_json(Path(job.out), result)
     logger.info("%s step %d: accuracy %.4f on %d samples", job.dataset, job.step, acc.value, n)
     return result
 
 
-def provenance(
-    job: EvalJob, hf_dir: Path, started_at: float, t0: float, t_load: float
-) -> dict[str, Any]:
+def provenance(job: EvalJob, started_at: float, t0: float, t_load: float) -> dict[str, Any]:
     """The fields every result has: which checkpoint (by digest), where and when it was made."""
     return {
         "checkpoint": job.checkpoint,
-        "checkpoint_digest": checkpoint_digest(hf_dir),
+        "checkpoint_digest": checkpoint_digest(Path(job.checkpoint)),
         "backend": job.backend,
         "attempt": job.attempt,
         "timings": {
@@ -247,7 +245,7 @@ def run_vqa_eval(job: EvalJob) -> dict[str, Any]:
             {"id": s.id, "prediction": p, "reference": r}
             for s, p, r in list(zip(subset, predictions, references, strict=True))[:20]
         ],
-        **provenance(job, hf_dir, started_at, t0, t_load),
+        **provenance(job, started_at, t0, t_load),
     }
     atomic_write_json(Path(job.out), result)
     logger.info("%s step %d: exact match %.4f on %d samples", job.dataset, job.step, em.value, n)
