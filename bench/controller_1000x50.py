@@ -18,13 +18,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from orchestrator.backends.base import NullBackend
-from orchestrator.controller import Controller, FinishedTraining
-from orchestrator.ledger import LedgerEntry, PartStatus
-from orchestrator.rundir import RunDir
-from orchestrator.spec import validate_spec
+from orchestrator.contract import checkpoint as ckpt
+from orchestrator.contract.layout import RunDir
+from orchestrator.contract.spec import validate_spec
+from orchestrator.core.controller import Controller, FinishedTraining
+from orchestrator.core.ledger import LedgerEntry, PartStatus
+from orchestrator.eval_backends.base import NullBackend
 from orchestrator.tracking import NullTracker
-from workers import checkpoint as ckpt
 
 
 def layout(root: Path, steps: int, datasets: list[str]) -> RunDir:

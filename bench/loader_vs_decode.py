@@ -74,9 +74,9 @@ def full_decode_rate(paths: list[Path], model: Path) -> float:
 
 
 def loader_rate(paths: list[Path], folder: Path, model: Path) -> float:
-    from orchestrator.spec import validate_spec
+    from orchestrator.contract.spec import validate_spec
     from workers.data.loader import Plan, make_loader
-    from workers.data.step import Batcher, load_train_data
+    from workers.data.microbatch import Batcher, load_train_data
 
     manifest = folder / "train.jsonl"
     manifest.write_text(

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import OrchError, RunDirError, SpecError
+from orchestrator.contract.errors import OrchError, RunDirError, SpecError
 
 logger = logging.getLogger("orch")
 
@@ -159,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from orchestrator.logs import setup_logging
+    from orchestrator.logging_setup import setup_logging
 
     args = build_parser().parse_args(argv)
     setup_logging(args.verbose)
@@ -175,8 +175,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command in ("submit", "validate"):
-        from orchestrator.spec import load_spec
-        from orchestrator.submit import preflight, submit
+        from orchestrator.contract.spec import load_spec
+        from orchestrator.launch.submit import preflight, submit
 
         overrides = list(args.overrides)
         if getattr(args, "resume_from", None):
@@ -193,7 +193,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.command == "submit" and args.address:
             return _submit_ray_job(args, spec)
         if args.command == "validate":
-            from orchestrator.validate import render_stats, validate_data
+            from orchestrator.checks.validate import render_stats, validate_data
 
             preflight(spec, sample=0)  # model, DeepSpeed config, resume point
             render_stats(validate_data(spec, args.sample))
@@ -201,13 +201,13 @@ def _dispatch(args: argparse.Namespace) -> int:
             return 0
         return submit(spec, run_name=args.run_name, dashboard=not args.no_dashboard)
     if args.command == "results":
-        from orchestrator.report import collect, render
-        from orchestrator.rundir import find_run
+        from orchestrator.contract.layout import find_run
+        from orchestrator.views.results import collect, render
 
         rundir = find_run(args.runs_dir, args.run)
         results = collect(rundir)
         if args.plot is not None:
-            from orchestrator.plot import plot_results
+            from orchestrator.views.plot import plot_results
 
             png = args.plot if args.plot.is_absolute() else rundir.path / args.plot
             logger.info("wrote %s", plot_results(results, png))
@@ -217,8 +217,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             render(results)
         return 0
     if args.command == "resume":
-        from orchestrator.rundir import find_run
-        from orchestrator.submit import submit
+        from orchestrator.contract.layout import find_run
+        from orchestrator.launch.submit import submit
 
         rundir = find_run(args.runs_dir, args.run)
         spec = rundir.read_spec()
@@ -234,8 +234,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "doctor":
         from dataclasses import asdict
 
-        from orchestrator.doctor import diagnose
-        from orchestrator.doctor import render as render_findings
+        from orchestrator.checks.doctor import diagnose
+        from orchestrator.checks.doctor import render as render_findings
 
         findings = diagnose(args.job, args.overrides, model=not args.no_model)
         if args.json:
@@ -246,9 +246,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "import-lmms":
         return _import_lmms(args)
     if args.command in ("status", "logs"):
-        from orchestrator import cluster_ray
-        from orchestrator.rundir import find_run
-        from orchestrator.status import collect_status, log_files, render_status
+        from orchestrator.contract.layout import find_run
+        from orchestrator.launch import ray_job as cluster_ray
+        from orchestrator.views.status import collect_status, log_files, render_status
 
         rundir = find_run(args.runs_dir, args.run)
         ray_job = cluster_ray.recorded_job(rundir)
@@ -293,8 +293,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         build_tiny(args.out, args.family, seed=args.seed)
         return 0
     if args.command == "export":
-        from orchestrator.export import best_step, export_checkpoint
-        from orchestrator.rundir import find_run
+        from orchestrator.contract.layout import find_run
+        from orchestrator.core.export import best_step, export_checkpoint
 
         rundir = find_run(args.runs_dir, args.run)
         step = best_step(rundir.path) if args.step == "best" else int(args.step)
@@ -305,10 +305,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 def _submit_slurm(args: argparse.Namespace, spec: Any) -> int:
     """Validate here, create the run directory, render the batch script into it, sbatch it."""
-    from orchestrator.cluster_slurm import SbatchOptions, render_sbatch, submit_sbatch
-    from orchestrator.rundir import new_run_name
-    from orchestrator.submit import open_run, preflight
-    from workers.fsutil import atomic_write_json, atomic_write_text
+    from orchestrator.contract.atomic import atomic_write_json, atomic_write_text
+    from orchestrator.contract.layout import new_run_name
+    from orchestrator.launch.slurm_allocation import SbatchOptions, render_sbatch, submit_sbatch
+    from orchestrator.launch.submit import open_run, preflight
 
     chosen = any(o.split("=", 1)[0].strip() == "evaluation.backend" for o in args.overrides)
     if spec.evaluation.backend == "ray" and not chosen:
@@ -359,7 +359,7 @@ def _submit_slurm(args: argparse.Namespace, spec: Any) -> int:
 
 
 def _submit_ray_job(args: argparse.Namespace, spec: Any) -> int:
-    from orchestrator.cluster_ray import submit_ray_job
+    from orchestrator.launch.ray_job import submit_ray_job
 
     rundir, submission_id = submit_ray_job(spec, args.run_name, args.address)
     logger.info(
@@ -378,8 +378,8 @@ def _submit_ray_job(args: argparse.Namespace, spec: Any) -> int:
 def _cancel(args: argparse.Namespace) -> int:
     import subprocess
 
-    from orchestrator import cluster_ray
-    from orchestrator.rundir import find_run
+    from orchestrator.contract.layout import find_run
+    from orchestrator.launch import ray_job as cluster_ray
 
     rundir = find_run(args.runs_dir, args.run)
     if cluster_ray.recorded_job(rundir) is not None:
@@ -441,10 +441,10 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def _eval(args: argparse.Namespace) -> int:
-    from orchestrator.backends.local import LocalBackend
-    from orchestrator.ondemand import evaluate_on_demand, resolve_step
-    from orchestrator.report import render, step_record
-    from orchestrator.rundir import find_run
+    from orchestrator.contract.layout import find_run
+    from orchestrator.core.on_demand import evaluate_on_demand, resolve_step
+    from orchestrator.eval_backends.local import LocalBackend
+    from orchestrator.views.results import render, step_record
 
     rundir = find_run(args.runs_dir, args.run)
     spec = rundir.read_spec()
@@ -454,7 +454,7 @@ def _eval(args: argparse.Namespace) -> int:
     if args.backend == "ray":
         import ray
 
-        from orchestrator.backends.ray_tasks import RayBackend
+        from orchestrator.eval_backends.ray_tasks import RayBackend
 
         ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
         backend = RayBackend(spec.evaluation.cpus_per_task)
@@ -475,10 +475,10 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def _import_lmms(args: argparse.Namespace) -> int:
-    from orchestrator.errors import RunDirError
-    from orchestrator.lmms import import_results
-    from orchestrator.rundir import find_run
-    from orchestrator.submit import publish_now
+    from orchestrator.contract.errors import RunDirError
+    from orchestrator.contract.layout import find_run
+    from orchestrator.core.lmms_import import import_results
+    from orchestrator.launch.submit import publish_now
 
     rundir = find_run(args.runs_dir, args.run)
     for path in args.files:

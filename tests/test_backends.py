@@ -7,9 +7,9 @@ import json
 import time
 from pathlib import Path
 
-from orchestrator.backends.base import EvalBackend, Failed, Outcome, Succeeded
-from orchestrator.backends.local import LocalBackend
-from workers.evaljob import EvalJob
+from orchestrator.contract.evalpart import EvalJob
+from orchestrator.eval_backends.base import EvalBackend, Failed, Outcome, Succeeded
+from orchestrator.eval_backends.local import LocalBackend
 
 
 def job(checkpoint: Path, demo_data: Path, out: Path, **kw: object) -> EvalJob:
@@ -44,7 +44,7 @@ def test_local_and_ray_backends_write_identical_results(
 ) -> None:
     import ray
 
-    from orchestrator.backends.ray_tasks import RayBackend
+    from orchestrator.eval_backends.ray_tasks import RayBackend
 
     local = LocalBackend()
     out_local = tmp_path / "local" / "faces.json"

@@ -10,8 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.backends.base import Failed, Outcome, Succeeded
-from orchestrator.controller import (
+from orchestrator.contract import checkpoint as ckpt
+from orchestrator.contract.atomic import atomic_write_json
+from orchestrator.contract.evalpart import EvalJob
+from orchestrator.contract.layout import RunDir
+from orchestrator.contract.spec import validate_spec
+from orchestrator.core.controller import (
     Controller,
     Finish,
     MergeFinal,
@@ -22,13 +26,9 @@ from orchestrator.controller import (
     TrainingStatus,
     decide,
 )
-from orchestrator.ledger import Ledger, LedgerEntry, PartStatus
-from orchestrator.rundir import RunDir
-from orchestrator.spec import validate_spec
+from orchestrator.core.ledger import Ledger, LedgerEntry, PartStatus
+from orchestrator.eval_backends.base import Failed, Outcome, Succeeded
 from orchestrator.tracking import MemoryTracker
-from workers import checkpoint as ckpt
-from workers.evaljob import EvalJob
-from workers.fsutil import atomic_write_json
 
 JOB_IDS = itertools.count()
 

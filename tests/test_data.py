@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.errors import DataError
+from orchestrator.contract.errors import DataError
 from workers.data.manifest import read_manifest
 from workers.data.mixture import MixturePosition, MixtureSampler, rank_slice
 

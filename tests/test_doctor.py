@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator.checks.doctor import diagnose
 from orchestrator.cli import main
-from orchestrator.doctor import diagnose
 from tests.conftest import ROOT, demo_job
 
 

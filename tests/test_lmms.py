@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 
 from orchestrator.cli import main
-from orchestrator.errors import DataError
-from orchestrator.lmms import parse_results
-from orchestrator.rundir import RunDir
-from orchestrator.spec import validate_spec
-from orchestrator.submit import lock_run
+from orchestrator.contract import checkpoint as ckpt
+from orchestrator.contract.atomic import atomic_write_json
+from orchestrator.contract.errors import DataError
+from orchestrator.contract.layout import RunDir
+from orchestrator.contract.spec import validate_spec
+from orchestrator.core.lmms_import import parse_results
+from orchestrator.launch.submit import lock_run
 from orchestrator.tracking import find_offline_runs, read_offline_run
-from workers import checkpoint as ckpt
-from workers.fsutil import atomic_write_json
 
 # The shape lmms-eval (0.3+) writes to <model>/<date>_results.json, trimmed.
 LMMS_RESULTS = {
@@ -95,7 +95,7 @@ def test_import_into_a_finished_run_publishes_on_the_eval_axis(tmp_path: Path) -
 
 
 def test_import_while_a_controller_runs_leaves_publishing_to_it(tmp_path: Path) -> None:
-    from orchestrator.controller import Controller
+    from orchestrator.core.controller import Controller
     from orchestrator.tracking import MemoryTracker
     from tests.test_controller import FakeBackend, FakeTraining
 

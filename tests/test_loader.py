@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from workers.data.loader import Plan, make_loader
-from workers.data.step import StepBatch
+from workers.data.microbatch import StepBatch
 
 SIZES = {"a": 37, "b": 23}
 

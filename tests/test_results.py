@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from orchestrator.results import choose_best, flat_metrics, merge_parts
+from orchestrator.core.merge import choose_best, flat_metrics, merge_parts
 
 
 def part(step: int, loss: float, correct: int, n: int) -> dict:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.cluster_slurm import SbatchOptions, render_sbatch
-from orchestrator.errors import SpecError
+from orchestrator.contract.errors import SpecError
+from orchestrator.launch.slurm_allocation import SbatchOptions, render_sbatch
 
 GOLDEN = Path(__file__).parent / "golden"
 

@@ -17,9 +17,9 @@ from typing import Any
 import psutil
 import pytest
 
-from orchestrator.backends.base import Cancelled, Failed, Succeeded
-from orchestrator.backends.local import LocalBackend
-from orchestrator.backends.slurm import SlurmBackend
+from orchestrator.eval_backends.base import Cancelled, Failed, Succeeded
+from orchestrator.eval_backends.local import LocalBackend
+from orchestrator.eval_backends.slurm_jobs import SlurmBackend
 from orchestrator.tracking import find_offline_runs, read_offline_run
 from tests.conftest import ROOT, demo_job
 from tests.test_backends import comparable, job, wait

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.errors import SpecError
-from orchestrator.spec import JobSpec, load_spec
+from orchestrator.contract.errors import SpecError
+from orchestrator.contract.spec import JobSpec, load_spec
 
 ROOT = Path(__file__).resolve().parents[1]
 JOBS = sorted((ROOT / "jobs").glob("*.toml"))

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from orchestrator.errors import DataError
+from orchestrator.contract.errors import DataError
 from workers.data.vqa import (
     IGNORE,
     ImageConfig,

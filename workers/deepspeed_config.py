@@ -11,8 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import SpecError
-from orchestrator.spec import TrainingSpec
+from orchestrator.contract.errors import SpecError
+from orchestrator.contract.spec import TrainingSpec
 
 
 def build_deepspeed_config(tr: TrainingSpec, world_size: int) -> dict[str, Any]:

@@ -19,6 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from orchestrator.contract.atomic import atomic_write_json
+from orchestrator.contract.evalpart import EvalJob
 from workers.data.encode import ClassificationEncoder
 from workers.data.manifest import Sample, read_manifest
 from workers.data.vqa import (
@@ -30,8 +32,6 @@ from workers.data.vqa import (
     per_sample_loss,
     read_vqa_manifest,
 )
-from workers.evaljob import EvalJob
-from workers.fsutil import atomic_write_json
 from workers.metrics import accuracy, exact_match, mean_with_stderr, per_class_accuracy
 from workers.models.classifier import VLMClassifier, classification_loss, load_classifier
 

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import torch
 import torch.distributed as dist
 
-from workers.fsutil import atomic_write_json
+from orchestrator.contract.atomic import atomic_write_json
 
 
 class Samples(Protocol):

@@ -16,7 +16,7 @@ import torch
 import torch.distributed as dist
 
 from workers.data.encode import ClassificationBatch
-from workers.data.step import StepBatch
+from workers.data.microbatch import StepBatch
 from workers.flops import peak_bf16_flops, train_step_flops
 
 

@@ -22,14 +22,14 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from orchestrator.spec import JobSpec
-from workers import checkpoint as ckpt
+from orchestrator.contract import checkpoint as ckpt
+from orchestrator.contract.atomic import atomic_write_json
+from orchestrator.contract.spec import JobSpec
 from workers.data.loader import Plan, make_loader
+from workers.data.microbatch import Batcher, StepBatch, load_train_data
 from workers.data.mixture import MixturePosition
-from workers.data.step import Batcher, StepBatch, load_train_data
 from workers.data.vqa import per_sample_loss
 from workers.deepspeed_config import build_deepspeed_config
-from workers.fsutil import atomic_write_json
 from workers.guard import Guard
 from workers.models.classifier import (
     VLMClassifier,

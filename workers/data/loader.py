@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from workers.data.mixture import MixturePosition, MixtureSampler, rank_slice
-from workers.data.step import Batcher, StepBatch
+from workers.data.microbatch import Batcher, StepBatch
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import DataError
+from orchestrator.contract.errors import DataError
 
 REQUIRED = ("image_path", "label", "dataset_name")
 

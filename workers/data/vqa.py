@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from orchestrator.errors import DataError
+from orchestrator.contract.errors import DataError
 from workers.data.encode import IMAGE_PAD, load_rgb, mrope_positions
 from workers.data.manifest import Malformed, iter_rows
 

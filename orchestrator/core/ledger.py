@@ -8,8 +8,8 @@ from dataclasses import asdict, dataclass, replace
 from enum import StrEnum
 from typing import Any
 
-from orchestrator.rundir import RunDir, read_json_or_none
-from workers.fsutil import atomic_write_json
+from orchestrator.contract.atomic import atomic_write_json
+from orchestrator.contract.layout import RunDir, read_json_or_none
 
 Key = tuple[int | None, str]  # (step, dataset); step None is the final full eval
 

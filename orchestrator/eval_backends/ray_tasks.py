@@ -6,8 +6,8 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from orchestrator.backends.base import Cancelled, Failed, Outcome, Preempted, Succeeded
-from workers.evaljob import EvalJob
+from orchestrator.contract.evalpart import EvalJob
+from orchestrator.eval_backends.base import Cancelled, Failed, Outcome, Preempted, Succeeded
 
 logger = logging.getLogger(__name__)
 
@@ -18,7 +18,7 @@ def _run_part(job_json: dict[str, Any], log_path: str) -> str:
 
     from transformers.utils import logging as hf_logging
 
-    from workers.evaljob import EvalJob
+    from orchestrator.contract.evalpart import EvalJob
     from workers.evaluate import run_eval
 
     hf_logging.disable_progress_bar()

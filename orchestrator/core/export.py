@@ -17,9 +17,9 @@ import os
 import shutil
 from pathlib import Path
 
-from orchestrator.errors import OrchError
-from workers import checkpoint as ckpt
-from workers.fsutil import atomic_write_json
+from orchestrator.contract import checkpoint as ckpt
+from orchestrator.contract.atomic import atomic_write_json
+from orchestrator.contract.errors import OrchError
 
 logger = logging.getLogger("orch.export")
 EXPORT_FILE = "orch_export.json"

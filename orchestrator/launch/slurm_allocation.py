@@ -28,7 +28,7 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from orchestrator.errors import SpecError
+from orchestrator.contract.errors import SpecError
 
 PREEMPTED_EXIT = 3
 _DIRECTIVE = re.compile(r"^[A-Za-z0-9_.:,/=+@%-]+$")

@@ -16,9 +16,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from orchestrator.errors import DataError
-from orchestrator.rundir import RunDir, read_json_or_none
-from workers.fsutil import atomic_write_json
+from orchestrator.contract.atomic import atomic_write_json
+from orchestrator.contract.errors import DataError
+from orchestrator.contract.layout import RunDir, read_json_or_none
 
 SCHEMA_VERSION = 1
 _TASK_NAME = re.compile(r"[^A-Za-z0-9_.-]+")

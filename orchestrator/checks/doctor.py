@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from orchestrator.errors import OrchError
-from orchestrator.spec import JobSpec, load_spec
+from orchestrator.contract.errors import OrchError
+from orchestrator.contract.spec import JobSpec, load_spec
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,7 @@ def check_deepspeed(spec: JobSpec) -> list[Finding]:
 
 
 def check_data(spec: JobSpec, findings: list[Finding]) -> bool:
-    from orchestrator.submit import preflight
+    from orchestrator.launch.submit import preflight
     from workers.data.manifest import read_manifest
 
     try:
@@ -219,7 +219,7 @@ def check_vqa_batch(spec: JobSpec, name: str, model: Any) -> Finding:
     the losses are finite."""
     import torch
 
-    from workers.data.step import Batcher
+    from workers.data.microbatch import Batcher
     from workers.data.vqa import per_sample_loss, read_vqa_manifest
 
     ds = spec.datasets[name]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator.rundir import RunDir, read_json_or_none
-from workers import checkpoint as ckpt
+from orchestrator.contract import checkpoint as ckpt
+from orchestrator.contract.layout import RunDir, read_json_or_none
 
 
 def _block(b: dict[str, Any]) -> dict[str, Any]:

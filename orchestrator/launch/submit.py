@@ -9,9 +9,9 @@ from typing import Any
 
 import tomli_w
 
-from orchestrator.errors import RunDirError, SpecError
-from orchestrator.rundir import RunDir, new_run_name
-from orchestrator.spec import JobSpec
+from orchestrator.contract.errors import RunDirError, SpecError
+from orchestrator.contract.layout import RunDir, new_run_name
+from orchestrator.contract.spec import JobSpec
 from orchestrator.tracking import NullTracker, Tracker
 
 logger = logging.getLogger("orch.submit")
@@ -22,7 +22,7 @@ def preflight(spec: JobSpec, sample: int | None = 64) -> dict[str, int]:
 
     Every manifest row is checked; ``sample`` images per manifest are decoded (None: all, 0:
     none, only their existence)."""
-    from orchestrator.validate import validate_data
+    from orchestrator.checks.validate import validate_data
     from workers.deepspeed_config import build_deepspeed_config
 
     resume = spec.training.resume_from
@@ -140,11 +140,11 @@ def make_tracker(spec: JobSpec, rundir: RunDir) -> Tracker:
 def make_backend(spec: JobSpec, rundir: RunDir) -> Any:
     ev = spec.evaluation
     if ev.backend == "ray":
-        from orchestrator.backends.ray_tasks import RayBackend
+        from orchestrator.eval_backends.ray_tasks import RayBackend
 
         return RayBackend(ev.cpus_per_task)
     if ev.backend == "slurm":
-        from orchestrator.backends.slurm import SlurmBackend
+        from orchestrator.eval_backends.slurm_jobs import SlurmBackend
 
         extra: dict[str, Any] = dict(ev.slurm.additional)
         if ev.slurm.gpus_per_task:
@@ -157,7 +157,7 @@ def make_backend(spec: JobSpec, rundir: RunDir) -> Any:
             timeout_min=ev.slurm.timeout_min,
             extra=extra,
         )
-    from orchestrator.backends.local import LocalBackend
+    from orchestrator.eval_backends.local import LocalBackend
 
     return LocalBackend(max(1, int(ev.cpus_per_task)))
 
@@ -166,10 +166,10 @@ def submit(spec: JobSpec, *, run_name: str | None = None, dashboard: bool = True
     """Run a job to the end in this process; return the exit code."""
     import ray
 
-    from orchestrator.controller import Controller
-    from orchestrator.logs import add_file_log
-    from orchestrator.procs import ProcessRecorder, reap_leftovers
-    from orchestrator.training import RayTrainRun
+    from orchestrator.core.controller import Controller
+    from orchestrator.launch.procs import ProcessRecorder, reap_leftovers
+    from orchestrator.launch.train_run import RayTrainRun
+    from orchestrator.logging_setup import add_file_log
 
     sizes = preflight(spec)
     logger.info("pre-flight ok: %s", ", ".join(f"{n} {k} train samples" for n, k in sizes.items()))
@@ -218,8 +218,8 @@ def install_preemption_handlers(request: Path) -> None:
 def publish_now(rundir: RunDir) -> None:
     """Fold and publish imported results of a run no controller is running (takes the lock, so
     the tracker still has one writer)."""
-    from orchestrator.backends.base import NullBackend
-    from orchestrator.controller import Controller, FinishedTraining
+    from orchestrator.core.controller import Controller, FinishedTraining
+    from orchestrator.eval_backends.base import NullBackend
 
     lock = lock_run(rundir)  # noqa: F841  (raises if a controller holds the run)
     spec = rundir.read_spec()

@@ -15,8 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from orchestrator.errors import DataError
-from orchestrator.spec import JobSpec
+from orchestrator.contract.errors import DataError
+from orchestrator.contract.spec import JobSpec
 
 logger = logging.getLogger("orch.validate")
 

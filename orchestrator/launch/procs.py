@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psutil
 
-from workers.fsutil import atomic_write_json
+from orchestrator.contract.atomic import atomic_write_json
 
 logger = logging.getLogger("orch.procs")
 

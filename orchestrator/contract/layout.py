@@ -2,7 +2,7 @@
 
 runs/<run>/
   spec.toml / spec.json              the resolved spec (overrides applied, absolute paths)
-  checkpoints/step_000500/...         see workers/checkpoint.py
+  checkpoints/step_000500/...         see orchestrator/contract/checkpoint.py
   eval/step_000500/<dataset>.json     one result part per (step, dataset)
   eval/step_000500.json               the merged step
   eval/final/<dataset>.json           parts of the full eval of the best checkpoint
@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.errors import RunDirError
-from workers import checkpoint
-from workers.fsutil import atomic_write_json, atomic_write_text
+from orchestrator.contract import checkpoint
+from orchestrator.contract.atomic import atomic_write_json, atomic_write_text
+from orchestrator.contract.errors import RunDirError
 
 if TYPE_CHECKING:
-    from orchestrator.spec import JobSpec
+    from orchestrator.contract.spec import JobSpec
 
 FINAL = "final"
 
@@ -103,7 +103,7 @@ class RunDir:
 
     def read_spec(self) -> JobSpec:
         """The run's resolved spec, as it was when the run was created."""
-        from orchestrator.spec import JobSpec
+        from orchestrator.contract.spec import JobSpec
 
         return JobSpec.model_validate_json(self.spec_json.read_text())
 

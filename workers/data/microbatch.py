@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from orchestrator.spec import JobSpec
+from orchestrator.contract.spec import JobSpec
 from workers.data.encode import ClassificationBatch, ClassificationEncoder
 from workers.data.manifest import Sample, read_manifest
 from workers.data.vqa import (

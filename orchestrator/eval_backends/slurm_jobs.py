@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from orchestrator.backends.base import Cancelled, Failed, Outcome, Preempted, Succeeded, tail
-from workers.evaljob import EvalJob
+from orchestrator.contract.evalpart import EvalJob
+from orchestrator.eval_backends.base import Cancelled, Failed, Outcome, Preempted, Succeeded, tail
 
 logger = logging.getLogger(__name__)
 

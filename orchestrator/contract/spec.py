@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from orchestrator.errors import SpecError
+from orchestrator.contract.errors import SpecError
 
 DATASET_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 

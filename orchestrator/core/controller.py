@@ -17,16 +17,16 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
-from orchestrator.backends.base import EvalBackend, Outcome, Succeeded
-from orchestrator.ledger import Key, Ledger, LedgerEntry, PartStatus
-from orchestrator.lmms import fold_into, pending_imports
-from orchestrator.results import Best, choose_best, flat_metrics, merge_parts
-from orchestrator.rundir import RunDir, read_json_or_none
-from orchestrator.spec import JobSpec
+from orchestrator.contract import checkpoint as ckpt
+from orchestrator.contract.atomic import atomic_write_json
+from orchestrator.contract.evalpart import EvalJob
+from orchestrator.contract.layout import RunDir, read_json_or_none
+from orchestrator.contract.spec import JobSpec
+from orchestrator.core.ledger import Key, Ledger, LedgerEntry, PartStatus
+from orchestrator.core.lmms_import import fold_into, pending_imports
+from orchestrator.core.merge import Best, choose_best, flat_metrics, merge_parts
+from orchestrator.eval_backends.base import EvalBackend, Outcome, Succeeded
 from orchestrator.tracking import Tracker
-from workers import checkpoint as ckpt
-from workers.evaljob import EvalJob
-from workers.fsutil import atomic_write_json
 
 logger = logging.getLogger("orch.controller")
 
@@ -379,7 +379,7 @@ class Controller:
     def _export_best(self) -> None:
         """runs/R/export/best: the best checkpoint (the last one when checkpoints were not
         evaluated during training) as a self-contained HF directory."""
-        from orchestrator.export import export_checkpoint
+        from orchestrator.core.export import export_checkpoint
 
         if self.rundir.best.is_file():
             best = json.loads(self.rundir.best.read_text())

@@ -7,9 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from orchestrator.backends.base import Cancelled, Failed, Outcome, Succeeded, tail
-from workers.evaljob import EvalJob
-from workers.fsutil import atomic_write_json
+from orchestrator.contract.atomic import atomic_write_json
+from orchestrator.contract.evalpart import EvalJob
+from orchestrator.eval_backends.base import Cancelled, Failed, Outcome, Succeeded, tail
 
 
 class LocalBackend:

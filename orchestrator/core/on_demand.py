@@ -11,13 +11,13 @@ import logging
 import time
 from typing import Any
 
-from orchestrator.backends.base import EvalBackend, Succeeded
-from orchestrator.controller import build_eval_job
-from orchestrator.errors import RunDirError
-from orchestrator.results import merge_parts
-from orchestrator.rundir import RunDir, read_json_or_none
-from orchestrator.spec import JobSpec
-from workers.fsutil import atomic_write_json
+from orchestrator.contract.atomic import atomic_write_json
+from orchestrator.contract.errors import RunDirError
+from orchestrator.contract.layout import RunDir, read_json_or_none
+from orchestrator.contract.spec import JobSpec
+from orchestrator.core.controller import build_eval_job
+from orchestrator.core.merge import merge_parts
+from orchestrator.eval_backends.base import EvalBackend, Succeeded
 
 logger = logging.getLogger("orch.eval")
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from workers.evaljob import EvalJob
+from orchestrator.contract.evalpart import EvalJob
 
 
 @dataclass(frozen=True)

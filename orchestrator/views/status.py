@@ -8,8 +8,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from orchestrator.ledger import Ledger
-from orchestrator.rundir import RunDir, read_json_or_none
+from orchestrator.contract.layout import RunDir, read_json_or_none
+from orchestrator.core.ledger import Ledger
 
 
 def _jsonl(path: Path) -> list[dict[str, Any]]:

@@ -23,14 +23,14 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.errors import ClusterError
-from orchestrator.rundir import RunDir, read_json_or_none
-from workers.fsutil import atomic_write_json
+from orchestrator.contract.atomic import atomic_write_json
+from orchestrator.contract.errors import ClusterError
+from orchestrator.contract.layout import RunDir, read_json_or_none
 
 if TYPE_CHECKING:
     from ray.job_submission import JobSubmissionClient
 
-    from orchestrator.spec import JobSpec
+    from orchestrator.contract.spec import JobSpec
 
 logger = logging.getLogger("orch.ray_jobs")
 
@@ -74,7 +74,7 @@ def submit_ray_job(
     spec: JobSpec, run_name: str | None, address: str, python: str | None = None
 ) -> tuple[RunDir, str]:
     """Validate, create the run directory, submit the controller; return (run, submission id)."""
-    from orchestrator.submit import open_run, preflight
+    from orchestrator.launch.submit import open_run, preflight
 
     jobs = client(address)  # fail on an unreachable head before writing anything
     preflight(spec)

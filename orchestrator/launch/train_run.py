@@ -12,9 +12,9 @@ import logging
 import threading
 import traceback
 
-from orchestrator.controller import TrainingState, TrainingStatus
-from orchestrator.rundir import RunDir
-from orchestrator.spec import JobSpec
+from orchestrator.contract.layout import RunDir
+from orchestrator.contract.spec import JobSpec
+from orchestrator.core.controller import TrainingState, TrainingStatus
 
 logger = logging.getLogger("orch.training")
 
