@@ -1,9 +1,10 @@
 """The controller: an explicit state machine over the run directory.
 
 Each iteration observes (new complete checkpoints, backend outcomes, the training status, new
-train metrics), decides with a pure function (``decide``: snapshot -> actions), and acts
-(submit, merge, publish). Everything it knows is in the run directory (checkpoints, ledger,
-result files), so a new controller on the same run rebuilds its state and carries on.
+train metrics), decides with a pure function (``decide`` in orchestrator/core/decide.py:
+snapshot -> actions), and acts (submit, merge, publish). Everything it knows is in the run
+directory (checkpoints, ledger, result files), so a new controller on the same run rebuilds its
+state and carries on.
 """
 
 from __future__ import annotations
@@ -11,9 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -22,23 +21,45 @@ from orchestrator.contract.atomic import atomic_write_json
 from orchestrator.contract.evalpart import EvalJob
 from orchestrator.contract.layout import RunDir, read_json_or_none
 from orchestrator.contract.spec import JobSpec
-from orchestrator.core.ledger import Key, Ledger, LedgerEntry, PartStatus
+from orchestrator.core.decide import (
+    PREEMPTED_EXIT,
+    Action,
+    Finish,
+    MergeFinal,
+    MergeStep,
+    Phase,
+    Snapshot,
+    SubmitPart,
+    TrainingState,
+    decide,
+)
+from orchestrator.core.ledger import Ledger, LedgerEntry, PartStatus
 from orchestrator.core.lmms_import import fold_into, pending_imports
 from orchestrator.core.merge import Best, choose_best, flat_metrics, merge_parts
-from orchestrator.eval_backends.base import EvalBackend, Outcome, Succeeded
-from orchestrator.tracking import Tracker
+from orchestrator.eval_backends.base import ArrayBackend, EvalBackend, Outcome, Succeeded
+from orchestrator.tracking import DurableTracker, Tracker
+
+# The decision types are part of the controller's interface (tests, benchmarks, the training
+# handle import them from here); they live in decide.py, which does no IO.
+__all__ = [
+    "PREEMPTED_EXIT",
+    "Action",
+    "Controller",
+    "Finish",
+    "FinishedTraining",
+    "MergeFinal",
+    "MergeStep",
+    "Phase",
+    "Snapshot",
+    "SubmitPart",
+    "TrainingHandle",
+    "TrainingState",
+    "TrainingStatus",
+    "build_eval_job",
+    "decide",
+]
 
 logger = logging.getLogger("orch.controller")
-
-
-class TrainingState(StrEnum):
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    PREEMPTED = "preempted"  # checkpointed and stopped on request; a requeue resumes it
-
-
-PREEMPTED_EXIT = 3  # the controller's exit code after a preemption (the sbatch script requeues)
 
 
 @dataclass(frozen=True)
@@ -56,108 +77,6 @@ class FinishedTraining:
 
     def status(self) -> TrainingStatus:
         return TrainingStatus(TrainingState.SUCCEEDED)
-
-
-# ----------------------------------------------------------------------------- decisions
-
-
-@dataclass(frozen=True)
-class SubmitPart:
-    step: int | None  # None: final full eval
-    dataset: str
-    eval_step: int  # the checkpoint evaluated
-    attempt: int
-
-
-@dataclass(frozen=True)
-class MergeStep:
-    step: int
-
-
-@dataclass(frozen=True)
-class MergeFinal:
-    eval_step: int
-
-
-@dataclass(frozen=True)
-class Finish:
-    exit_code: int
-    reason: str
-
-
-Action = SubmitPart | MergeStep | MergeFinal | Finish
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """What the controller knows at one moment; ``decide`` needs nothing else."""
-
-    datasets: tuple[str, ...]
-    checkpoints: tuple[int, ...]
-    ledger: Mapping[Key, LedgerEntry]
-    running: frozenset[str]
-    merged: frozenset[int]
-    final_merged: bool
-    best_step: int | None
-    training: TrainingState
-    during_training: bool
-    final_full: bool
-    max_attempts: int
-    retry_backoff_s: float = 0.0
-    now: float = 0.0
-
-
-def decide(s: Snapshot) -> list[Action]:
-    """Pure: the actions that move the run forward from snapshot ``s``."""
-    actions: list[Action] = []
-
-    def settle(key: Key, eval_step: int) -> bool:
-        """Queue what ``key`` needs; True once it succeeded or failed for good."""
-        e = s.ledger.get(key)
-        if e is None:
-            actions.append(SubmitPart(key[0], key[1], eval_step, 1))
-            return False
-        if e.status is PartStatus.SUBMITTED:
-            if e.job_id not in s.running:  # lost with a previous controller: run it again
-                actions.append(SubmitPart(key[0], key[1], eval_step, e.attempt + 1))
-            return False
-        if e.status is PartStatus.FAILED and e.attempt < s.max_attempts:
-            ready_at = (e.finished_at or 0.0) + s.retry_backoff_s * 2 ** (e.attempt - 1)
-            if s.now >= ready_at:
-                actions.append(SubmitPart(key[0], key[1], eval_step, e.attempt + 1))
-            return False
-        return True
-
-    if s.during_training:
-        for step in s.checkpoints:
-            if step in s.merged:
-                continue
-            if all([settle((step, d), step) for d in s.datasets]):
-                actions.append(MergeStep(step))
-    if s.training is TrainingState.PREEMPTED:
-        # Leave now: parts not finished are in the ledger and run again after the requeue.
-        kept = [a for a in actions if not isinstance(a, SubmitPart)]
-        return [*kept, Finish(PREEMPTED_EXIT, "preempted: checkpoint saved, requeue to resume")]
-    evals_done = not s.during_training or all(step in s.merged for step in s.checkpoints)
-    if s.training is TrainingState.RUNNING or not evals_done:
-        return actions
-    if s.training is TrainingState.FAILED:
-        return [*actions, Finish(1, "training failed")]
-    if s.final_full and not s.final_merged:
-        target = s.best_step if s.during_training else max(s.checkpoints, default=None)
-        if target is None:
-            return [*actions, Finish(1, "no checkpoint was fully evaluated: no best model")]
-        if all([settle((None, d), target) for d in s.datasets]):
-            actions.append(MergeFinal(target))
-        return actions
-    failed = sorted(
-        f"{'final' if e.step is None else e.step}/{e.dataset}"
-        for e in s.ledger.values()
-        if e.status is PartStatus.FAILED
-    )
-    if failed:
-        return [*actions, Finish(1, f"eval parts failed for good: {', '.join(failed)}")]
-    return [*actions, Finish(0, "done")]
 
 
 # ----------------------------------------------------------------------------- the shell
@@ -264,7 +183,8 @@ class Controller:
         self.published = Published.load(rundir)
         self._reconcile_with_tracker()
         self._dirty = False
-        self.result: Finish | None = None
+        self.result: Finish | None = None  # set by the Finish action: the run is over
+        self.phase: Phase | None = None  # of the last iteration (logged when it changes)
         self._publish_unpublished()
         self.flush()
 
@@ -280,9 +200,9 @@ class Controller:
     def _reconcile_with_tracker(self) -> None:
         """Trust what the tracker durably holds over our record of what we sent it: rows
         logged just before a crash can be lost in the tracker's buffers; they are re-logged."""
-        durable = getattr(self.tracker, "durable", None)
-        if durable is None:
+        if not isinstance(self.tracker, DurableTracker) or self.tracker.durable is None:
             return
+        durable = self.tracker.durable
         pub = self.published
         lost = sorted(set(pub.eval_steps) - durable.eval_steps)
         if lost or durable.train_step < pub.train_step or (pub.final and not durable.final):
@@ -330,21 +250,10 @@ class Controller:
         for job_id, outcome in self.backend.poll().items():
             self._record(job_id, outcome)
         training = self.training.status()
-        snap = Snapshot(
-            datasets=tuple(self.spec.datasets),
-            checkpoints=tuple(self.rundir.complete_checkpoints()),
-            ledger=dict(self.ledger.entries),
-            running=frozenset(self.backend.running()),
-            merged=frozenset(self.merged),
-            final_merged=self.rundir.final.is_file(),
-            best_step=best.step if (best := self._best()) else None,
-            training=training.state,
-            during_training=self.spec.evaluation.during_training,
-            final_full=self.spec.evaluation.final_full,
-            max_attempts=self.spec.evaluation.max_attempts,
-            retry_backoff_s=self.spec.evaluation.retry_backoff_s,
-            now=time.time(),
-        )
+        snap = self._snapshot(training.state)
+        if snap.phase is not self.phase:
+            logger.info("run %s: phase %s", self.rundir.name, snap.phase)
+            self.phase = snap.phase
         actions = decide(snap)
         # The parts of one checkpoint go to the backend together (one SLURM job array).
         groups: dict[int | None, list[SubmitPart]] = {}
@@ -358,6 +267,24 @@ class Controller:
                 self._act(action, training)
         self.fold_imports()
         self.flush()
+
+    def _snapshot(self, training: TrainingState) -> Snapshot:
+        best = self._best()
+        return Snapshot(
+            datasets=tuple(self.spec.datasets),
+            checkpoints=tuple(self.rundir.complete_checkpoints()),
+            ledger=dict(self.ledger.entries),
+            running=frozenset(self.backend.running()),
+            merged=frozenset(self.merged),
+            final_merged=self.rundir.final.is_file(),
+            best_step=best.step if best else None,
+            training=training,
+            during_training=self.spec.evaluation.during_training,
+            final_full=self.spec.evaluation.final_full,
+            max_attempts=self.spec.evaluation.max_attempts,
+            retry_backoff_s=self.spec.evaluation.retry_backoff_s,
+            now=time.time(),
+        )
 
     # -- actions
     def _act(self, action: Action, training: TrainingStatus) -> None:
@@ -393,9 +320,8 @@ class Controller:
 
     def _submit(self, group: list[SubmitPart]) -> None:
         parts = [(self._job(a), self.rundir.eval_log(a.step, a.dataset, a.attempt)) for a in group]
-        submit_array = getattr(self.backend, "submit_array", None)
-        if submit_array is not None and len(parts) > 1:
-            job_ids: list[str] = submit_array(parts)
+        if isinstance(self.backend, ArrayBackend) and len(parts) > 1:
+            job_ids = self.backend.submit_array(parts)
         else:
             job_ids = [self.backend.submit(job, log) for job, log in parts]
         for a, job_id in zip(group, job_ids, strict=True):

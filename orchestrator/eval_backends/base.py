@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from orchestrator.contract.evalpart import EvalJob
 
@@ -32,6 +32,7 @@ class Cancelled:
 Outcome = Succeeded | Failed | Preempted | Cancelled
 
 
+@runtime_checkable
 class EvalBackend(Protocol):
     name: str
 
@@ -50,6 +51,17 @@ class EvalBackend(Protocol):
     def cancel(self, job_id: str) -> None: ...
 
     def close(self) -> None: ...
+
+
+@runtime_checkable
+class ArrayBackend(EvalBackend, Protocol):
+    """A backend that starts several parts as one submission (a SLURM job array: one
+    scheduling decision, one entry in the queue). The controller checks for it with
+    ``isinstance``; a backend without it gets one ``submit`` per part."""
+
+    def submit_array(self, parts: list[tuple[EvalJob, Path]]) -> list[str]:
+        """Start every (job, log path) of ``parts`` together; return their job ids in order."""
+        ...
 
 
 def tail(path: Path, lines: int = 20) -> str:

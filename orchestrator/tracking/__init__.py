@@ -5,6 +5,8 @@
 
 from orchestrator.tracking.base import (
     CompositeTracker,
+    DurableTracker,
+    LoggedState,
     MemoryTracker,
     NullTracker,
     Tracker,
@@ -19,6 +21,8 @@ from orchestrator.tracking.wandb_tracker import WandbTracker, wandb_run_id
 
 __all__ = [
     "CompositeTracker",
+    "DurableTracker",
+    "LoggedState",
     "MemoryTracker",
     "NullTracker",
     "Tracker",

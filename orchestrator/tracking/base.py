@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 logger = logging.getLogger(__name__)
@@ -57,6 +58,26 @@ class Tracker(Protocol):
     def finish(self, exit_code: int = 0) -> None:
         """End the run; later calls to finish are no-ops."""
         ...
+
+
+@dataclass(frozen=True)
+class LoggedState:
+    """What a tracker holds durably: the last train step, the eval steps, the final eval."""
+
+    train_step: int
+    eval_steps: frozenset[int]
+    final: bool
+
+
+@runtime_checkable
+class DurableTracker(Tracker, Protocol):
+    """A tracker that can say what its store really holds (wandb's offline files), as read
+    when it was created. A restarted controller trusts this over its own record of what it
+    sent: rows logged just before a crash can be lost in the tracker's buffers. The controller
+    checks for it with ``isinstance``; other trackers are trusted as they are."""
+
+    durable: LoggedState | None
+    """None: not known (e.g. wandb online), the controller's record is used."""
 
 
 class NullTracker:

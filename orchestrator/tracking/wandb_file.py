@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from orchestrator.tracking.base import LoggedState
+
 logger = logging.getLogger(__name__)
 
 FILE_HEADER = struct.Struct("<4sHB")
@@ -195,15 +197,6 @@ def read_offline_run(path: Path) -> WandbOfflineRun:
         elif kind == "exit":
             run.exit_code = int(record.exit.exit_code)
     return run
-
-
-@dataclass(frozen=True)
-class LoggedState:
-    """What a tracker holds durably: the last train step, the eval steps, the final eval."""
-
-    train_step: int
-    eval_steps: frozenset[int]
-    final: bool
 
 
 def logged_state(wandb_dir: Path, run_id: str) -> LoggedState:

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from orchestrator.tracking.base import EVAL, FINAL, TRAIN, prefixed
+from orchestrator.tracking.base import EVAL, FINAL, TRAIN, LoggedState, prefixed
 from orchestrator.tracking.wandb_file import logged_state
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ class WandbTracker:
             logger.debug("wandb %s has no settings %s", wandb.__version__, dropped)
 
         # Before this start adds its own file: what earlier starts of the run really wrote.
-        self.durable = (
+        self.durable: LoggedState | None = (
             logged_state(self.run_dir / "wandb", self.run_id) if mode == "offline" else None
         )
         started = time.monotonic()
