@@ -7,19 +7,26 @@ import json
 import time
 from pathlib import Path
 
-from orchestrator.contract.evalpart import EvalJob
+from orchestrator.contract.evalpart import EvalPart
 from orchestrator.eval_backends.base import EvalBackend, Failed, Outcome, Succeeded
 from orchestrator.eval_backends.local import LocalBackend
 
 
-def job(checkpoint: Path, demo_data: Path, out: Path, **kw: object) -> EvalJob:
+def job(
+    checkpoint: Path, demo_data: Path, out: Path, manifest: Path | None = None, **kw: object
+) -> EvalPart:
+    faces = {
+        "kind": "classification", "train": str(demo_data / "faces" / "train.jsonl"),
+        "eval": str(manifest or demo_data / "faces" / "test.jsonl"), "num_classes": 2,
+    }  # fmt: skip
+    model = {"path": str(checkpoint), "prompt": "what is in the image ?", "min_pixels": 3136,
+             "max_pixels": 3136, "attn_implementation": "sdpa"}  # fmt: skip
     base = dict(
-        step=10, dataset="faces", checkpoint=str(checkpoint),
-        manifest=str(demo_data / "faces" / "test.jsonl"), num_classes=2, eval_ratio=0.5,
-        partial=True, seed=0, batch_size=16, prompt="what is in the image ?",
-        min_pixels=3136, max_pixels=3136, attn_implementation="sdpa", out=str(out),
+        step=10, dataset="faces", kind="classification", checkpoint=str(checkpoint),
+        dataset_spec=faces, model_spec=model, eval_ratio=0.5, partial=True, seed=0,
+        batch_size=16, out=str(out), metrics=["accuracy", "loss", "top5_accuracy"],
     )  # fmt: skip
-    return EvalJob(**(base | kw))  # type: ignore[arg-type]
+    return EvalPart(**(base | kw))  # type: ignore[arg-type]
 
 
 def wait(backend: EvalBackend, job_id: str, timeout: float = 120) -> Outcome:
@@ -68,7 +75,7 @@ def test_local_and_ray_backends_write_identical_results(
         )
         assert outcome == Succeeded(out_ray)
         failing = job(
-            checkpoint, demo_data, tmp_path / "x.json", manifest=str(tmp_path / "no.jsonl")
+            checkpoint, demo_data, tmp_path / "x.json", manifest=tmp_path / "no.jsonl"
         )
         outcome = wait(backend, backend.submit(failing, tmp_path / "fail.log"))
         assert isinstance(outcome, Failed) and "manifest not found" in outcome.reason
@@ -84,7 +91,7 @@ def test_local_backend_reports_a_failure_with_its_log(
     tmp_path: Path, checkpoint: Path, demo_data: Path
 ) -> None:
     local = LocalBackend()
-    bad = job(checkpoint, demo_data, tmp_path / "x.json", manifest=str(tmp_path / "no.jsonl"))
+    bad = job(checkpoint, demo_data, tmp_path / "x.json", manifest=tmp_path / "no.jsonl")
     outcome = wait(local, local.submit(bad, tmp_path / "bad.log"))
     assert isinstance(outcome, Failed)
     assert "exit code 1" in outcome.reason and "manifest not found" in outcome.reason

@@ -1,4 +1,4 @@
-"""Merging and best-model choice are pure functions over values."""
+"""Merging and best-model choice are pure functions over values; no metric is hard-coded."""
 
 from __future__ import annotations
 
@@ -7,15 +7,17 @@ import math
 
 import pytest
 
+from orchestrator.contract.records import SCHEMA_VERSION, MergedStep, PartRecord
 from orchestrator.core.merge import choose_best, flat_metrics, merge_parts
 
 
-def part(step: int, loss: float, correct: int, n: int) -> dict:
+def part(step: int, loss: float, correct: int, n: int, **extra: float) -> dict:
     return {
+        "schema": SCHEMA_VERSION,
         "step": step,
-        "metrics": {"loss": loss, "accuracy": correct / n},
+        "metrics": {"loss": loss, "accuracy": correct / n, **extra},
+        "stderr": {"loss": 0.1, "accuracy": 0.05},
         "n": n,
-        "correct": correct,
     }
 
 
@@ -27,8 +29,27 @@ def test_merge_weights_by_n_and_keeps_inputs() -> None:
     assert merged["overall"]["n"] == 110
     assert merged["overall"]["accuracy"] == pytest.approx(95 / 110)
     assert merged["overall"]["loss"] == pytest.approx((0.5 * 100 + 2.0 * 10) / 110)
-    assert merged["datasets"]["b"] == {"loss": 2.0, "accuracy": 0.5, "n": 10, "correct": 5}
-    assert merged["missing"] == {} and merged["partial"] is True and merged["schema"] == 1
+    b = merged["datasets"]["b"]
+    assert (b["loss"], b["accuracy"], b["n"]) == (2.0, 0.5, 10)
+    assert b["stderr"] == {"loss": 0.1, "accuracy": 0.05}
+    # the stderr of the weighted mean of two independent means
+    expected = math.sqrt((100 * 0.05) ** 2 + (10 * 0.05) ** 2) / 110
+    assert merged["overall"]["stderr"]["accuracy"] == pytest.approx(expected)
+    assert merged["missing"] == {} and merged["partial"] is True
+    assert merged["schema"] == SCHEMA_VERSION
+
+
+def test_overall_is_weighted_over_the_datasets_that_report_the_metric() -> None:
+    parts = {
+        "a": part(1, 0.5, 9, 10, exact_match=0.25),
+        "b": part(1, 1.0, 1, 30),  # reports no exact_match
+    }
+    merged = merge_parts(1, parts, ["a", "b"], partial=True, metrics=["accuracy", "anls"])
+    o = merged["overall"]
+    assert o["exact_match"] == pytest.approx(0.25)  # a alone, not diluted by b's n
+    assert o["n_by_metric"] == {"accuracy": 40, "loss": 40, "exact_match": 10, "anls": 0}
+    assert math.isnan(o["anls"])  # declared, reported by none: undefined, never 0
+    assert o["accuracy"] == pytest.approx(10 / 40)
 
 
 def test_merge_lists_missing_parts_with_reasons() -> None:
@@ -49,7 +70,7 @@ def test_merge_rejects_a_part_of_another_step() -> None:
 
 
 def test_empty_merge_is_nan_not_zero() -> None:
-    merged = merge_parts(1, {}, ["a"], partial=True)
+    merged = merge_parts(1, {}, ["a"], partial=True, metrics=["accuracy"])
     assert math.isnan(merged["overall"]["accuracy"])
 
 
@@ -70,11 +91,13 @@ def steps() -> list[dict]:
 
 
 def test_choose_best_by_metric_and_mode() -> None:
-    assert choose_best(steps(), "overall_accuracy", "max").step == 30  # 14/20 beats 11/20
-    assert choose_best(steps(), "a_accuracy", "max").step == 20
-    assert choose_best(steps(), "overall_loss", "min").step == 30
-    assert choose_best(steps(), "b_loss", "min").step == 30
-    assert choose_best([], "overall_accuracy", "max") is None
+    best = choose_best(steps(), "overall", "accuracy", "max")
+    assert best is not None and best.step == 30  # 14/20 beats 11/20
+    assert best.metric == "overall_accuracy" and best.value == pytest.approx(0.7)
+    assert choose_best(steps(), "a", "accuracy", "max").step == 20  # type: ignore[union-attr]
+    assert choose_best(steps(), "overall", "loss", "min").step == 30  # type: ignore[union-attr]
+    assert choose_best(steps(), "b", "loss", "min").step == 30  # type: ignore[union-attr]
+    assert choose_best([], "overall", "accuracy", "max") is None
 
 
 def test_ties_keep_the_earlier_step() -> None:
@@ -84,9 +107,40 @@ def test_ties_keep_the_earlier_step() -> None:
             50, {"a": part(50, 0.6, 8, 10), "b": part(50, 0.9, 6, 10)}, ["a", "b"], partial=True
         )
     )
-    assert choose_best(s, "overall_accuracy", "max").step == 30
+    assert choose_best(s, "overall", "accuracy", "max").step == 30  # type: ignore[union-attr]
 
 
 def test_flat_metrics_keys() -> None:
     flat = flat_metrics(steps()[0])
     assert flat["overall/accuracy"] == 0.5 and flat["a/n"] == 10.0 and "b/loss" in flat
+    assert not any("stderr" in k for k in flat)  # stderrs are not metrics
+
+
+def test_schema_1_records_still_read() -> None:
+    """Runs written before the metric registry (schema 1) read back: parts kept breakdowns
+    among their metrics and merged blocks carried "correct" counts."""
+    old_part = {
+        "schema": 1,
+        "step": 10,
+        "dataset": "digits",
+        "n": 4,
+        "correct": 3,
+        "metrics": {"loss": 0.2, "accuracy": 0.75, "per_class_accuracy": {"0": 1.0}},
+        "stderr": {"accuracy": 0.25},
+    }
+    p = PartRecord.from_json(old_part)
+    assert p.scores.values == {"loss": 0.2, "accuracy": 0.75} and p.kind == "classification"
+    old_merged = {
+        "schema": 1,
+        "step": 10,
+        "partial": True,
+        "datasets": {"digits": {"loss": 0.2, "accuracy": 0.75, "n": 4, "correct": 3}},
+        "overall": {"loss": 0.2, "accuracy": 0.75, "n": 4, "correct": 3},
+        "missing": {},
+    }
+    m = MergedStep.from_json(old_merged)
+    assert m.value("digits", "accuracy") == 0.75 and m.overall.values == {
+        "loss": 0.2,
+        "accuracy": 0.75,
+    }
+    assert choose_best([old_merged], "overall", "accuracy", "max").step == 10  # type: ignore[union-attr]

@@ -94,7 +94,8 @@ def test_wrong_type_and_range(tmp_path: Path) -> None:
 def test_missing_key_and_steps_xor_epochs(tmp_path: Path) -> None:
     with pytest.raises(
         SpecError,
-        match=r"job\.toml:\d+: datasets\.a: num_classes is required for a classification dataset",
+        match=r"job\.toml:\d+: datasets\.a\.num_classes: required key is missing for a "
+        r"classification dataset",
     ):
         load_spec(write(tmp_path, MINIMAL.replace("num_classes = 3\n", "")))
     with pytest.raises(SpecError, match=r"exactly one of training\.max_steps and training\.epochs"):

@@ -23,7 +23,7 @@ import string
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 
 @dataclass(frozen=True)
@@ -351,3 +351,62 @@ def token_f1(predictions: Sequence[str], references: Sequence[str | Sequence[str
             for pred, ref in zip(predictions, references, strict=True)
         ]
     )
+
+
+def exact_match_score(
+    prediction: str, references: str | Sequence[str], *, ignore_case: bool = True
+) -> float:
+    """One sample's ``exact_match`` (the default options above): 1.0 when any reference matches
+    after lower-casing and stripping."""
+
+    def norm(s: str) -> str:
+        return (s.lower() if ignore_case else s).strip()
+
+    return float(any(norm(prediction) == norm(r) for r in _options(references)))
+
+
+def token_f1_score(prediction: str, references: str | Sequence[str]) -> float:
+    """One sample's ``token_f1``: the best F1 over its references."""
+    return max(f1_score(prediction, r) for r in _options(references))
+
+
+# ------------------------------------------------------------------ the registry's entries
+
+
+def builtin_metrics() -> tuple[Any, ...]:
+    """orch's metrics, declared once (name, per-sample score, direction, the record fields they
+    read). Each dataset kind declares which it reports; a dataset may list others its records
+    support."""
+    from orchestrator.contract.metrics import Metric as M
+
+    def needs(*fields: str) -> frozenset[str]:
+        return frozenset(fields)
+
+    text = needs("prediction", "references")
+    return (
+        M("accuracy", lambda r: float(r["correct"]), True, needs("correct"),
+          description="share of samples right (the argmax class; generated answers: exact match)"),
+        M("loss", lambda r: float(r["loss"]), False, needs("loss"), description="mean loss"),
+        M("top5_accuracy", lambda r: float(r["top5"]), True, needs("top5"),
+          description="label among the 5 highest masked logits"),
+        M("exact_match", lambda r: exact_match_score(r["prediction"], r["references"]), True,
+          text, description="lmms-eval exact_match (case-insensitive, stripped)"),
+        M("anls", lambda r: anls_score(r["prediction"], r["references"]), True, text,
+          description="lmms-eval anls (DocVQA, InfoVQA), threshold 0.5"),
+        M("relaxed_accuracy",
+          lambda r: float(relaxed_correctness(r["prediction"], r["references"][0])), True, text,
+          description="lmms-eval relaxed_correctness (ChartQA), 5 % tolerance"),
+        M("token_f1", lambda r: token_f1_score(r["prediction"], r["references"]), True, text,
+          description="SQuAD token F1, best over the references"),
+        M("vqa_accuracy", lambda r: vqa_accuracy_score(r["prediction"], r["answers"]), True,
+          needs("prediction", "answers"),
+          description="VQAv2/TextVQA accuracy over the annotators' answers (EvalAI rules)"),
+    )  # fmt: skip
+
+
+def register_builtin_metrics() -> None:
+    """Register orch's metrics in orchestrator.contract.metrics."""
+    from orchestrator.contract.metrics import register_metric
+
+    for metric in builtin_metrics():
+        register_metric(metric)

@@ -56,24 +56,29 @@ class Throughput:
         self.sums["data_wait_s"] += data_wait_s
 
     def add_step_batch(self, batch: StepBatch, data_wait_s: float) -> None:
-        """A mixed micro-batch: classification rows, and packed VQA samples (attention and
-        FLOPs per sample, LM head at the supervised positions only)."""
-        if batch.cls is not None:
-            self.add_batch(batch.cls, 0.0)
-        if batch.vqa is not None:
-            v = batch.vqa
-            real = v.segments >= 0
-            lengths = torch.bincount(v.segments[real], minlength=v.n_samples).tolist()
-            self._add(
-                v.input_ids[real],
-                v.image_grid_thw.prod(-1).tolist(),
-                lengths,
-                lm_head_tokens=int((v.targets != -100).sum()),
-            )
-            self.sums["pack_fill"] += v.fill_ratio()
-            self.sums["packs"] += 1
-            self.sums["images_per_row"] += v.images_per_row()
+        """A mixed micro-batch, counted by each share's layout (placeholders included: they are
+        computed too): padded rows through the head (attention per row), or packed samples
+        (attention and FLOPs per sample, LM head at the supervised positions only)."""
+        for part in batch.parts:
+            b = part.batch
+            if hasattr(b, "segments"):
+                self._add_packed(b)
+            elif hasattr(b, "attention_mask"):
+                self.add_batch(b, 0.0)
         self.sums["data_wait_s"] += data_wait_s
+
+    def _add_packed(self, v: Any) -> None:
+        real = v.segments >= 0
+        lengths = torch.bincount(v.segments[real], minlength=v.n_samples).tolist()
+        self._add(
+            v.input_ids[real],
+            v.image_grid_thw.prod(-1).tolist(),
+            lengths,
+            lm_head_tokens=int((v.targets != -100).sum()),
+        )
+        self.sums["pack_fill"] += v.fill_ratio()
+        self.sums["packs"] += 1
+        self.sums["images_per_row"] += v.images_per_row()
 
     def _add(
         self,

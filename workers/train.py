@@ -15,7 +15,7 @@ import math
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,18 +24,19 @@ import torch.distributed as dist
 
 from orchestrator.contract import checkpoint as ckpt
 from orchestrator.contract.atomic import atomic_write_json
+from orchestrator.contract.deepspeed import build_deepspeed_config
+from orchestrator.contract.kinds import get_kind
+from orchestrator.contract.layout import RunDir
 from orchestrator.contract.spec import JobSpec
 from workers.data.loader import Plan, make_loader
 from workers.data.microbatch import Batcher, StepBatch, load_train_data
 from workers.data.mixture import MixturePosition
-from workers.data.vqa import per_sample_loss
-from workers.deepspeed_config import build_deepspeed_config
+from workers.evaluate import checkpoint_digest
 from workers.guard import Guard
 from workers.models.classifier import (
     VLMClassifier,
     add_lora,
     build_classifier,
-    classification_loss,
     compile_blocks,
     save_classifier,
 )
@@ -44,33 +45,7 @@ from workers.perf import Throughput
 logger = logging.getLogger("orch.train")
 
 
-@dataclass
-class Paths:
-    run_dir: Path
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.run_dir / "checkpoints"
-
-    @property
-    def metrics(self) -> Path:
-        return self.run_dir / "logs" / "train_metrics.jsonl"
-
-    @property
-    def events(self) -> Path:
-        """Starts, restarts and the end of training, one JSON line each."""
-        return self.run_dir / "logs" / "train_events.jsonl"
-
-    @property
-    def preempt_request(self) -> Path:
-        """Written by the controller (on SLURM's USR1/SIGTERM): checkpoint now and stop."""
-        return self.run_dir / "control" / PREEMPT_FILE
-
-
-PREEMPT_FILE = "preempt"
-
-
-def preempt_requested(paths: Paths, rank: int) -> bool:
+def preempt_requested(paths: RunDir, rank: int) -> bool:
     """Rank 0 looks for the request file; the guard's all-reduce gives every rank the answer,
     so all ranks leave the loop after the same step."""
     return rank == 0 and paths.preempt_request.exists()
@@ -78,72 +53,24 @@ def preempt_requested(paths: Paths, rank: int) -> bool:
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train entry point. ``config``: {"run_dir": str}."""
-    import deepspeed
     import ray.train
     import ray.train.torch
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    paths = Paths(Path(config["run_dir"]))
-    spec = JobSpec.model_validate_json((paths.run_dir / "spec.json").read_text())
+    paths = RunDir(Path(config["run_dir"]))
+    spec = paths.read_spec()
     tr = spec.training
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s rank{rank} %(name)s: %(message)s")
     torch.set_num_threads(max(1, int(tr.cpus_per_worker)))
     torch.manual_seed(tr.seed)
-    device = ray.train.torch.get_device()
-    dtype = torch.bfloat16 if tr.bf16 else torch.float32
 
-    # ---- data and model
     data = load_train_data(spec)
-    model = build_classifier(
-        spec.model.path, spec.num_labels, spec.model.pooling, spec.model.attn_implementation
-    )
-    attn = str(model.hf_config._attn_implementation)
-    if spec.model.gradient_checkpointing:
-        model.vlm.gradient_checkpointing_enable(  # type: ignore[operator]
-            gradient_checkpointing_kwargs={"use_reentrant": False}
-        )
-    if spec.model.lora is not None:
-        lora = spec.model.lora
-        trainable = add_lora(model, lora.r, lora.alpha, lora.dropout, lora.target_modules)
-        logger.info(
-            "LoRA r=%d on %s: %d trainable parameters", lora.r, lora.target_modules, trainable
-        )
-    if spec.model.compile:
-        compile_blocks(model.vlm)
     max_steps = resolve_max_steps(spec, {n: len(s) for n, s in data.items()})
-    trainable_params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable_params, lr=tr.lr, weight_decay=tr.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(spec, max_steps))
-    engine, _, _, _ = deepspeed.initialize(
-        model=model,
-        optimizer=optimizer,
-        lr_scheduler=scheduler,
-        config=build_deepspeed_config(tr, world),
-        dist_init_required=False,
-    )
-
-    # ---- resume from the latest complete checkpoint (after a worker failure or a requeue)
-    step, position = 0, None
-    # This run's own latest checkpoint first (a restart); else where the spec says to start.
-    latest = ckpt.latest_complete(paths.checkpoints) or resume_point(tr.resume_from)
-    if latest is not None:
-        engine.load_checkpoint(str(latest), tag=ckpt.DEEPSPEED_TAG)
-        state = json.loads((latest / ckpt.TRAINER_STATE).read_text())
-        step, position = int(state["step"]), state["data_position"]
-        logger.info("resumed from %s at step %d", latest, step)
-    if rank == 0:
-        append_jsonl(
-            paths.events,
-            {
-                "event": "started",
-                "step": step,
-                "world_size": world,
-                "resumed_from": str(latest) if latest else None,
-            },
-        )
+    engine, scheduler = build_engine(spec, world, max_steps)
+    step, position, latest = resume(engine, paths, tr.resume_from, rank, world)
     plan = Plan(
         sizes={n: len(s) for n, s in data.items()},
         weights={n: d.weight for n, d in spec.datasets.items()},
@@ -162,27 +89,132 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if rank == 0:
         logger.info("%d loader worker(s) per training worker", loader_workers)
     batches = iter(make_loader(plan, Batcher(spec, data), loader_workers, tr.prefetch_batches))
-    data_position = MixturePosition.from_json(position) if position else None
+    loop = Loop(spec, paths, engine, scheduler, batches, rank, ray.train.torch.get_device())
+    loop.data_position = MixturePosition.from_json(position) if position else None
+    loop.guard = Guard(paths.forensics, tr.on_nonfinite, tr.max_skipped, rank, latest)
+    loop.run(step, max_steps)
 
-    # ---- train
-    stats = RunningStats(sorted(data))
-    perf = Throughput(model.hf_config, spec.num_labels, int(model.hf_config.image_token_id), device)
-    guard = Guard(
-        paths.run_dir / "logs" / "forensics", tr.on_nonfinite, tr.max_skipped, rank, latest
+
+def build_engine(spec: JobSpec, world: int, max_steps: int) -> tuple[Any, Any]:
+    """The model (LoRA, gradient checkpointing, compilation as the spec says), AdamW, the
+    schedule, and the DeepSpeed engine around them."""
+    import deepspeed
+
+    tr, m = spec.training, spec.model
+    model = build_classifier(m.path, spec.num_labels, m.pooling, m.attn_implementation)
+    if m.gradient_checkpointing:
+        model.vlm.gradient_checkpointing_enable(  # type: ignore[operator]
+            gradient_checkpointing_kwargs={"use_reentrant": False}
+        )
+    if m.lora is not None:
+        lora = m.lora
+        trainable = add_lora(model, lora.r, lora.alpha, lora.dropout, lora.target_modules)
+        logger.info(
+            "LoRA r=%d on %s: %d trainable parameters", lora.r, lora.target_modules, trainable
+        )
+    if m.compile:
+        compile_blocks(model.vlm)
+    trainable_params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable_params, lr=tr.lr, weight_decay=tr.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(spec, max_steps))
+    engine, _, _, _ = deepspeed.initialize(
+        model=model,
+        optimizer=optimizer,
+        lr_scheduler=scheduler,
+        config=build_deepspeed_config(tr, world),
+        dist_init_required=False,
     )
-    while step < max_steps:
-        step += 1
-        preempt = False
-        for micro in range(tr.grad_accum):
+    return engine, scheduler
+
+
+def resume(
+    engine: Any, paths: RunDir, resume_from: Path | None, rank: int, world: int
+) -> tuple[int, dict[str, Any] | None, Path | None]:
+    """(step, data position, checkpoint) to continue from: this run's own latest complete
+    checkpoint first (a worker-group restart or a requeue), else training.resume_from."""
+    step, position = 0, None
+    latest = ckpt.latest_complete(paths.checkpoints) or resume_point(resume_from)
+    if latest is not None:
+        engine.load_checkpoint(str(latest), tag=ckpt.DEEPSPEED_TAG)
+        state = json.loads((latest / ckpt.TRAINER_STATE).read_text())
+        step, position = int(state["step"]), state["data_position"]
+        logger.info("resumed from %s at step %d", latest, step)
+    if rank == 0:
+        append_jsonl(
+            paths.train_events,
+            {
+                "event": "started",
+                "step": step,
+                "world_size": world,
+                "resumed_from": str(latest) if latest else None,
+            },
+        )
+    return step, position, latest
+
+
+class Loop:
+    """The optimiser steps of one rank, read top to bottom in ``run``."""
+
+    def __init__(
+        self,
+        spec: JobSpec,
+        paths: RunDir,
+        engine: Any,
+        scheduler: Any,
+        batches: Iterator[StepBatch],
+        rank: int,
+        device: torch.device,
+    ) -> None:
+        self.spec, self.tr, self.paths = spec, spec.training, paths
+        self.engine, self.scheduler, self.batches = engine, scheduler, batches
+        self.rank, self.device = rank, device
+        self.dtype = torch.bfloat16 if self.tr.bf16 else torch.float32
+        hf_config = engine.module.hf_config
+        self.attn = str(hf_config._attn_implementation)
+        self.stats = RunningStats(sorted(spec.datasets))
+        self.perf = Throughput(hf_config, spec.num_labels, int(hf_config.image_token_id), device)
+        self.guard: Guard
+        self.data_position: MixturePosition | None = None
+
+    def run(self, step: int, max_steps: int) -> None:
+        while step < max_steps:
+            step += 1
+            preempt = self.step(step)
+            if step % self.tr.log_every == 0 or step == max_steps:
+                self.report(step)
+            if preempt:
+                # Preemption or a time limit: save where we are (unless this step was just
+                # saved) and leave; the requeued job resumes from this checkpoint.
+                target = ckpt.checkpoint_dir(self.paths.checkpoints, step)
+                if not (target / ckpt.COMPLETE).exists():
+                    self.save(step)
+                if self.rank == 0:
+                    append_jsonl(self.paths.train_events, {"event": "preempted", "step": step})
+                logger.info("preempted at step %d: checkpoint saved, leaving", step)
+                return
+            if step % self.tr.checkpoint_every == 0 or step == max_steps:
+                self.save(step)
+        if self.rank == 0:
+            append_jsonl(self.paths.train_events, {"event": "finished", "step": step})
+        logger.info("training finished at step %d", step)
+
+    def step(self, step: int) -> bool:
+        """One optimiser step over grad_accum micro-batches; True when a preemption was asked
+        for (every rank gets the same answer from the guard's all-reduce)."""
+        engine, preempt, lr = self.engine, False, 0.0
+        for micro in range(self.tr.grad_accum):
             t_data = time.perf_counter()
-            batch = next(batches)
+            batch = next(self.batches)
             assert batch.data_position is not None
-            data_position = MixturePosition.from_json(batch.data_position)
-            perf.add_step_batch(batch, time.perf_counter() - t_data)
-            losses, correct, zero = forward_losses(engine, batch, device, dtype, attn)
-            lr = float(scheduler.get_last_lr()[0])
-            skip, preempt = guard.check_losses(
-                step, micro, batch, losses, lr, device, preempt_requested(paths, rank)
+            self.data_position = MixturePosition.from_json(batch.data_position)
+            self.perf.add_step_batch(batch, time.perf_counter() - t_data)
+            losses, correct, zero = forward_losses(
+                engine, batch, self.device, self.dtype, self.attn
+            )
+            lr = float(self.scheduler.get_last_lr()[0])
+            asked = preempt_requested(self.paths, self.rank)
+            skip, preempt = self.guard.check_losses(
+                step, micro, batch, losses, lr, self.device, asked
             )
             if skip:
                 # Skipped: a zero loss over the parameters keeps DeepSpeed's accumulation
@@ -191,37 +223,30 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 engine.step()
                 continue
             engine.backward(losses.mean() + zero)
-            if engine.is_gradient_accumulation_boundary() and step % tr.log_every == 0:
-                guard.module_grad_norms = (step, largest_module_grad_norms(engine))
+            if engine.is_gradient_accumulation_boundary() and step % self.tr.log_every == 0:
+                self.guard.module_grad_norms = (step, largest_module_grad_norms(engine))
             engine.step()
-            stats.add(batch.datasets, losses.detach(), correct)
-        perf.step_done()
-        guard.check_grad_norm(step, engine.get_global_grad_norm(), lr)
-        if step % tr.log_every == 0 or step == max_steps:
-            row = stats.reduce_and_reset(device)
-            row |= perf.reduce_and_reset()
-            row |= {
-                "skipped_batches": float(guard.skipped),
-                "grad_norm": float(engine.get_global_grad_norm() or 0.0),
-                "lr": float(scheduler.get_last_lr()[0]),
-                "samples_per_s": row["n"] / row["report_s"],
-            }
-            if rank == 0:
-                append_jsonl(paths.metrics, {"step": step, **row})
-        if preempt:
-            # Preemption or a time limit: save where we are (unless this step was just saved)
-            # and leave; the requeued job resumes from this checkpoint.
-            if not (ckpt.checkpoint_dir(paths.checkpoints, step) / ckpt.COMPLETE).exists():
-                save_checkpoint(engine, spec, paths, step, data_position, rank)
-            if rank == 0:
-                append_jsonl(paths.events, {"event": "preempted", "step": step})
-            logger.info("preempted at step %d: checkpoint saved, leaving", step)
-            return
-        if step % tr.checkpoint_every == 0 or step == max_steps:
-            save_checkpoint(engine, spec, paths, step, data_position, rank)
-    if rank == 0:
-        append_jsonl(paths.events, {"event": "finished", "step": step})
-    logger.info("training finished at step %d", step)
+            self.stats.add(batch.datasets, losses.detach(), correct)
+        self.perf.step_done()
+        self.guard.check_grad_norm(step, engine.get_global_grad_norm(), lr)
+        return preempt
+
+    def report(self, step: int) -> None:
+        """Per-dataset loss and accuracy, throughput, the guard's counters: all-reduced, then
+        one line in logs/train_metrics.jsonl (rank 0)."""
+        row = self.stats.reduce_and_reset(self.device)
+        row |= self.perf.reduce_and_reset()
+        row |= {
+            "skipped_batches": float(self.guard.skipped),
+            "grad_norm": float(self.engine.get_global_grad_norm() or 0.0),
+            "lr": float(self.scheduler.get_last_lr()[0]),
+            "samples_per_s": row["n"] / row["report_s"],
+        }
+        if self.rank == 0:
+            append_jsonl(self.paths.train_metrics, {"step": step, **row})
+
+    def save(self, step: int) -> None:
+        save_checkpoint(self.engine, self.spec, self.paths, step, self.data_position, self.rank)
 
 
 def largest_module_grad_norms(engine: Any, top: int = 10) -> dict[str, float]:
@@ -287,29 +312,14 @@ def _owned_grad_square(p: Any) -> torch.Tensor:
 def forward_losses(
     engine: Any, batch: StepBatch, device: torch.device, dtype: torch.dtype, attn: str
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per-sample losses (classification first, then VQA, as ``batch.ids``), whether each
-    sample was right (the argmax class, or every answer token, teacher-forced), and a zero term
-    that ties placeholder parts into the graph (see StepBatch)."""
+    """Per-sample losses (in ``batch.ids`` order), whether each sample was right (as its kind
+    defines it), and a zero term that ties placeholder parts into the graph (see KindPart)."""
     losses: list[torch.Tensor] = []
     correct: list[torch.Tensor] = []
     zero = torch.zeros((), device=device)
-    if batch.cls is not None:
-        cls = batch.cls
-        logits = engine(**cls.model_inputs(device, dtype))
-        loss, masked = classification_loss(
-            logits, cls.labels.to(device), cls.num_classes.to(device), cls.ids
-        )
-        if batch.cls_placeholder:
-            zero = zero + 0.0 * loss.sum()
-        else:
-            losses.append(loss)
-            correct.append(masked.argmax(-1) == cls.labels.to(device))
-    if batch.vqa is not None:
-        vqa = batch.vqa
-        targets = vqa.targets.to(device)
-        logits = engine(**vqa.model_inputs(device, dtype, attn), targets=targets)
-        loss, ok = per_sample_loss(logits, targets, vqa.segments.to(device), vqa.n_samples)
-        if batch.vqa_placeholder:
+    for part in batch.parts:
+        loss, ok = get_kind(part.kind).forward(engine, part.batch, device, dtype, attn)
+        if part.placeholder:
             zero = zero + 0.0 * loss.sum()
         else:
             losses.append(loss)
@@ -405,7 +415,7 @@ def append_jsonl(path: Path, row: dict[str, Any]) -> None:
 def save_checkpoint(
     engine: Any,
     spec: JobSpec,
-    paths: Paths,
+    paths: RunDir,
     step: int,
     position: MixturePosition | None,
     rank: int,
@@ -429,10 +439,7 @@ def save_checkpoint(
     )
     with gather:
         if rank == 0:
-            datasets = {
-                n: {"kind": d.kind, "num_classes": d.classes, "labels": label_names(d.labels)}
-                for n, d in spec.datasets.items()
-            }
+            datasets = {n: get_kind(d.kind).head_info(d) for n, d in spec.datasets.items()}
             save_classifier(module, target / ckpt.HF_DIR, spec.model.path, datasets)
     if rank == 0:
         atomic_write_json(
@@ -442,10 +449,14 @@ def save_checkpoint(
     t_hf = time.perf_counter() - t0 - t_ds
     dist.barrier()  # every rank's DeepSpeed shard is on disk before the marker
     if rank == 0:
-        atomic_write_json(target / ckpt.COMPLETE, {"step": step, "time": time.time()})
+        # The weights' digest, once, here: every eval result of this checkpoint records it.
+        digest = checkpoint_digest(target / ckpt.HF_DIR)
+        atomic_write_json(
+            target / ckpt.COMPLETE, {"step": step, "time": time.time(), "hf_digest": digest}
+        )
         # The HF export exists only for evaluation: it is the training loop's whole eval cost.
         append_jsonl(
-            paths.events,
+            paths.train_events,
             {
                 "event": "checkpoint",
                 "step": step,
@@ -455,7 +466,3 @@ def save_checkpoint(
             },
         )
         logger.info("checkpoint %s complete", target.name)
-
-
-def label_names(path: Path | None) -> list[str] | None:
-    return json.loads(path.read_text()) if path is not None and path.is_file() else None

@@ -4,21 +4,12 @@ finding with its fix. Errors make the exit code 1; warnings and notes do not."""
 from __future__ import annotations
 
 import importlib.util
-import math
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from orchestrator.contract.errors import OrchError
+from orchestrator.contract.kinds import Finding, get_kind
 from orchestrator.contract.spec import JobSpec, load_spec
-
-
-@dataclass(frozen=True)
-class Finding:
-    level: Literal["error", "warning", "ok"]
-    check: str
-    message: str
-    fix: str = ""
 
 
 def diagnose(job: Path, overrides: list[str], *, model: bool = True) -> list[Finding]:
@@ -107,7 +98,7 @@ def check_schedule(spec: JobSpec) -> list[Finding]:
 
 
 def check_deepspeed(spec: JobSpec) -> list[Finding]:
-    from workers.deepspeed_config import build_deepspeed_config
+    from orchestrator.contract.deepspeed import build_deepspeed_config
 
     tr = spec.training
     try:
@@ -135,8 +126,8 @@ def check_deepspeed(spec: JobSpec) -> list[Finding]:
 
 
 def check_data(spec: JobSpec, findings: list[Finding]) -> bool:
+    """Every row (pre-flight), then each dataset's kind's own data checks."""
     from orchestrator.launch.submit import preflight
-    from workers.data.manifest import read_manifest
 
     try:
         sizes = preflight(spec)
@@ -144,21 +135,7 @@ def check_data(spec: JobSpec, findings: list[Finding]) -> bool:
         findings.append(Finding("error", "data", str(e), "fix or regenerate the named rows"))
         return False
     for name, ds in spec.datasets.items():
-        if ds.kind != "classification":
-            continue
-        labels = {s.label for s in read_manifest(ds.train, name, ds.classes)}
-        absent = sorted(set(range(ds.classes)) - labels)
-        if absent:
-            shown = ", ".join(map(str, absent[:10])) + (" ..." if len(absent) > 10 else "")
-            findings.append(
-                Finding(
-                    "warning",
-                    "labels",
-                    f"{name}: {len(absent)} of "
-                    f"{ds.num_classes} classes never appear in train ({shown})",
-                    "check num_classes or the manifest",
-                )
-            )
+        findings += get_kind(ds.kind).doctor(spec, name, None)
     total = sum(sizes.values())
     findings.append(
         Finding(
@@ -171,87 +148,19 @@ def check_data(spec: JobSpec, findings: list[Finding]) -> bool:
 
 
 def check_masking(spec: JobSpec) -> list[Finding]:
-    """One real batch per dataset through the model: masked losses finite, predictions in range."""
-    import torch
+    """One real batch per dataset through the model (each kind's model checks: masked losses
+    finite and predictions in range for classification, packed answers for vqa ...)."""
+    model = _build_model(spec)
+    return [f for n, d in spec.datasets.items() for f in get_kind(d.kind).doctor(spec, n, model)]
 
-    from workers.data.encode import ClassificationEncoder
-    from workers.data.manifest import read_manifest
-    from workers.models.classifier import build_classifier, classification_loss
+
+def _build_model(spec: JobSpec) -> Any:
+    """The model a training worker would build, here on the CPU (the real-batch check runs
+    data-plane code in this process on purpose: see tests/test_import_boundary.py)."""
+    from workers.models.classifier import build_classifier
 
     m = spec.model
-    model = build_classifier(m.path, spec.num_labels, m.pooling, m.attn_implementation).eval()
-    encoder = ClassificationEncoder(m.path, m.prompt, m.min_pixels, m.max_pixels)
-    classes = {n: d.classes for n, d in spec.datasets.items()}
-    out = []
-    for name, ds in spec.datasets.items():
-        if ds.kind == "vqa":
-            out.append(check_vqa_batch(spec, name, model))
-            continue
-        batch = encoder.encode(read_manifest(ds.train, name, ds.classes)[:4], classes)
-        with torch.no_grad():
-            logits = model(**batch.model_inputs(torch.device("cpu"), torch.float32))
-        loss, masked = classification_loss(logits, batch.labels, batch.num_classes, batch.ids)
-        worst = float(loss.max())
-        if not math.isfinite(worst) or (masked.argmax(-1) >= batch.num_classes).any():
-            out.append(
-                Finding(
-                    "error",
-                    "masking",
-                    f"{name}: non-finite loss or prediction "
-                    "outside the dataset's classes on a real batch",
-                    "run with -v and inspect the model and data",
-                )
-            )
-        else:
-            out.append(
-                Finding(
-                    "ok",
-                    "masking",
-                    f"{name}: finite losses (max {worst:.3f}) on a "
-                    f"real batch, predictions within {ds.num_classes} classes",
-                )
-            )
-    return out
-
-
-def check_vqa_batch(spec: JobSpec, name: str, model: Any) -> Finding:
-    """Four real VQA samples packed into one row: every sample has supervised answer tokens, and
-    the losses are finite."""
-    import torch
-
-    from workers.data.microbatch import Batcher
-    from workers.data.vqa import per_sample_loss, read_vqa_manifest
-
-    ds = spec.datasets[name]
-    samples, counts = read_vqa_manifest(ds.train, name, ds.image_roots, ds.min_ratings)
-    batcher = Batcher(spec, {name: samples})
-    try:
-        batch = batcher.build([(name, i) for i in range(min(4, len(samples)))]).vqa
-        assert batch is not None
-        attn = str(model.hf_config._attn_implementation)
-        with torch.no_grad():
-            logits = model(
-                **batch.model_inputs(torch.device("cpu"), torch.float32, attn),
-                targets=batch.targets,
-            )
-        loss, _ = per_sample_loss(logits, batch.targets, batch.segments, batch.n_samples)
-    except ValueError as e:
-        return Finding("error", "vqa", f"{name}: {e}", "check the chat template and the data")
-    answer_tokens = int((batch.targets != -100).sum())
-    if not bool(torch.isfinite(loss).all()):
-        return Finding(
-            "error", "vqa", f"{name}: non-finite loss on a real packed batch", "run with -v"
-        )
-    dropped = (
-        f"; quality filter dropped {counts.turns_dropped} turns" if counts.turns_dropped else ""
-    )
-    return Finding(
-        "ok",
-        "vqa",
-        f"{name}: {batch.n_samples} samples packed into {len(batch.rows)} row(s), "
-        f"{answer_tokens} answer tokens supervised, finite losses (max {float(loss.max()):.3f})"
-        f"{dropped}",
-    )
+    return build_classifier(m.path, spec.num_labels, m.pooling, m.attn_implementation).eval()
 
 
 def render(findings: list[Finding]) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from orchestrator.contract.errors import DataError
+from orchestrator.contract.kinds import Split, get_kind
 from orchestrator.contract.spec import JobSpec
 
 logger = logging.getLogger("orch.validate")
@@ -48,9 +49,6 @@ def validate_data(
 ) -> list[DatasetStats]:
     """Check every row and every image (or ``sample`` images per manifest); raise DataError
     listing every problem with its file and line."""
-    from workers.data.manifest import read_manifest
-    from workers.data.vqa import read_vqa_manifest
-
     problems: list[str] = []
     stats: list[DatasetStats] = []
     total_weight = sum(d.weight for d in spec.datasets.values())
@@ -58,24 +56,20 @@ def validate_data(
     for name, ds in spec.datasets.items():
         counts: dict[str, int] = {}
         checked = 0
-        for split, manifest in (("train", ds.train), ("eval", ds.eval)):
-            images: list[tuple[int, Path]] = []
+        splits: tuple[tuple[Split, Path], ...] = (("train", ds.train), ("eval", ds.eval))
+        for split, manifest in splits:
+            kind = get_kind(ds.kind)
             try:
-                if ds.kind == "vqa":
-                    rows, _ = read_vqa_manifest(manifest, name, ds.image_roots, ds.min_ratings)
-                    images = [(s.line, p) for s in rows for p in s.images]
-                else:
-                    cls = read_manifest(manifest, name, ds.classes, configured=configured)
-                    rows = cls  # type: ignore[assignment]
-                    missing = [s for s in cls if not s.image_path.is_file()]
-                    problems += [
-                        f"{manifest}:{s.line}: image {s.image_path} not found" for s in missing
-                    ]
-                    images = [(s.line, s.image_path) for s in cls if s.image_path.is_file()]
+                rows = kind.read(name, ds, split, configured)
             except DataError as e:
                 problems.append(f"datasets.{name}.{split}: {e}")
                 continue
             counts[split] = len(rows)
+            images = [(line, path) for row in rows for line, path in kind.images(row)]
+            problems += [
+                f"{manifest}:{line}: image {p} not found" for line, p in images if not p.is_file()
+            ]
+            images = [(line, p) for line, p in images if p.is_file()]
             if sample is not None and sample < len(images):
                 images = random.Random(f"{seed}:{name}:{split}").sample(images, sample)
             with ThreadPoolExecutor(threads) as pool:

@@ -5,10 +5,12 @@
     hf/                 Hugging Face weights + classification head, for eval and export
     trainer_state.json  step, data position, metrics at save time
     COMPLETE            written last; a checkpoint exists only when this file exists
+                        ({"step", "time", "hf_digest"}: the digest every eval result records)
 """
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -43,3 +45,14 @@ def complete_checkpoints(checkpoints: Path) -> dict[int, Path]:
 def latest_complete(checkpoints: Path) -> Path | None:
     found = complete_checkpoints(checkpoints)
     return found[max(found)] if found else None
+
+
+def recorded_digest(checkpoint: Path) -> str | None:
+    """The digest of the checkpoint's hf/ weights, computed once when it was saved (None for a
+    checkpoint written before digests were recorded: the eval part then computes it)."""
+    marker = checkpoint / COMPLETE
+    if not marker.is_file():
+        return None
+    value = json.loads(marker.read_text() or "{}")
+    digest = value.get("hf_digest") if isinstance(value, dict) else None
+    return str(digest) if digest else None

@@ -1,39 +1,91 @@
-"""The description of one eval part, light enough for the controller to import (no torch)."""
+"""The description of one eval part: which checkpoint, which dataset, where the result goes.
+
+It carries the dataset's and the model's own spec sections (as JSON) rather than copies of
+their fields, so a kind's new key reaches its evaluation with no change here. Light enough for
+the controller to import (no torch); JSON-serialisable so any backend can carry it.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from orchestrator.contract.spec import DatasetSpec, JobSpec, ModelSpec
 
 
 @dataclass(frozen=True)
-class EvalJob:
-    """Everything one eval part needs; JSON-serialisable so any backend can carry it."""
-
-    step: int
+class EvalPart:
+    step: int  # the checkpoint's step
     dataset: str
+    kind: str
     checkpoint: str  # the checkpoint's hf/ directory
-    manifest: str
-    num_classes: int
+    dataset_spec: dict[str, Any]  # the dataset's section of the resolved spec
+    model_spec: dict[str, Any]  # the model section
     eval_ratio: float  # 1.0 for a full eval
     partial: bool
     seed: int
     batch_size: int
-    prompt: str
-    min_pixels: int
-    max_pixels: int
-    attn_implementation: str
-    out: str
+    out: str  # the result file
+    metrics: list[str]  # the metrics the dataset declares
     backend: str = "local"
     attempt: int = 1
-    kind: str = "classification"  # or "vqa": generate answers, exact match
-    image_roots: list[str] = field(default_factory=list)
-    min_ratings: dict[str, int] = field(default_factory=dict)
-    max_image_side: int = 448
-    min_image_side: int = 0
-    tile_size: int | None = None
-    max_tiles: int = 4
-    max_new_tokens: int = 16
+    plugins: list[str] = field(default_factory=list)
+    checkpoint_digest: str | None = None  # recorded when the checkpoint was saved
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> EvalPart:
+        return cls(**value)
+
+    def dataset_section(self) -> DatasetSpec:
+        """The dataset's spec section, validated by its kind (plugins loaded first)."""
+        from orchestrator.contract.kinds import get_kind
+        from orchestrator.contract.plugins import load_plugins
+
+        load_plugins(self.plugins)
+        return get_kind(self.kind).spec.model_validate(self.dataset_spec)
+
+    def model_section(self) -> ModelSpec:
+        from orchestrator.contract.spec import ModelSpec
+
+        return ModelSpec.model_validate(self.model_spec)
+
+
+def eval_part(
+    spec: JobSpec,
+    dataset: str,
+    *,
+    step: int,
+    checkpoint: str,
+    full: bool,
+    out: str,
+    backend: str,
+    attempt: int = 1,
+    checkpoint_digest: str | None = None,
+) -> EvalPart:
+    """The eval part of one (checkpoint, dataset): eval_ratio of the set, or all of it."""
+    ds = spec.datasets[dataset]
+    return EvalPart(
+        step=step,
+        dataset=dataset,
+        kind=ds.kind,
+        checkpoint=checkpoint,
+        dataset_spec=ds.model_dump(mode="json"),
+        model_spec=spec.model.model_dump(mode="json"),
+        eval_ratio=1.0 if full else ds.eval_ratio,
+        partial=not full,
+        seed=spec.training.seed,
+        batch_size=spec.evaluation.batch_size,
+        out=out,
+        metrics=list(spec.declared_metrics(dataset)),
+        backend=backend,
+        attempt=attempt,
+        plugins=list(spec.plugins),
+        checkpoint_digest=checkpoint_digest,
+    )
+
+
+EvalJob = EvalPart  # the name used before EvalPart; kept while callers move

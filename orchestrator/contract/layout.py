@@ -70,7 +70,60 @@ class RunDir:
 
     @property
     def train_metrics(self) -> Path:
+        """Written by the training loop (rank 0): one JSON line per report."""
         return self.logs / "train_metrics.jsonl"
+
+    @property
+    def train_events(self) -> Path:
+        """Written by the training loop (rank 0): starts, restarts, checkpoints, the end."""
+        return self.logs / "train_events.jsonl"
+
+    @property
+    def forensics(self) -> Path:
+        """Written by the training loop: what was in a batch whose loss was not finite."""
+        return self.logs / "forensics"
+
+    @property
+    def control(self) -> Path:
+        return self.path / "control"
+
+    @property
+    def preempt_request(self) -> Path:
+        """Written by the controller on SLURM's USR1/SIGTERM; the training loop checkpoints and
+        stops when it sees it."""
+        return self.control / "preempt"
+
+    @property
+    def controller_log(self) -> Path:
+        return self.logs / "controller.log"
+
+    @property
+    def processes(self) -> Path:
+        """The processes the controller started (reaped by the next controller of the run)."""
+        return self.logs / "processes.json"
+
+    @property
+    def export_best(self) -> Path:
+        return self.path / "export" / "best"
+
+    @property
+    def slurm_dir(self) -> Path:
+        """--cluster slurm: train.sbatch, job.json, <jobid>.log."""
+        return self.path / "slurm"
+
+    @property
+    def slurm_eval_logs(self) -> Path:
+        """submitit's folders of eval parts run as SLURM jobs."""
+        return self.logs / "slurm"
+
+    @property
+    def ray_job(self) -> Path:
+        """--address: the Jobs API address and submission id."""
+        return self.path / "ray_job.json"
+
+    def ondemand(self, step: int, full: bool) -> Path:
+        """`orch eval`'s parts and merged result for one checkpoint."""
+        return self.eval_dir / "ondemand" / f"step_{step:06d}-{'full' if full else 'partial'}"
 
     @property
     def published(self) -> Path:
@@ -102,10 +155,10 @@ class RunDir:
         return self.logs / "eval" / part_key(step) / f"{dataset}.attempt{attempt}.log"
 
     def read_spec(self) -> JobSpec:
-        """The run's resolved spec, as it was when the run was created."""
-        from orchestrator.contract.spec import JobSpec
+        """The run's resolved spec, as it was when the run was created (its plugins loaded)."""
+        from orchestrator.contract.spec import read_resolved_spec
 
-        return JobSpec.model_validate_json(self.spec_json.read_text())
+        return read_resolved_spec(self.spec_json)
 
     def complete_checkpoints(self) -> dict[int, Path]:
         return checkpoint.complete_checkpoints(self.checkpoints)

@@ -15,11 +15,24 @@ import json
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    TypeAdapter,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
 
 from orchestrator.contract.errors import SpecError
+from orchestrator.contract.kinds import get_kind, known_kinds
+from orchestrator.contract.metrics import get_metric
+from orchestrator.contract.plugins import load_plugins
 
 DATASET_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
@@ -79,70 +92,34 @@ class ModelSpec(_Section):
         return self
 
 
-RATINGS = ("relevance", "image_correspondence", "visual_dependency", "formatting")
-
-
 class DatasetSpec(_Section):
-    """One dataset of the mix: image classification (the shared head) or VQA (generative)."""
+    """The keys every dataset of the mix has, whatever its kind. Each kind extends this with its
+    own keys (``orchestrator.contract.kinds``); a key of one kind on a dataset of another kind is
+    an error naming the key."""
 
-    kind: Literal["classification", "vqa"] = "classification"
-    """classification: one label per image, the shared head, masked to num_classes.
-    vqa: images plus user/assistant turns, next-token loss on the answers, exact match."""
+    kind: str = "classification"
+    """The dataset kind: classification (one label per image, the shared head) and vqa
+    (question/answer turns, next-token loss on the answers) ship with orch; plugins add more."""
     train: Path
-    """Training manifest (JSONL or Parquet). classification rows: image_path, label,
-    dataset_name; vqa rows: id, dataset_name, images, texts [{user, assistant, ratings?}]."""
+    """Training manifest (JSONL or Parquet), in the kind's row format."""
     eval: Path
     """Evaluation manifest, same format."""
-    num_classes: int | None = Field(default=None, ge=1)
-    """classification: labels of this dataset are integers in [0, num_classes)."""
     eval_ratio: float = Field(default=1.0, gt=0.0, le=1.0)
     """Share of the eval manifest used by partial evals during training (stratified, seeded)."""
     weight: float = Field(default=1.0, gt=0.0)
     """Mixing weight: this dataset's share of training samples is weight / sum(weights)."""
     description: str = ""
     """Free text, shown in `orch validate` and logged with the run config."""
-    labels: Path | None = None
-    """Optional JSON list of label names, index = label."""
     image_roots: list[Path] = Field(default_factory=list)
     """Directories against which relative image paths resolve, in order, after the manifest's
     own directory (the first that holds the file wins)."""
-    min_ratings: dict[str, int] = Field(default_factory=dict)
-    """vqa: drop turns whose quality rating is below these minimums (keys: relevance,
-    image_correspondence, visual_dependency, formatting; 1-5). Counted and logged, never silent;
-    a turn without that rating is kept."""
-    max_image_side: int = Field(default=448, ge=28)
-    """vqa: images are resized keeping the aspect ratio so the long side is at most this, both
-    sides a multiple of the patch size times the merge size."""
-    min_image_side: int = Field(default=0, ge=0)
-    """vqa: smaller images are upscaled (aspect ratio kept) until the short side reaches this."""
-    tile_size: int | None = Field(default=None, ge=28)
-    """vqa: split each image into tiles of this side plus one global view (none: no split)."""
-    max_tiles: int = Field(default=4, ge=1)
-    """vqa: at most this many tiles per image (the image is scaled down to fit)."""
-    max_new_tokens: int = Field(default=16, ge=1)
-    """vqa: tokens generated per answer when evaluating."""
-
-    @model_validator(mode="after")
-    def _kind_fields(self) -> DatasetSpec:
-        if self.kind == "classification" and self.num_classes is None:
-            raise ValueError(
-                "num_classes is required for a classification dataset (set num_classes, or "
-                'kind = "vqa" for question/answer data)'
-            )
-        if self.kind == "vqa" and self.num_classes is not None:
-            raise ValueError("num_classes applies to classification datasets; remove it for vqa")
-        unknown = sorted(set(self.min_ratings) - set(RATINGS))
-        if unknown:
-            raise ValueError(f"min_ratings: unknown rating(s) {unknown}; known: {list(RATINGS)}")
-        bad = {k: v for k, v in self.min_ratings.items() if not 1 <= v <= 5}
-        if bad:
-            raise ValueError(f"min_ratings: ratings are 1-5, got {bad}")
-        return self
+    metrics: list[str] | None = None
+    """Metrics to report (names from the metric registry); default: the kind's own."""
 
     @property
-    def classes(self) -> int:
-        """num_classes of a classification dataset (0 for vqa: no head classes)."""
-        return self.num_classes or 0
+    def head_classes(self) -> int:
+        """Classes this dataset uses in the shared classification head (0: none)."""
+        return 0
 
 
 class TrainingSpec(_Section):
@@ -245,15 +222,18 @@ class BestSpec(_Section):
     """How the best checkpoint is chosen."""
 
     metric: str = "overall_accuracy"
-    """overall_accuracy, overall_loss, <dataset>_accuracy or <dataset>_loss."""
+    """overall_<metric> (sample-weighted over the datasets that report it) or
+    <dataset>_<metric>, for any metric the datasets declare."""
     mode: Literal["max", "min"] | None = None
-    """Defaults to max for accuracy and min for loss."""
+    """Defaults from the metric's declaration: max when higher is better (accuracy), else min
+    (loss)."""
 
     @property
     def resolved_mode(self) -> Literal["max", "min"]:
-        if self.mode is not None:
-            return self.mode
-        return "min" if self.metric.endswith("_loss") else "max"
+        """The mode (filled in from the metric's declaration when the spec is validated)."""
+        if self.mode is None:
+            raise AssertionError("best.mode is resolved by JobSpec validation")
+        return self.mode
 
 
 class TrackingSpec(_Section):
@@ -274,53 +254,112 @@ class JobSpec(_Section):
     """Parent of run directories; must be shared by all nodes on a cluster."""
     ray_address: str | None = None
     """Ray cluster to join; none starts an embedded Ray in the controller process."""
+    plugins: list[str] = Field(default_factory=list)
+    """Modules that register dataset kinds or metrics, imported by every process of the run
+    before the spec is read (e.g. ["mylab.kinds"]). orch's own kinds need none."""
     model: ModelSpec
-    datasets: dict[str, DatasetSpec]
+    datasets: dict[str, SerializeAsAny[DatasetSpec]]
     training: TrainingSpec
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     best: BestSpec = Field(default_factory=BestSpec)
     tracking: TrackingSpec = Field(default_factory=TrackingSpec)
 
-    @field_validator("datasets")
+    @model_validator(mode="before")
     @classmethod
-    def _dataset_names(cls, v: dict[str, DatasetSpec]) -> dict[str, DatasetSpec]:
-        if not v:
+    def _load_plugins(cls, raw: Any) -> Any:
+        if isinstance(raw, dict):
+            plugins = raw.get("plugins") or []
+            if isinstance(plugins, list) and all(isinstance(p, str) for p in plugins):
+                load_plugins(plugins)
+        return raw
+
+    @field_validator("datasets", mode="wrap")
+    @classmethod
+    def _datasets(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        """Each dataset validated by its kind's section (a union discriminated on ``kind``)."""
+        if not isinstance(value, dict):
+            return handler(value)
+        if not value:
             raise ValueError("at least one [datasets.<name>] table is required")
-        for name in v:
+        for name in value:
             if not DATASET_NAME.match(name):
                 raise ValueError(
                     f"dataset name {name!r} must match {DATASET_NAME.pattern} "
                     "(it becomes a metric name and a file name)"
                 )
-        return v
+        raw = {
+            n: ({"kind": "classification", **d} if isinstance(d, dict) else d)
+            for n, d in value.items()
+        }
+        kinds = known_kinds()
+        for name, d in raw.items():
+            if isinstance(d, dict) and d["kind"] not in kinds:
+                raise ValueError(
+                    f"datasets.{name}.kind: unknown kind {d['kind']!r}; known kinds: "
+                    f'{", ".join(sorted(kinds))} (a plugin\'s kind needs plugins = ["module"])'
+                )
+        sections = tuple(k.spec for k in kinds.values())
+        union = Annotated[Union[sections], Field(discriminator="kind")]  # type: ignore[valid-type]  # noqa: UP007
+        return TypeAdapter(dict[str, SerializeAsAny[union]]).validate_python(raw)
 
     @model_validator(mode="after")
     def _cross_checks(self) -> JobSpec:
-        largest = max(d.classes for d in self.datasets.values())
+        largest = max(d.head_classes for d in self.datasets.values())
         if self.model.num_labels is not None and self.model.num_labels < largest:
-            worst = max(self.datasets, key=lambda n: self.datasets[n].classes)
+            worst = max(self.datasets, key=lambda n: self.datasets[n].head_classes)
             raise ValueError(
                 f"model.num_labels ({self.model.num_labels}) is smaller than "
                 f"datasets.{worst}.num_classes ({largest}); raise num_labels or remove it "
                 "to default to the largest num_classes"
             )
-        metric = self.best.metric
-        allowed = {"overall_accuracy", "overall_loss"} | {
-            f"{n}_{m}" for n in self.datasets for m in ("accuracy", "loss")
-        }
-        if metric not in allowed:
-            raise ValueError(f"best.metric {metric!r} is not one of: {', '.join(sorted(allowed))}")
+        for name, d in self.datasets.items():
+            fields = get_kind(d.kind).record_fields
+            for metric in d.metrics or []:
+                m = get_metric(metric)
+                if not m.needs <= fields:
+                    raise ValueError(
+                        f"datasets.{name}.metrics: {metric} needs sample fields "
+                        f"{sorted(m.needs - fields)} that a {d.kind} dataset does not record "
+                        f"(it records {sorted(fields)})"
+                    )
+        _, metric = self.best_target()
+        if self.best.mode is None:
+            mode = "max" if get_metric(metric).higher_is_better else "min"
+            object.__setattr__(self, "best", self.best.model_copy(update={"mode": mode}))
         return self
+
+    def declared_metrics(self, dataset: str) -> tuple[str, ...]:
+        """The metrics a dataset reports: its own list, or its kind's defaults."""
+        d = self.datasets[dataset]
+        return tuple(d.metrics) if d.metrics is not None else get_kind(d.kind).default_metrics
+
+    def all_metrics(self) -> tuple[str, ...]:
+        """Every metric some dataset reports, in declaration order (the ``overall`` ones)."""
+        seen: dict[str, None] = {}
+        for name in self.datasets:
+            seen.update(dict.fromkeys(self.declared_metrics(name)))
+        return tuple(seen)
+
+    def best_target(self) -> tuple[str, str]:
+        """best.metric as (scope, metric): scope is ``overall`` or a dataset name."""
+        allowed = {f"overall_{m}": ("overall", m) for m in self.all_metrics()}
+        for name in self.datasets:
+            allowed |= {f"{name}_{m}": (name, m) for m in self.declared_metrics(name)}
+        if self.best.metric not in allowed:
+            raise ValueError(
+                f"best.metric {self.best.metric!r} is not one of: {', '.join(sorted(allowed))} "
+                "(overall_<metric> or <dataset>_<metric>, for the metrics the datasets report)"
+            )
+        return allowed[self.best.metric]
 
     @property
     def num_labels(self) -> int:
         if self.model.num_labels is not None:
             return self.model.num_labels
-        return max(1, max(d.classes for d in self.datasets.values()))
+        return max(1, max(d.head_classes for d in self.datasets.values()))
 
-    @property
-    def vqa_datasets(self) -> list[str]:
-        return sorted(n for n, d in self.datasets.items() if d.kind == "vqa")
+    def datasets_of_kind(self, kind: str) -> list[str]:
+        return sorted(n for n, d in self.datasets.items() if d.kind == kind)
 
     def to_toml_dict(self) -> dict[str, Any]:
         """The resolved spec as plain TOML/JSON-able values (paths as strings, no nulls)."""
@@ -351,6 +390,13 @@ def load_spec(path: Path | str, overrides: list[str] | None = None) -> JobSpec:
         apply_override(raw, item)
     spec = validate_spec(raw, source=str(path), text=text)
     return resolve_paths(spec, Path.cwd())
+
+
+def read_resolved_spec(path: Path) -> JobSpec:
+    """A resolved spec as the run directory keeps it (spec.json), plugins loaded first."""
+    raw = json.loads(path.read_text())
+    load_plugins(raw.get("plugins") or [])
+    return JobSpec.model_validate(raw)
 
 
 def apply_override(raw: dict[str, Any], item: str) -> None:
@@ -388,17 +434,7 @@ def resolve_paths(spec: JobSpec, base: Path) -> JobSpec:
     def fix(p: Path) -> Path:
         return p if p.is_absolute() else (base / p).resolve()
 
-    datasets = {
-        n: d.model_copy(
-            update={
-                "train": fix(d.train),
-                "eval": fix(d.eval),
-                "labels": fix(d.labels) if d.labels else None,
-                "image_roots": [fix(r) for r in d.image_roots],
-            }
-        )
-        for n, d in spec.datasets.items()
-    }
+    datasets = {n: d.model_copy(update=_fixed_paths(d, fix)) for n, d in spec.datasets.items()}
     return spec.model_copy(
         update={
             "runs_dir": fix(spec.runs_dir),
@@ -416,18 +452,48 @@ def resolve_paths(spec: JobSpec, base: Path) -> JobSpec:
     )
 
 
+def _fixed_paths(section: BaseModel, fix: Any) -> dict[str, Any]:
+    """Every Path-valued field of a section (a Path, a list of them, or None) made absolute."""
+    out: dict[str, Any] = {}
+    for key in type(section).model_fields:
+        value = getattr(section, key)
+        if isinstance(value, Path):
+            out[key] = fix(value)
+        elif isinstance(value, list) and value and all(isinstance(v, Path) for v in value):
+            out[key] = [fix(v) for v in value]
+    return out
+
+
 def _describe(err: Any, raw: dict[str, Any], source: str, lines: dict[str, int]) -> str:
     loc = [str(p) for p in err["loc"]]
+    if len(loc) > 3 and loc[0] == "datasets":
+        # The discriminated union puts the kind in the location: datasets.x.vqa.key
+        raw_ds = (raw.get("datasets") or {}).get(loc[1])
+        if isinstance(raw_ds, dict) and loc[2] == raw_ds.get("kind", "classification"):
+            loc = loc[:2] + loc[3:]
     dotted = ".".join(loc) if loc else "(top level)"
-    where = f"{source}:{lines[dotted]}: " if dotted in lines else ""
+    # The key's own line, else its table's (a missing key has no line of its own).
+    line = next((lines[k] for k in _prefixes(loc) if k in lines), None)
+    where = f"{source}:{line}: " if line is not None else ""
     if err["type"] == "extra_forbidden":
-        known = _known_keys(loc[:-1])
+        known = _known_keys(loc[:-1], raw)
+        other = _other_kinds_key(loc, raw)
+        if other:
+            return f"  {where}{dotted}: unknown key for this dataset's kind; {other}"
         hint = difflib.get_close_matches(loc[-1], known, n=1, cutoff=0.5)
         prefix = ".".join(loc[:-1])
         suggestion = f"; did you mean {prefix + '.' if prefix else ''}{hint[0]}?" if hint else ""
         choices = f" (known keys: {', '.join(sorted(known))})" if known and not hint else ""
         return f"  {where}{dotted}: unknown key{suggestion}{choices}"
     if err["type"] == "missing":
+        if len(loc) == 3 and loc[0] == "datasets":
+            raw_ds = (raw.get("datasets") or {}).get(loc[1])
+            kind = raw_ds.get("kind", "classification") if isinstance(raw_ds, dict) else "?"
+            others = sorted(k for k in known_kinds() if k != kind)
+            return (
+                f"  {where}{dotted}: required key is missing for a {kind} dataset (set it, or "
+                f"kind = one of {others} for another kind of data)"
+            )
         return f"  {where}{dotted}: required key is missing"
     value = err.get("input")
     shown = f" (got {value!r})" if not isinstance(value, dict) else ""
@@ -435,8 +501,29 @@ def _describe(err: Any, raw: dict[str, Any], source: str, lines: dict[str, int])
     return f"  {where}{dotted}: {msg}{shown}"
 
 
-def _known_keys(loc: list[str]) -> list[str]:
-    """Field names of the section at ``loc`` (a dotted path into JobSpec)."""
+def _prefixes(loc: list[str]) -> list[str]:
+    """datasets.a.num_classes, datasets.a, datasets: the dotted key, then its tables."""
+    return [".".join(loc[:i]) for i in range(len(loc), 0, -1)]
+
+
+def _other_kinds_key(loc: list[str], raw: dict[str, Any]) -> str:
+    """For a dataset key that belongs to other kinds: which ones (else "")."""
+    if len(loc) != 3 or loc[0] != "datasets":
+        return ""
+    raw_ds = (raw.get("datasets") or {}).get(loc[1])
+    kind = raw_ds.get("kind", "classification") if isinstance(raw_ds, dict) else "?"
+    owners = sorted(n for n, k in known_kinds().items() if loc[2] in k.spec.model_fields)
+    if not owners:
+        return ""
+    return (
+        f"{loc[2]} is a key of {' and '.join(owners)} datasets, and this one is "
+        f"kind = {kind!r} (remove the key, or set the kind it belongs to)"
+    )
+
+
+def _known_keys(loc: list[str], raw: dict[str, Any]) -> list[str]:
+    """Field names of the section at ``loc`` (a dotted path into JobSpec); a dataset's section
+    is its kind's."""
     model: type[BaseModel] = JobSpec
     i = 0
     while i < len(loc):
@@ -445,7 +532,11 @@ def _known_keys(loc: list[str]) -> list[str]:
             return []
         ann = field.annotation
         if loc[i] == "datasets":
-            model, i = DatasetSpec, i + 2  # skip the dataset name
+            raw_ds = (raw.get("datasets") or {}).get(loc[i + 1]) if i + 1 < len(loc) else None
+            kind = raw_ds.get("kind", "classification") if isinstance(raw_ds, dict) else None
+            kinds = known_kinds()
+            model = kinds[kind].spec if kind in kinds else DatasetSpec
+            i += 2  # skip the dataset name
             continue
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             model = ann

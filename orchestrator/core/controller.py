@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from orchestrator.contract import checkpoint as ckpt
 from orchestrator.contract.atomic import atomic_write_json
-from orchestrator.contract.evalpart import EvalJob
+from orchestrator.contract.evalpart import EvalJob, EvalPart, eval_part
 from orchestrator.contract.layout import RunDir, read_json_or_none
 from orchestrator.contract.spec import JobSpec
 from orchestrator.core.decide import (
@@ -92,34 +92,19 @@ def build_eval_job(
     out: Path,
     backend: str,
     attempt: int = 1,
-) -> EvalJob:
+) -> EvalPart:
     """The eval part for one (checkpoint, dataset): eval_ratio of the set, or all of it."""
-    ds, m = spec.datasets[dataset], spec.model
-    return EvalJob(
+    target = ckpt.checkpoint_dir(rundir.checkpoints, step)
+    return eval_part(
+        spec,
+        dataset,
         step=step,
-        dataset=dataset,
-        checkpoint=str(ckpt.checkpoint_dir(rundir.checkpoints, step) / ckpt.HF_DIR),
-        manifest=str(ds.eval),
-        num_classes=ds.classes,
-        eval_ratio=1.0 if full else ds.eval_ratio,
-        partial=not full,
-        seed=spec.training.seed,
-        batch_size=spec.evaluation.batch_size,
-        prompt=m.prompt,
-        min_pixels=m.min_pixels,
-        max_pixels=m.max_pixels,
-        attn_implementation=m.attn_implementation,
+        checkpoint=str(target / ckpt.HF_DIR),
+        full=full,
         out=str(out),
         backend=backend,
         attempt=attempt,
-        kind=ds.kind,
-        image_roots=[str(r) for r in ds.image_roots],
-        min_ratings=dict(ds.min_ratings),
-        max_image_side=ds.max_image_side,
-        min_image_side=ds.min_image_side,
-        tile_size=ds.tile_size,
-        max_tiles=ds.max_tiles,
-        max_new_tokens=ds.max_new_tokens,
+        checkpoint_digest=ckpt.recorded_digest(target),
     )
 
 
@@ -384,19 +369,32 @@ class Controller:
 
     def _merge_step(self, step: int) -> None:
         parts, failed = self._parts(step)
-        merged = merge_parts(step, parts, self.spec.datasets, partial=True, failed=failed)
+        merged = merge_parts(
+            step,
+            parts,
+            self.spec.datasets,
+            partial=True,
+            failed=failed,
+            metrics=self.spec.all_metrics(),
+        )
         atomic_write_json(self.rundir.merged(step), merged)
         self.merged[step] = merged
         best = self._publish_step(step)
-        acc = merged["overall"]["accuracy"]
         logger.info(
-            "step %d merged: overall accuracy %.4f on %d samples%s; best step %s",
+            "step %d merged: %s on %d samples%s; best step %s",
             step,
-            acc,
+            self._headline(merged, "overall"),
             merged["overall"]["n"],
             f", missing {sorted(merged['missing'])}" if merged["missing"] else "",
             best.step if best else "none",
         )
+
+    def _headline(self, merged: dict[str, Any], scope: str) -> str:
+        """The best-metric's value for a log line (e.g. "overall accuracy 0.9120")."""
+        _, metric = self.spec.best_target()
+        value = (merged["overall"] if scope == "overall" else merged["datasets"][scope]).get(metric)
+        shown = "n/a" if value is None else f"{value:.4f}"
+        return f"{scope} {metric} {shown}"
 
     def _publish_step(self, step: int) -> Best | None:
         """Merged file first, then the tracker, then the published record (saved at the end of
@@ -441,20 +439,32 @@ class Controller:
 
     def _merge_final(self, eval_step: int) -> None:
         parts, failed = self._parts(None)
-        merged = merge_parts(eval_step, parts, self.spec.datasets, partial=False, failed=failed)
+        merged = merge_parts(
+            eval_step,
+            parts,
+            self.spec.datasets,
+            partial=False,
+            failed=failed,
+            metrics=self.spec.all_metrics(),
+        )
         atomic_write_json(self.rundir.final, merged)
         self._publish_final(merged)
         logger.info(
-            "final full eval of step %d: overall accuracy %.4f on %d samples (%s)",
+            "final full eval of step %d: %s on %d samples (%s)",
             eval_step,
-            merged["overall"]["accuracy"],
+            self._headline(merged, "overall"),
             merged["overall"]["n"],
-            ", ".join(f"{d} {v['accuracy']:.4f}" for d, v in merged["datasets"].items()),
+            ", ".join(self._headline(merged, d) for d in merged["datasets"]),
         )
 
     def _best(self) -> Best | None:
+        scope, metric = self.spec.best_target()
         return choose_best(
-            self.merged.values(), self.spec.best.metric, self.spec.best.resolved_mode
+            self.merged.values(),
+            scope,
+            metric,
+            self.spec.best.resolved_mode,
+            name=self.spec.best.metric,
         )
 
     def _publish_train_metrics(self) -> None:

@@ -1,29 +1,22 @@
-"""Result schema, merging and best-checkpoint choice: pure functions over values.
+"""Merging eval parts and choosing the best checkpoint: pure functions over values.
 
 A *part* is what one eval job writes for one (step, dataset). A *merged step* combines the parts
-of one step; the overall loss is the n-weighted mean of the dataset losses and the overall
-accuracy is total correct over total n (each evaluated sample counts once).
+of one step: every metric a part reports is kept per dataset, and ``overall`` holds each metric
+combined over the datasets that report it, weighted by their sample counts (each evaluated
+sample counts once). Nothing here names a metric: they come from the parts (and the registry,
+through the spec, for the direction of ``best.metric``).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from typing import Any, Literal
 
-SCHEMA_VERSION = 1
+from orchestrator.contract.metrics import MetricValue, combine
+from orchestrator.contract.records import BestRecord, MergedStep, PartRecord, Scores
 
-
-@dataclass(frozen=True)
-class Best:
-    step: int
-    metric: str
-    value: float
-    mode: Literal["max", "min"]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"step": self.step, "metric": self.metric, "value": self.value, "mode": self.mode}
+Best = BestRecord
 
 
 def merge_parts(
@@ -33,79 +26,74 @@ def merge_parts(
     *,
     partial: bool,
     failed: Mapping[str, str] | None = None,
+    metrics: Iterable[str] = (),
 ) -> dict[str, Any]:
     """Merge the result parts of one step into one record (inputs are not modified).
 
     ``expected`` lists every dataset that should have a part; the ones without a part are listed
     under ``missing`` (with the failure reason when one is known) rather than silently dropped.
+    ``metrics`` (the spec's declared metrics) are in ``overall`` even when no part reported
+    them (as NaN: a metric over nothing is undefined, never 0).
     """
-    datasets: dict[str, dict[str, Any]] = {}
+    datasets: dict[str, Scores] = {}
     for name in sorted(parts):
-        part = parts[name]
-        if part.get("step") != step:
-            raise ValueError(f"part {name} is for step {part.get('step')}, not {step}")
-        m = part["metrics"]
-        datasets[name] = {
-            "loss": float(m["loss"]),
-            "accuracy": float(m["accuracy"]),
-            "n": int(part["n"]),
-            "correct": int(part["correct"]),
-        }
+        part = PartRecord.from_json(parts[name], name)
+        if part.step != step:
+            raise ValueError(f"part {name} is for step {part.step}, not {step}")
+        datasets[name] = part.scores
     missing = {n: (failed or {}).get(n, "no result") for n in expected if n not in parts}
-    return {
-        "schema": SCHEMA_VERSION,
-        "step": step,
-        "partial": partial,
-        "datasets": datasets,
-        "overall": overall(datasets.values()),
-        "missing": missing,
-    }
+    merged = MergedStep(step, partial, datasets, overall(datasets.values(), metrics), missing)
+    return merged.to_json()
 
 
-def overall(datasets: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+def overall(datasets: Iterable[Scores], metrics: Iterable[str] = ()) -> Scores:
+    """Each metric over the datasets that report it, weighted by their sample counts."""
     rows = list(datasets)
-    n = sum(int(r["n"]) for r in rows)
-    if n == 0:
-        return {"loss": math.nan, "accuracy": math.nan, "n": 0, "correct": 0}
-    correct = sum(int(r["correct"]) for r in rows)
-    loss = sum(float(r["loss"]) * int(r["n"]) for r in rows) / n
-    return {"loss": loss, "accuracy": correct / n, "n": n, "correct": correct}
-
-
-def metric_value(merged: Mapping[str, Any], metric: str) -> float | None:
-    """Look up ``overall_accuracy`` or ``<dataset>_loss`` in a merged record (None if absent)."""
-    scope, _, name = metric.rpartition("_")
-    block = merged["overall"] if scope == "overall" else merged["datasets"].get(scope)
-    if block is None or name not in block:
-        return None
-    value = float(block[name])
-    return None if math.isnan(value) else value
+    names: dict[str, None] = dict.fromkeys(metrics)
+    for r in rows:
+        names.update(dict.fromkeys(r.values))
+    values: dict[str, float] = {}
+    stderr: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for m in names:
+        c = combine(
+            MetricValue(r.values[m], r.stderr.get(m, math.nan), r.n) for r in rows if m in r.values
+        )
+        values[m], stderr[m], counts[m] = c.value, c.stderr, c.n
+    return Scores(sum(r.n for r in rows), values, stderr, counts)
 
 
 def choose_best(
-    merged_steps: Iterable[Mapping[str, Any]], metric: str, mode: Literal["max", "min"]
+    merged_steps: Iterable[Mapping[str, Any]],
+    scope: str,
+    metric: str,
+    mode: Literal["max", "min"],
+    name: str | None = None,
 ) -> Best | None:
-    """The step with the best metric; on a tie the earlier step wins. Incomplete steps
-    (with missing datasets) are not eligible, since their overall numbers cover less data."""
+    """The step with the best ``scope``'s ``metric``; on a tie the earlier step wins. Incomplete
+    steps (with missing datasets) are not eligible, since their overall numbers cover less data.
+    ``name`` is how best.metric spells it (default ``<scope>_<metric>``)."""
     best: Best | None = None
     for rec in sorted(merged_steps, key=lambda r: int(r["step"])):
         if rec.get("missing"):
             continue
-        value = metric_value(rec, metric)
+        value = MergedStep.from_json(rec).value(scope, metric)
         if value is None:
             continue
         better = best is None or (value > best.value if mode == "max" else value < best.value)
         if better:
-            best = Best(step=int(rec["step"]), metric=metric, value=value, mode=mode)
+            best = Best(int(rec["step"]), name or f"{scope}_{metric}", value, mode)
     return best
 
 
 def flat_metrics(merged: Mapping[str, Any]) -> dict[str, float]:
-    """Tracker keys for a merged record: overall/accuracy, digits/loss, digits/n, ..."""
+    """Tracker keys for a merged record: overall/accuracy, digits/loss, digits/n, ... for every
+    metric the record holds."""
+    rec = MergedStep.from_json(merged)
     out: dict[str, float] = {}
-    for scope, block in [("overall", merged["overall"]), *merged["datasets"].items()]:
-        for key in ("loss", "accuracy", "n"):
-            value = block.get(key)
-            if value is not None and not (isinstance(value, float) and math.isnan(value)):
-                out[f"{scope}/{key}"] = float(value)
+    for scope, block in [("overall", rec.overall), *rec.datasets.items()]:
+        for key, value in block.values.items():
+            if not math.isnan(value):
+                out[f"{scope}/{key}"] = value
+        out[f"{scope}/n"] = float(block.n)
     return out

@@ -73,7 +73,9 @@ def evaluate_on_demand(
                 failed[name] = getattr(outcome, "reason", type(outcome).__name__)
                 logger.error("eval of %s failed: %s", name, failed[name])
         time.sleep(0.2)
-    merged = merge_parts(step, parts, datasets, partial=not full, failed=failed)
+    merged = merge_parts(
+        step, parts, datasets, partial=not full, failed=failed, metrics=spec.all_metrics()
+    )
     atomic_write_json(folder.with_suffix(".json"), merged)
     logger.info("wrote %s", folder.with_suffix(".json"))
     return merged

@@ -1,9 +1,12 @@
-"""`orch results --plot`: per-dataset curves over steps, as a PNG (no tracker needed)."""
+"""`orch results --plot`: per-dataset curves over steps, one panel per overall metric, as a
+PNG (no tracker needed). The metrics come from the records, not from this file."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+MAX_PANELS = 4
 
 
 def plot_results(results: dict[str, Any], out: Path) -> Path:
@@ -12,37 +15,41 @@ def plot_results(results: dict[str, Any], out: Path) -> Path:
     matplotlib.use("Agg")  # files only; never a display
     import matplotlib.pyplot as plt
 
+    from orchestrator.views.results import _columns
+
     steps = results["steps"]
+    _, metrics = _columns(results)
+    metrics = metrics[:MAX_PANELS] or ["loss"]
     names = sorted({d for s in steps for d in s["datasets"]})
-    fig, (acc_ax, loss_ax) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for name in [*names, "overall"]:
-        xs, acc, loss = [], [], []
-        for s in steps:
-            block = s["overall"] if name == "overall" else s["datasets"].get(name)
-            if block is not None:
-                xs.append(s["step"])
-                acc.append(block["accuracy"])
-                loss.append(block["loss"])
-        style = {"linewidth": 2.5, "color": "black"} if name == "overall" else {"marker": "o"}
-        acc_ax.plot(xs, acc, label=name, **style)
-        loss_ax.plot(xs, loss, label=name, **style)
-    if results["best"]:
-        for ax in (acc_ax, loss_ax):
-            ax.axvline(results["best"]["step"], linestyle="--", color="grey", label="best")
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4.2), squeeze=False)
+    best = results["best"]["step"] if results["best"] else None
     final = results["final"]
-    if final:
-        acc_ax.scatter(
-            [final["step"]],
-            [final["overall"]["accuracy"]],
-            marker="*",
-            s=200,
-            color="red",
-            zorder=5,
-            label="final (full eval)",
-        )
-    acc_ax.set(title="eval accuracy", xlabel="training step", ylim=(0, 1.02))
-    loss_ax.set(title="eval loss", xlabel="training step")
-    acc_ax.legend(fontsize=8)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for name in [*names, "overall"]:
+            xs, ys = [], []
+            for s in steps:
+                block = s["overall"] if name == "overall" else s["datasets"].get(name)
+                if block is not None and metric in block:
+                    xs.append(s["step"])
+                    ys.append(block[metric])
+            if not xs:
+                continue
+            style = {"linewidth": 2.5, "color": "black"} if name == "overall" else {"marker": "o"}
+            ax.plot(xs, ys, label=name, **style)
+        if best is not None:
+            ax.axvline(best, linestyle="--", color="grey", label="best")
+        if final and metric in final["overall"]:
+            ax.scatter(
+                [final["step"]],
+                [final["overall"][metric]],
+                marker="*",
+                s=200,
+                color="red",
+                zorder=5,
+                label="final (full eval)",
+            )
+        ax.set(title=f"eval {metric}", xlabel="training step")
+        ax.legend(fontsize=8)
     fig.suptitle(results["run"])
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)

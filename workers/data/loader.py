@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from workers.data.mixture import MixturePosition, MixtureSampler, rank_slice
 from workers.data.microbatch import Batcher, StepBatch
+from workers.data.mixture import MixturePosition, MixtureSampler, rank_slice
 
 
 @dataclass(frozen=True)

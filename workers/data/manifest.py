@@ -57,6 +57,35 @@ def iter_rows(path: Path, batch_rows: int = 8192) -> Iterator[tuple[int, Any]]:
                 yield lineno, Malformed(f"malformed JSON ({e.msg})")
 
 
+def _check_row(
+    row: Any, where: str, dataset: str, num_classes: int, configured: Sequence[str]
+) -> dict[str, Any] | str:
+    """The row when it is a valid classification row of ``dataset``, else the problem."""
+    if isinstance(row, Malformed):
+        return f"{where}: {row.message}"
+    if not isinstance(row, dict):
+        return f"{where}: expected a JSON object"
+    missing = [k for k in REQUIRED if k not in row]
+    if missing:
+        return f"{where}: missing field(s) {', '.join(missing)}"
+    label = row["label"]
+    if isinstance(label, bool) or not isinstance(label, int):
+        return f"{where}: label must be an integer, got {label!r}"
+    if not 0 <= label < num_classes:
+        return f"{where}: label {label} outside [0, {num_classes}) of dataset {dataset}"
+    if configured and row["dataset_name"] not in configured:
+        return (
+            f"{where}: unknown dataset {row['dataset_name']!r} (configured datasets: "
+            f"{', '.join(sorted(configured))})"
+        )
+    if row["dataset_name"] != dataset:
+        return (
+            f"{where}: dataset_name {row['dataset_name']!r} but the manifest is "
+            f"configured as datasets.{dataset}"
+        )
+    return row
+
+
 def read_manifest(
     path: Path,
     dataset: str,
@@ -73,47 +102,19 @@ def read_manifest(
     problems: list[str] = []
     seen: dict[str, int] = {}
     for lineno, row in iter_rows(path):
-        where = f"{path}:{lineno}"
-        if isinstance(row, Malformed):
-            problems.append(f"{where}: {row.message}")
+        checked = _check_row(row, f"{path}:{lineno}", dataset, num_classes, configured)
+        if isinstance(checked, str):
+            problems.append(checked)
             continue
-        if not isinstance(row, dict):
-            problems.append(f"{where}: expected a JSON object")
-            continue
-        missing = [k for k in REQUIRED if k not in row]
-        if missing:
-            problems.append(f"{where}: missing field(s) {', '.join(missing)}")
-            continue
-        label = row["label"]
-        if isinstance(label, bool) or not isinstance(label, int):
-            problems.append(f"{where}: label must be an integer, got {label!r}")
-            continue
-        if not 0 <= label < num_classes:
-            problems.append(
-                f"{where}: label {label} outside [0, {num_classes}) of dataset {dataset}"
-            )
-            continue
-        if configured and row["dataset_name"] not in configured:
-            problems.append(
-                f"{where}: unknown dataset {row['dataset_name']!r} (configured datasets: "
-                f"{', '.join(sorted(configured))})"
-            )
-            continue
-        if row["dataset_name"] != dataset:
-            problems.append(
-                f"{where}: dataset_name {row['dataset_name']!r} but the manifest is "
-                f"configured as datasets.{dataset}"
-            )
-            continue
-        image = Path(row["image_path"])
+        image = Path(checked["image_path"])
         if not image.is_absolute():
             image = (path.parent / image).resolve()
-        sid = str(row.get("id", f"{dataset}:{path.name}:{lineno}"))
+        sid = str(checked.get("id", f"{dataset}:{path.name}:{lineno}"))
         if sid in seen:
-            problems.append(f"{where}: duplicate id {sid!r} (first on line {seen[sid]})")
+            problems.append(f"{path}:{lineno}: duplicate id {sid!r} (first on line {seen[sid]})")
             continue
         seen[sid] = lineno
-        samples.append(Sample(sid, image, label, dataset, lineno))
+        samples.append(Sample(sid, image, int(checked["label"]), dataset, lineno))
     if problems:
         shown = "\n  ".join(problems[:max_errors])
         more = (

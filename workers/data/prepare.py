@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from orchestrator.contract.errors import DataError
 from orchestrator.contract.atomic import atomic_write_text
+from orchestrator.contract.errors import DataError
 
 logger = logging.getLogger("orch.prepare")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}

@@ -496,7 +496,7 @@ def pack(
     )
 
 
-def first_fit_rows(
+def best_fit_rows(
     lengths: Sequence[int], images: Sequence[int], max_tokens: int, max_images: int
 ) -> list[list[int]]:
     """Pack one micro-batch's samples into rows with orch's packer (workers/data/packing.py),

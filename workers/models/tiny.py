@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ SPECIAL_TOKENS = (
 )
 # A small English vocabulary: prompts, digit and texture names, chat roles. Unknown words map
 # to [UNK]; the classifier only needs the image tokens and a fixed prompt.
-WORDS = (
+WORDS = (  # noqa: SIM905  (a sentence of words reads better than a list literal)
     "[UNK] what is in the image ? this a an of which class digit texture face not "
     "zero one two three four five six seven eight nine yes no user assistant system "
     "you are helpful picture photo shows answer with word number . , : "
@@ -83,8 +84,30 @@ def build_tiny(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ids = build_tokenizer(out_dir)
-    heads = 4
     patch = 16 if family == "qwen3-vl" else 14
+    config = tiny_config(family, ids, hidden, patch)
+    torch.manual_seed(seed)
+    model = AutoModelForImageTextToText.from_config(config)
+    model.save_pretrained(out_dir)
+    side = 4 * patch  # 4x4 patches, 2x2 tokens after merging
+    Qwen2VLImageProcessorPil(
+        patch_size=patch,
+        temporal_patch_size=2,
+        merge_size=2,
+        min_pixels=side * side,
+        max_pixels=side * side,
+    ).save_pretrained(out_dir)
+    n_params = sum(p.numel() for p in model.parameters())
+    (out_dir / "orch_model.json").write_text(
+        json.dumps({"kind": f"tiny-{family}", "seed": seed, "parameters": n_params}, indent=2)
+    )
+    logger.info("wrote tiny %s (%d parameters) to %s", family, n_params, out_dir)
+    return out_dir
+
+
+def tiny_config(family: str, ids: dict[str, int], hidden: int, patch: int) -> Any:
+    """The family's config class with 2 text layers of ``hidden`` and a 2-block vision tower."""
+    heads = 4
     rope: dict[str, object] = {
         "rope_type": "default",
         "rope_theta": 10000.0,
@@ -93,7 +116,7 @@ def build_tiny(
     }
     if family == "qwen3-vl":
         rope["mrope_interleaved"] = True
-    text = {
+    text: dict[str, object] = {
         "vocab_size": ids["vocab_size"],
         "hidden_size": hidden,
         "intermediate_size": hidden * 2,
@@ -138,7 +161,7 @@ def build_tiny(
             "num_position_embeddings": 64,
             "deepstack_visual_indexes": [0],
         }
-    config = Config(
+    return Config(
         text_config=text,
         vision_config=vision,
         image_token_id=ids["<|image_pad|>"],
@@ -147,23 +170,6 @@ def build_tiny(
         vision_end_token_id=ids["<|vision_end|>"],
         tie_word_embeddings=True,
     )
-    torch.manual_seed(seed)
-    model = AutoModelForImageTextToText.from_config(config)
-    model.save_pretrained(out_dir)
-    side = 4 * patch  # 4x4 patches, 2x2 tokens after merging
-    Qwen2VLImageProcessorPil(
-        patch_size=patch,
-        temporal_patch_size=2,
-        merge_size=2,
-        min_pixels=side * side,
-        max_pixels=side * side,
-    ).save_pretrained(out_dir)
-    n_params = sum(p.numel() for p in model.parameters())
-    (out_dir / "orch_model.json").write_text(
-        json.dumps({"kind": f"tiny-{family}", "seed": seed, "parameters": n_params}, indent=2)
-    )
-    logger.info("wrote tiny %s (%d parameters) to %s", family, n_params, out_dir)
-    return out_dir
 
 
 def build_tiny_qwen2_5_vl(out_dir: Path, *, seed: int = 0, hidden: int = 64) -> Path:

@@ -1,0 +1,235 @@
+"""VQA and instruction data: images plus user/assistant turns, next-token loss on the answers,
+greedy answers scored when evaluating.
+
+Rows: ``{"id", "dataset_name", "images", "texts": [{"user", "assistant", "ratings"?}]}``
+(FineVision's shape, workers/data/vqa). Per-sample eval records: ``id, prediction, reference,
+references, correct (exact match), loss``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import Field, field_validator
+
+from orchestrator.contract.evalpart import EvalPart
+from orchestrator.contract.kinds import EvalOutput, Finding, Split
+from orchestrator.contract.spec import DatasetSpec, JobSpec
+
+if TYPE_CHECKING:
+    import torch
+
+    from workers.data.vqa import ImageConfig, PackedBatch, VQAEncoder, VQASample
+
+RATINGS = ("relevance", "image_correspondence", "visual_dependency", "formatting")
+
+
+class VQASpec(DatasetSpec):
+    """A VQA / instruction dataset of the mix (generative: loss on the answer tokens)."""
+
+    kind: Literal["vqa"] = "vqa"
+    min_ratings: dict[str, int] = Field(default_factory=dict)
+    """Drop turns whose quality rating is below these minimums (keys: relevance,
+    image_correspondence, visual_dependency, formatting; 1-5). Counted and logged, never silent;
+    a turn without that rating is kept."""
+    max_image_side: int = Field(default=448, ge=28)
+    """Images are resized keeping the aspect ratio so the long side is at most this, both sides a
+    multiple of the patch size times the merge size."""
+    min_image_side: int = Field(default=0, ge=0)
+    """Smaller images are upscaled (aspect ratio kept) until the short side reaches this."""
+    tile_size: int | None = Field(default=None, ge=28)
+    """Split each image into tiles of this side plus one global view (none: no split)."""
+    max_tiles: int = Field(default=4, ge=1)
+    """At most this many tiles per image (the image is scaled down to fit)."""
+    max_new_tokens: int = Field(default=16, ge=1)
+    """Tokens generated per answer when evaluating."""
+
+    @field_validator("min_ratings")
+    @classmethod
+    def _ratings(cls, v: dict[str, int]) -> dict[str, int]:
+        unknown = sorted(set(v) - set(RATINGS))
+        if unknown:
+            raise ValueError(f"unknown rating(s) {unknown}; known: {list(RATINGS)}")
+        bad = {k: r for k, r in v.items() if not 1 <= r <= 5}
+        if bad:
+            raise ValueError(f"ratings are 1-5, got {bad}")
+        return v
+
+    def image_config(self) -> ImageConfig:
+        from workers.data.vqa import ImageConfig
+
+        return ImageConfig(self.max_image_side, self.min_image_side, self.tile_size, self.max_tiles)
+
+
+@dataclass
+class VQACollator:
+    """(dataset, VQASample) picks -> one PackedBatch (rows of at most pack_max_tokens)."""
+
+    spec: JobSpec
+    _encoder: VQAEncoder | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return self.__dict__ | {"_encoder": None}
+
+    @property
+    def encoder(self) -> VQAEncoder:
+        from workers.data.vqa import VQAEncoder
+
+        if self._encoder is None:
+            self._encoder = VQAEncoder(Path(self.spec.model.path))
+        return self._encoder
+
+    def __call__(self, picks: Sequence[tuple[str, Any]]) -> PackedBatch:
+        from workers.data.vqa import best_fit_rows, pack
+
+        enc, tr = self.encoder, self.spec.training
+        encoded = [enc.encode(s, _section(self.spec.datasets[n]).image_config()) for n, s in picks]
+        rows = best_fit_rows(
+            [e.n_tokens for e in encoded],
+            [e.n_images for e in encoded],
+            tr.pack_max_tokens,
+            tr.pack_max_images,
+        )
+        return pack(encoded, rows, enc.image_token_id, enc.merge, enc.pad_id)
+
+
+def _section(ds: DatasetSpec) -> VQASpec:
+    assert isinstance(ds, VQASpec)
+    return ds
+
+
+class VQAKind:
+    name = "vqa"
+    spec: type[DatasetSpec] = VQASpec
+    default_metrics: tuple[str, ...] = ("accuracy", "exact_match", "loss")
+    record_fields = frozenset({"id", "prediction", "reference", "references", "correct", "loss"})
+
+    def read(
+        self, name: str, ds: DatasetSpec, split: Split, configured: Sequence[str] = ()
+    ) -> list[VQASample]:
+        from workers.data.vqa import read_vqa_manifest
+
+        v = _section(ds)
+        path = v.train if split == "train" else v.eval
+        return read_vqa_manifest(path, name, v.image_roots, v.min_ratings)[0]
+
+    def images(self, row: VQASample) -> list[tuple[int, Path]]:
+        return [(row.line, p) for p in row.images]
+
+    def eval_subset(self, rows: Sequence[VQASample], ratio: float, seed: int) -> list[VQASample]:
+        """Seeded subset, stratified by reference answer."""
+        from workers.data.subset import stratified
+
+        return stratified(rows, ratio, seed, key=lambda s: s.turns[-1].assistant.strip().lower())
+
+    def collator(self, spec: JobSpec) -> VQACollator:
+        return VQACollator(spec)
+
+    def forward(
+        self, engine: Any, batch: PackedBatch, device: Any, dtype: Any, attn: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        from workers.data.vqa import per_sample_loss
+
+        targets = batch.targets.to(device)
+        logits = engine(**batch.model_inputs(device, dtype, attn), targets=targets)
+        return per_sample_loss(logits, targets, batch.segments.to(device), batch.n_samples)
+
+    def evaluate(
+        self, part: EvalPart, model: Any, rows: Sequence[VQASample], device: Any
+    ) -> EvalOutput:
+        """Greedy answers scored against the reference, and the teacher-forced loss of the
+        reference answers."""
+        from workers.data.vqa import VQAEncoder, pack, per_sample_loss
+        from workers.evaluate import dtype_for, generate_answers
+
+        ds = _section(part.dataset_section())
+        encoder, cfg = VQAEncoder(Path(part.checkpoint)), ds.image_config()
+        attn = str(model.hf_config._attn_implementation)
+        dtype = dtype_for(device)
+        records: list[dict[str, Any]] = []
+        for start in range(0, len(rows), part.batch_size):
+            chunk = rows[start : start + part.batch_size]
+            prompts = [encoder.encode_prompt(s, cfg) for s in chunk]
+            answers = generate_answers(model, encoder, prompts, ds.max_new_tokens, device)
+            full = [encoder.encode(s, cfg) for s in chunk]
+            packed = pack(
+                full,
+                [[i] for i in range(len(full))],
+                encoder.image_token_id,
+                encoder.merge,
+                encoder.pad_id,
+            )
+            targets = packed.targets.to(device)
+            logits = model(**packed.model_inputs(device, dtype, attn), targets=targets)
+            loss, _ = per_sample_loss(logits, targets, packed.segments.to(device), len(full))
+            for s, pred, sample_loss in zip(chunk, answers, loss.tolist(), strict=True):
+                ref = s.turns[-1].assistant
+                records.append(
+                    {
+                        "id": s.id,
+                        "prediction": pred,
+                        "reference": ref,
+                        "references": [ref],
+                        "correct": float(pred.strip().lower() == ref.strip().lower()),
+                        "loss": float(sample_loss),
+                    }
+                )
+        by_answer: dict[str, list[float]] = {}
+        for r in records:
+            by_answer.setdefault(str(r["reference"]).strip().lower(), []).append(r["correct"])
+        return EvalOutput(
+            records,
+            breakdowns={
+                "per_answer_exact_match": {a: sum(v) / len(v) for a, v in sorted(by_answer.items())}
+            },
+            examples=[{k: r[k] for k in ("id", "prediction", "reference")} for r in records[:20]],
+        )
+
+    def doctor(self, spec: JobSpec, name: str, model: Any | None) -> list[Finding]:
+        return [] if model is None else [_packed_batch(spec, name, model)]
+
+    def head_info(self, ds: DatasetSpec) -> dict[str, Any]:
+        return {"kind": self.name, "num_classes": 0, "labels": None}
+
+
+def _packed_batch(spec: JobSpec, name: str, model: Any) -> Finding:
+    """Four real VQA samples packed into one row: every sample has supervised answer tokens, and
+    the losses are finite."""
+    import torch
+
+    from workers.data.vqa import per_sample_loss, read_vqa_manifest
+
+    ds = _section(spec.datasets[name])
+    samples, counts = read_vqa_manifest(ds.train, name, ds.image_roots, ds.min_ratings)
+    try:
+        batch = VQACollator(spec)([(name, s) for s in samples[:4]])
+        attn = str(model.hf_config._attn_implementation)
+        with torch.no_grad():
+            logits = model(
+                **batch.model_inputs(torch.device("cpu"), torch.float32, attn),
+                targets=batch.targets,
+            )
+        loss, _ = per_sample_loss(logits, batch.targets, batch.segments, batch.n_samples)
+    except ValueError as e:
+        return Finding("error", "vqa", f"{name}: {e}", "check the chat template and the data")
+    answer_tokens = int((batch.targets != -100).sum())
+    if not bool(torch.isfinite(loss).all()):
+        return Finding(
+            "error", "vqa", f"{name}: non-finite loss on a real packed batch", "run with -v"
+        )
+    dropped = (
+        f"; quality filter dropped {counts.turns_dropped} turns" if counts.turns_dropped else ""
+    )
+    return Finding(
+        "ok",
+        "vqa",
+        f"{name}: {batch.n_samples} samples packed into {len(batch.rows)} row(s), "
+        f"{answer_tokens} answer tokens supervised, finite losses (max {float(loss.max()):.3f})"
+        f"{dropped}",
+    )
+
+
+KIND = VQAKind()
