@@ -1,12 +1,25 @@
-"""One interface for every place an eval part can run: submit, poll, cancel -> typed outcomes."""
+"""One interface for every place an eval part can run: submit, poll, cancel -> typed outcomes.
+
+Backends are found by name: a backend class registers itself with ``@register_backend("name")``
+and builds itself from the job spec (``from_spec``); ``orchestrator.eval_backends.make_backend``
+is the one factory. A new backend is one module with one registration, imported by this
+package's ``__init__``.
+"""
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, Self, TypeVar, runtime_checkable
 
+from orchestrator.contract.errors import SpecError
 from orchestrator.contract.evalpart import EvalJob
+
+if TYPE_CHECKING:
+    from orchestrator.contract.layout import RunDir
+    from orchestrator.contract.spec import JobSpec
 
 
 @dataclass(frozen=True)
@@ -62,6 +75,50 @@ class ArrayBackend(EvalBackend, Protocol):
     def submit_array(self, parts: list[tuple[EvalJob, Path]]) -> list[str]:
         """Start every (job, log path) of ``parts`` together; return their job ids in order."""
         ...
+
+
+class RegisteredBackend(EvalBackend, Protocol):
+    """What the registry holds: a backend class that builds itself from the job spec."""
+
+    @classmethod
+    def from_spec(cls, spec: JobSpec, rundir: RunDir) -> Self:
+        """A backend ready to submit this run's eval parts (resources from ``spec.evaluation``,
+        files under ``rundir``)."""
+        ...
+
+
+B = TypeVar("B", bound=type[RegisteredBackend])
+_BACKENDS: dict[str, type[RegisteredBackend]] = {}
+
+
+def register_backend(name: str) -> Callable[[B], B]:
+    """Class decorator: make the backend class selectable as ``evaluation.backend = name``."""
+
+    def register(cls: B) -> B:
+        if cls.name != name:
+            raise TypeError(f"{cls.__name__}.name is {cls.name!r}, registered as {name!r}")
+        known = _BACKENDS.get(name)
+        if known is not None and known.__qualname__ != cls.__qualname__:
+            raise ValueError(f"eval backend {name!r} is already registered ({known.__qualname__})")
+        _BACKENDS[name] = cls
+        return cls
+
+    return register
+
+
+def get_backend_class(name: str) -> type[RegisteredBackend]:
+    try:
+        return _BACKENDS[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, _BACKENDS, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise SpecError(
+            f"unknown eval backend {name!r}; {hint}known backends: {', '.join(known_backends())}"
+        ) from None
+
+
+def known_backends() -> list[str]:
+    return sorted(_BACKENDS)
 
 
 def tail(path: Path, lines: int = 20) -> str:

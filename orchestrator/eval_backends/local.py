@@ -6,12 +6,25 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Self
 
 from orchestrator.contract.atomic import atomic_write_json
 from orchestrator.contract.evalpart import EvalJob
-from orchestrator.eval_backends.base import Cancelled, Failed, Outcome, Succeeded, tail
+from orchestrator.eval_backends.base import (
+    Cancelled,
+    Failed,
+    Outcome,
+    Succeeded,
+    register_backend,
+    tail,
+)
+
+if TYPE_CHECKING:
+    from orchestrator.contract.layout import RunDir
+    from orchestrator.contract.spec import JobSpec
 
 
+@register_backend("local")
 class LocalBackend:
     name = "local"
 
@@ -19,6 +32,10 @@ class LocalBackend:
         self.threads = threads_per_task
         self._procs: dict[str, tuple[subprocess.Popen[bytes], EvalJob, Path]] = {}
         self._cancelled: set[str] = set()
+
+    @classmethod
+    def from_spec(cls, spec: JobSpec, rundir: RunDir) -> Self:
+        return cls(max(1, int(spec.evaluation.cpus_per_task)))
 
     def submit(self, job: EvalJob, log_path: Path) -> str:
         log_path.parent.mkdir(parents=True, exist_ok=True)

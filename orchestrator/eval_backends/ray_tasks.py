@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
 
 from orchestrator.contract.evalpart import EvalJob
-from orchestrator.eval_backends.base import Cancelled, Failed, Outcome, Preempted, Succeeded
+from orchestrator.eval_backends.base import (
+    Cancelled,
+    Failed,
+    Outcome,
+    Preempted,
+    Succeeded,
+    register_backend,
+)
+
+if TYPE_CHECKING:
+    from orchestrator.contract.layout import RunDir
+    from orchestrator.contract.spec import JobSpec
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +55,7 @@ def _warm_up() -> None:
     import workers.evaluate  # noqa: F401
 
 
+@register_backend("ray")
 class RayBackend:
     name = "ray"
 
@@ -57,6 +69,16 @@ class RayBackend:
         # Start an eval worker process now, with torch and transformers imported, so the first
         # checkpoint's parts do not pay several seconds of imports (Ray reuses idle workers).
         self._warm = ray.remote(num_cpus=cpus_per_task)(_warm_up).remote()
+
+    @classmethod
+    def from_spec(cls, spec: JobSpec, rundir: RunDir) -> Self:
+        """Parts as tasks on the Ray this process joined (``orch submit`` starts or joins the
+        run's cluster first); without one (``orch eval``), a local Ray of this machine."""
+        import ray
+
+        if not ray.is_initialized():
+            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        return cls(spec.evaluation.cpus_per_task)
 
     def submit(self, job: EvalJob, log_path: Path) -> str:
         name = f"eval:{job.dataset}@{'final' if not job.partial else job.step}"

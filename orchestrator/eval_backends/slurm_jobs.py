@@ -10,14 +10,27 @@ call covers every live job; a job that left the queue without a result is explai
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
 
 from orchestrator.contract.evalpart import EvalJob
-from orchestrator.eval_backends.base import Cancelled, Failed, Outcome, Preempted, Succeeded, tail
+from orchestrator.eval_backends.base import (
+    Cancelled,
+    Failed,
+    Outcome,
+    Preempted,
+    Succeeded,
+    register_backend,
+    tail,
+)
+
+if TYPE_CHECKING:
+    from orchestrator.contract.layout import RunDir
+    from orchestrator.contract.spec import JobSpec
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +67,26 @@ def run_part(job: dict[str, Any]) -> str:
     return eval_job.out
 
 
+@register_backend("slurm")
 class SlurmBackend:
+    """Also an ``ArrayBackend``: ``submit_array`` puts a checkpoint's parts in one job array."""
+
     name = "slurm"
+
+    @classmethod
+    def from_spec(cls, spec: JobSpec, rundir: RunDir) -> Self:
+        ev = spec.evaluation
+        extra: dict[str, Any] = dict(ev.slurm.additional)
+        if ev.slurm.gpus_per_task:
+            extra["gpus_per_task"] = ev.slurm.gpus_per_task
+        return cls(
+            rundir.logs / "slurm",
+            partition=ev.slurm.partition,
+            cpus_per_task=max(1, math.ceil(ev.cpus_per_task)),
+            mem_gb=ev.slurm.mem_gb,
+            timeout_min=ev.slurm.timeout_min,
+            extra=extra,
+        )
 
     def __init__(
         self,

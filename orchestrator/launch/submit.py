@@ -1,4 +1,8 @@
-"""`orch submit`: pre-flight checks, the run directory, Ray, the tracker, then the controller."""
+"""`orch submit`: pre-flight checks, the run directory, Ray, the tracker, then the controller.
+
+The tracker and the eval backend come from their registries (``make_tracker``,
+``make_backend``), as they do for ``orch resume``, ``orch eval`` and ``orch import-lmms``.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,8 @@ import tomli_w
 from orchestrator.contract.errors import RunDirError, SpecError
 from orchestrator.contract.layout import RunDir, new_run_name
 from orchestrator.contract.spec import JobSpec
-from orchestrator.tracking import NullTracker, Tracker
+from orchestrator.eval_backends import make_backend
+from orchestrator.tracking import make_tracker
 
 logger = logging.getLogger("orch.submit")
 
@@ -119,47 +124,6 @@ def start_ray(spec: JobSpec, dashboard: bool) -> None:
     if dashboard:
         ctx = ray.get_runtime_context()
         logger.info("Ray dashboard: http://%s", getattr(ctx, "dashboard_url", "127.0.0.1:8265"))
-
-
-def make_tracker(spec: JobSpec, rundir: RunDir) -> Tracker:
-    if spec.tracking.mode == "disabled":
-        return NullTracker()
-    from orchestrator.tracking import WandbTracker
-
-    return WandbTracker(
-        run_dir=rundir.path,
-        run_name=rundir.name,
-        project=spec.tracking.project,
-        mode=spec.tracking.mode,
-        config=spec.to_toml_dict(),
-        entity=spec.tracking.entity,
-        tags=spec.tracking.tags,
-    )
-
-
-def make_backend(spec: JobSpec, rundir: RunDir) -> Any:
-    ev = spec.evaluation
-    if ev.backend == "ray":
-        from orchestrator.eval_backends.ray_tasks import RayBackend
-
-        return RayBackend(ev.cpus_per_task)
-    if ev.backend == "slurm":
-        from orchestrator.eval_backends.slurm_jobs import SlurmBackend
-
-        extra: dict[str, Any] = dict(ev.slurm.additional)
-        if ev.slurm.gpus_per_task:
-            extra["gpus_per_task"] = ev.slurm.gpus_per_task
-        return SlurmBackend(
-            rundir.logs / "slurm",
-            partition=ev.slurm.partition,
-            cpus_per_task=max(1, math.ceil(ev.cpus_per_task)),
-            mem_gb=ev.slurm.mem_gb,
-            timeout_min=ev.slurm.timeout_min,
-            extra=extra,
-        )
-    from orchestrator.eval_backends.local import LocalBackend
-
-    return LocalBackend(max(1, int(ev.cpus_per_task)))
 
 
 def submit(spec: JobSpec, *, run_name: str | None = None, dashboard: bool = True) -> int:

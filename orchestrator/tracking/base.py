@@ -5,14 +5,25 @@ their prefix ("loss", "digits/accuracy"); the tracker adds "train/", "eval/" or
 "final/" and logs the matching step metric ("train/step", "eval/step",
 "final/step") in the same row, so every row says which training step it is about
 even when it arrives late or out of order.
+
+Trackers are found by name: a tracker class registers itself with ``@register_tracker("name")``
+and builds itself from the job spec (``from_spec``); ``orchestrator.tracking.make_tracker`` is
+the one factory.
 """
 
 from __future__ import annotations
 
+import difflib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar, runtime_checkable
+
+from orchestrator.contract.errors import SpecError
+
+if TYPE_CHECKING:
+    from orchestrator.contract.layout import RunDir
+    from orchestrator.contract.spec import JobSpec
 
 logger = logging.getLogger(__name__)
 
@@ -80,8 +91,54 @@ class DurableTracker(Tracker, Protocol):
     """None: not known (e.g. wandb online), the controller's record is used."""
 
 
+class RegisteredTracker(Tracker, Protocol):
+    """What the registry holds: a tracker class that builds itself from the job spec."""
+
+    @classmethod
+    def from_spec(cls, spec: JobSpec, rundir: RunDir) -> Self:
+        """The tracker of run ``rundir`` (project, mode and tags from ``spec.tracking``)."""
+        ...
+
+
+T = TypeVar("T", bound=type[RegisteredTracker])
+_TRACKERS: dict[str, type[RegisteredTracker]] = {}
+
+
+def register_tracker(name: str) -> Callable[[T], T]:
+    """Class decorator: make the tracker class buildable as ``make_tracker(..., name)``."""
+
+    def register(cls: T) -> T:
+        known = _TRACKERS.get(name)
+        if known is not None and known.__qualname__ != cls.__qualname__:
+            raise ValueError(f"tracker {name!r} is already registered ({known.__qualname__})")
+        _TRACKERS[name] = cls
+        return cls
+
+    return register
+
+
+def get_tracker_class(name: str) -> type[RegisteredTracker]:
+    try:
+        return _TRACKERS[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, _TRACKERS, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise SpecError(
+            f"unknown tracker {name!r}; {hint}known trackers: {', '.join(known_trackers())}"
+        ) from None
+
+
+def known_trackers() -> list[str]:
+    return sorted(_TRACKERS)
+
+
+@register_tracker("null")
 class NullTracker:
     """Tracks nothing (tracking.mode = "disabled")."""
+
+    @classmethod
+    def from_spec(cls, spec: JobSpec, rundir: RunDir) -> Self:
+        return cls()
 
     def log_train(self, step: int, metrics: Mapping[str, float]) -> None:
         pass
@@ -99,6 +156,7 @@ class NullTracker:
         pass
 
 
+@register_tracker("memory")
 class MemoryTracker:
     """Records every call, for tests.
 
@@ -115,6 +173,10 @@ class MemoryTracker:
         self.summaries: dict[str, Any] = {}
         self.finished: bool = False
         self.exit_code: int | None = None
+
+    @classmethod
+    def from_spec(cls, spec: JobSpec, rundir: RunDir) -> Self:
+        return cls()
 
     def log_train(self, step: int, metrics: Mapping[str, float]) -> None:
         self.train.append((step, dict(metrics)))

@@ -25,13 +25,24 @@ import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Self
 
-from orchestrator.tracking.base import EVAL, FINAL, TRAIN, LoggedState, prefixed
+from orchestrator.contract.errors import SpecError
+from orchestrator.tracking.base import (
+    EVAL,
+    FINAL,
+    TRAIN,
+    LoggedState,
+    prefixed,
+    register_tracker,
+)
 from orchestrator.tracking.wandb_file import logged_state
 
 if TYPE_CHECKING:
     from wandb.sdk.wandb_run import Run
+
+    from orchestrator.contract.layout import RunDir
+    from orchestrator.contract.spec import JobSpec
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +78,24 @@ def wandb_run_id(run_name: str) -> str:
     return f"{clean[: MAX_ID_LEN - 9]}-{digest}" if clean else digest
 
 
+@register_tracker("wandb")
 class WandbTracker:
+    @classmethod
+    def from_spec(cls, spec: JobSpec, rundir: RunDir) -> Self:
+        """The run's wandb run (offline or online, as ``tracking.mode`` says)."""
+        mode = spec.tracking.mode
+        if mode == "disabled":
+            raise SpecError('tracking.mode = "disabled": use the "null" tracker')
+        return cls(
+            run_dir=rundir.path,
+            run_name=rundir.name,
+            project=spec.tracking.project,
+            mode=mode,
+            config=spec.to_toml_dict(),
+            entity=spec.tracking.entity,
+            tags=spec.tracking.tags,
+        )
+
     def __init__(
         self,
         run_dir: Path,
