@@ -138,7 +138,7 @@ def test_an_extra_kind_trains_and_evaluates_end_to_end(
         final["datasets"]["brightness"]["mse"]
     )
     table = subprocess.run(
-        [*cmd, "results", str(run)], cwd=tmp_path, env=env, capture_output=True, text=True,
-        timeout=120,
+        [*cmd, "results", str(run)], cwd=tmp_path, env=env | {"COLUMNS": "250"},
+        capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert table.returncode == 0 and "brightness mse" in table.stdout, table.stdout

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
+from pathlib import Path
 
 import pytest
 
+from orchestrator.cli import main as cli_main
 from orchestrator.contract.records import SCHEMA_VERSION, MergedStep, PartRecord
 from orchestrator.core.merge import choose_best, flat_metrics, merge_parts
 
@@ -144,3 +147,29 @@ def test_schema_1_records_still_read() -> None:
         "accuracy": 0.75,
     }
     assert choose_best([old_merged], "overall", "accuracy", "max").step == 10  # type: ignore[union-attr]
+
+
+def test_orch_results_reads_a_run_written_before_metrics_were_declared(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A schema-1 run directory (as orch wrote it before the metric registry) through the
+    `orch results` command: same numbers, the JSON shape extended, not broken."""
+    run = tmp_path / "runs" / "old-run"
+    (run / "eval").mkdir(parents=True)
+    (run / "spec.json").write_text("{}")
+    block = {"loss": 0.5, "accuracy": 0.75, "n": 8, "correct": 6}
+    merged = {"schema": 1, "step": 10, "partial": True, "datasets": {"digits": block},
+              "overall": block, "missing": {}}  # fmt: skip
+    (run / "eval" / "step_000010.json").write_text(json.dumps(merged))
+    (run / "eval" / "final.json").write_text(json.dumps(merged | {"partial": False}))
+    best = {"step": 10, "metric": "overall_accuracy", "value": 0.75, "mode": "max"}
+    (run / "best.json").write_text(json.dumps(best))
+    assert cli_main(["results", str(run), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    step = out["steps"][0]
+    assert step["datasets"]["digits"]["accuracy"] == 0.75 and step["overall"]["loss"] == 0.5
+    assert step["datasets"]["digits"]["n"] == 8 and out["best"]["step"] == 10
+    assert out["final"]["partial"] is False
+    assert cli_main(["results", str(run)]) == 0
+    table = capsys.readouterr().out
+    assert "digits" in table and "0.7500" in table and "0.5000" in table

@@ -73,6 +73,7 @@ def run_eval(part: EvalPart) -> dict[str, Any]:
         "partial": part.partial,
         "eval_ratio": part.eval_ratio,
         "n": len(output.records),
+        **correct_count(output.records),
         "metrics": {m: v.value for m, v in values.items()},
         "stderr": {m: v.stderr for m, v in values.items()},
         "breakdowns": output.breakdowns,
@@ -83,6 +84,14 @@ def run_eval(part: EvalPart) -> dict[str, Any]:
     shown = ", ".join(f"{m} {v.value:.4f}" for m, v in values.items())
     logger.info("%s step %d: %s on %d samples", part.dataset, part.step, shown, result["n"])
     return result
+
+
+def correct_count(records: list[dict[str, Any]]) -> dict[str, int]:
+    """{"correct": k} when the kind's records say which samples were right (as schema 1 parts
+    did), else nothing."""
+    if records and all("correct" in r for r in records):
+        return {"correct": int(sum(float(r["correct"]) for r in records))}
+    return {}
 
 
 def provenance(part: EvalPart, started_at: float, t0: float, t_load: float) -> dict[str, Any]:
