@@ -86,16 +86,19 @@ def test_failure_and_cancel_are_typed_outcomes(
     slurm: None, tmp_path: Path, checkpoint: Path, demo_data: Path
 ) -> None:
     b = backend(tmp_path)
-    bad = job(checkpoint, demo_data, tmp_path / "x.json", manifest=str(tmp_path / "nope.jsonl"))
+    bad = job(checkpoint, demo_data, tmp_path / "x.json", manifest=tmp_path / "nope.jsonl")
     outcome = wait(b, b.submit(bad, tmp_path / "bad.log"))
     assert isinstance(outcome, Failed) and "manifest not found" in outcome.reason
+    digits = {
+        "kind": "classification", "train": str(demo_data / "digits" / "train.jsonl"),
+        "eval": str(demo_data / "digits" / "test.jsonl"), "num_classes": 10,
+    }  # fmt: skip
     slow = job(
         checkpoint,
         demo_data,
         tmp_path / "slow.json",
         dataset="digits",
-        num_classes=10,
-        manifest=str(demo_data / "digits" / "test.jsonl"),
+        dataset_spec=digits,
         eval_ratio=1.0,
         batch_size=8,
     )
@@ -164,10 +167,15 @@ def wait_for(predicate: Any, timeout: float, what: str) -> float:
     return time.time() - t0
 
 
+# Sizes given on purpose. The demo test passes none: a user's first `--cluster slurm` has the
+# defaults, and only those showed eval parts inheriting the allocation's SLURM_MEM_PER_CPU.
+SIZED = ("--cpus-per-task", "2", "--mem", "6G", "--set", "evaluation.slurm.mem_gb=2")
+
+
 def cluster_submit(job: Path, cwd: Path, *args: str) -> str:
     proc = subprocess.run(
         [sys.executable, "-m", "orchestrator.cli", "submit", str(job), "--cluster", "slurm",
-         "--cpus-per-task", "2", "--mem", "6G", "--set", "evaluation.slurm.mem_gb=2", *args],
+         *args],
         cwd=cwd, capture_output=True, text=True, timeout=120,
         env=os.environ | {"PYTHONPATH": str(ROOT)},
     )  # fmt: skip
@@ -196,10 +204,14 @@ def test_demo_job_submitted_with_cluster_slurm(
     slurm: None, tmp_path: Path, demo_data: Path, tiny_model: Path
 ) -> None:
     """The controller, its Ray cluster and training in one allocation; eval parts in their own
-    SLURM jobs; results shaped as a local run's; nothing of the job's Ray left afterwards."""
+    SLURM jobs; results shaped as a local run's; nothing of the job's Ray left afterwards.
+    Submitted with the defaults a user types (no --mem, no --cpus-per-task)."""
     job = demo_job(tmp_path, demo_data, tiny_model, max_steps=80, checkpoint_every=40)
     t0 = time.time()
     job_id = cluster_submit(job, tmp_path, "--run-name", "in-slurm")
+    # SLURM's default memory per CPU: the allocation exports SLURM_MEM_PER_CPU, which an eval
+    # part (sized with --mem) must not inherit, or its srun refuses to start.
+    assert job_field(job_id, "MinMemoryCPU") != "0", job_field(job_id, "MinMemoryCPU")
     run = tmp_path / "runs" / "in-slurm"
     log = run / "slurm" / f"{job_id}.log"
     started = wait_for(lambda: log.is_file() and "Ray head" in log.read_text(), 120, "Ray head")
@@ -248,7 +260,7 @@ def test_requeued_training_resumes_from_its_checkpoint_and_loses_no_eval(
     checkpoints, the job requeues itself, the new allocation resumes from that checkpoint, every
     checkpoint is evaluated and merged exactly once, and wandb continues the same run."""
     job = demo_job(tmp_path, demo_data, tiny_model, max_steps=160, checkpoint_every=80)
-    job_id = cluster_submit(job, tmp_path, "--run-name", "requeued")
+    job_id = cluster_submit(job, tmp_path, "--run-name", "requeued", *SIZED)
     run = tmp_path / "runs" / "requeued"
     first = run / "checkpoints" / "step_000080" / "COMPLETE"
     wait_for(first.exists, 300, "the first checkpoint")

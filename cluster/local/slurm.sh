@@ -37,6 +37,9 @@ configure() {
   # more than the hardware): a training allocation and its eval jobs then run side by side.
   cpus=$(( $(nproc) > 8 ? $(nproc) : 8 ))
   mem=$(( $(free -m | awk '/^Mem:/ {print $2}') * 9 / 10 ))
+  # DefMemPerCPU: as on many clusters, a job without --mem gets memory per CPU and exports
+  # SLURM_MEM_PER_CPU, which a job submitted from inside it must not inherit (orch's sbatch
+  # drops it); the --cluster slurm test submits with such defaults to keep that honest.
   cat > "$CONF_DIR/slurm.conf" <<CONF
 ClusterName=orch-local
 SlurmctldHost=$NODE

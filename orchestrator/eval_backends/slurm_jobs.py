@@ -5,15 +5,26 @@ dataset). Polling does not depend on SLURM accounting (sacct needs slurmdbd and 
 which many clusters restrict): a part is done when submitit's result file exists; one `squeue`
 call covers every live job; a job that left the queue without a result is explained by
 `scontrol show job` (FAILED, TIMEOUT, OUT_OF_MEMORY, NODE_FAIL, PREEMPTED, CANCELLED).
+
+sbatch runs with a clean environment (``sbatch_environ``). Parts are often submitted from inside
+an allocation (the controller of ``orch submit --cluster slurm``, or an ``salloc`` shell), whose
+``SLURM_*`` job variables sbatch would otherwise export into the part; ``SLURM_MEM_PER_CPU``
+from the allocation next to the part's own ``SLURM_MEM_PER_NODE`` makes the part's srun fail
+("SLURM_MEM_PER_CPU, SLURM_MEM_PER_GPU, and SLURM_MEM_PER_NODE are mutually exclusive"), and
+``SBATCH_*`` input variables would override the part's own ``#SBATCH`` lines.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import signal
 import subprocess
 import time
+import uuid
+from collections.abc import Iterable, Mapping
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
@@ -41,6 +52,90 @@ ACTIVE_STATES = {
     "PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED",
     "REQUEUE_HOLD", "REQUEUE_FED", "RESIZING", "SIGNALING", "STAGE_OUT", "RESV_DEL_HOLD",
 }  # fmt: skip
+
+# The environment sbatch sees. Every variable named SLURM_*, SBATCH_*, SALLOC_* or SRUN_* is
+# dropped (an allocation's job variables: SLURM_JOB_ID, SLURM_MEM_PER_CPU, SLURM_CPUS_PER_TASK,
+# ...; sbatch's and srun's input variables, which would override or clash with the part's own
+# #SBATCH lines) except these, which a user sets on purpose and which say where and as whom to
+# submit rather than what one job is:
+KEPT_SLURM_VARIABLES = frozenset({
+    "SLURM_CONF",  # which slurm.conf, i.e. which cluster
+    "SLURM_CLUSTERS", "SBATCH_CLUSTERS",  # a federation's cluster to submit to
+    "SLURM_TIME_FORMAT",  # how SLURM's commands print times
+    "SBATCH_ACCOUNT", "SBATCH_PARTITION", "SBATCH_QOS", "SBATCH_RESERVATION", "SBATCH_WCKEY",
+})  # fmt: skip
+JOB_VARIABLE_PREFIXES = ("SLURM_", "SBATCH_", "SALLOC_", "SRUN_")
+
+
+def job_variables(environ: Mapping[str, str], explicit: Iterable[str] = ()) -> list[str]:
+    """The names in ``environ`` that sbatch must not see: the SLURM job variables of an
+    allocation the caller may be in, and SLURM input variables other than KEPT_SLURM_VARIABLES.
+    ``explicit`` names the sbatch options the submission sets itself (``partition``,
+    ``account``, ...): their SBATCH_* variable is dropped too, since sbatch lets an input
+    variable override the script's #SBATCH line."""
+    overridden = {"SBATCH_" + o.upper().replace("-", "_") for o in explicit}
+    return sorted(
+        name
+        for name in environ
+        if name.startswith(JOB_VARIABLE_PREFIXES)
+        and (name not in KEPT_SLURM_VARIABLES or name in overridden)
+    )
+
+
+def sbatch_environ(
+    environ: Mapping[str, str] | None = None, explicit: Iterable[str] = ()
+) -> dict[str, str]:
+    """``environ`` (default: this process's) without ``job_variables``: what sbatch may see, and
+    so what the submitted job inherits besides its own SLURM_* variables."""
+    environ = os.environ if environ is None else environ
+    dropped = set(job_variables(environ, explicit))
+    return {k: v for k, v in environ.items() if k not in dropped}
+
+
+@cache
+def _clean_executor_class() -> type[Any]:
+    """submitit's SlurmExecutor, with sbatch run through ``env -u NAME...`` for every job
+    variable (names only on the command line: values such as tokens never reach ``ps``)."""
+    import submitit
+    from submitit.core import utils
+    from submitit.slurm.slurm import SlurmJob
+
+    class CleanEnvSlurmExecutor(submitit.SlurmExecutor):
+        explicit: tuple[str, ...] = ()  # sbatch options set by the script (see job_variables)
+
+        def _make_submission_command(self, submission_file_path: Path) -> list[str]:
+            unset = [a for n in job_variables(os.environ, self.explicit) for a in ("-u", n)]
+            return ["env", *unset, "sbatch", str(submission_file_path)]
+
+        def _internal_process_submissions(self, delayed_submissions: list[Any]) -> list[Any]:
+            if len(delayed_submissions) == 1:
+                return list(super()._internal_process_submissions(delayed_submissions))
+            # submitit 1.5's array branch, except that the array is submitted by this class:
+            # submitit's own hands it to a plain SlurmExecutor, whose sbatch sees everything.
+            folder = utils.JobPaths.get_first_id_independent_folder(self.folder)
+            folder.mkdir(parents=True, exist_ok=True)
+            pickle_paths = []
+            for d in delayed_submissions:
+                pickle_path = folder / f"{uuid.uuid4().hex}.pkl"
+                d.set_timeout(self.parameters.get("time", 5), self.max_num_timeout)
+                d.dump(pickle_path)
+                pickle_paths.append(pickle_path)
+            array_ex = type(self)(self.folder, self.max_num_timeout)
+            array_ex.explicit = self.explicit
+            array_ex.update_parameters(**self.parameters)
+            array_ex.parameters["map_count"] = len(delayed_submissions)
+            self._throttle()
+            first = array_ex._submit_command(self._submitit_command_str)
+            tasks = list(range(first.num_tasks))
+            jobs: list[Any] = [
+                SlurmJob(folder=self.folder, job_id=f"{first.job_id}_{a}", tasks=tasks)
+                for a in range(len(delayed_submissions))
+            ]
+            for job, pickle_path in zip(jobs, pickle_paths, strict=True):
+                job.paths.move_temporary_file(pickle_path, "submitted_pickle")
+            return jobs
+
+    return CleanEnvSlurmExecutor
 
 
 def _stop(signum: int, frame: Any) -> None:
@@ -98,19 +193,20 @@ class SlurmBackend:
         timeout_min: int = 60,
         extra: dict[str, Any] | None = None,
     ) -> None:
-        import submitit
-
         self.folder = folder
-        self.executor = submitit.AutoExecutor(folder=str(folder / "%j"), cluster="slurm")
+        self.executor = _clean_executor_class()(folder=str(folder / "%j"))
+        mem = f"{int(mem_gb)}GB" if mem_gb == int(mem_gb) else f"{int(mem_gb * 1024)}MB"
         params: dict[str, Any] = {
             "cpus_per_task": cpus_per_task,
-            "mem_gb": mem_gb,
-            "timeout_min": timeout_min,
-            "slurm_additional_parameters": dict(extra or {}),
+            "mem": mem,
+            "time": timeout_min,
+            "additional_parameters": dict(extra or {}),
         }
         if partition:
-            params["slurm_partition"] = partition
+            params["partition"] = partition
         self.executor.update_parameters(**params)
+        # Options the part's script sets itself, which an SBATCH_* variable would override.
+        self.executor.explicit = (*(["partition"] if partition else []), *(extra or {}))
         self._jobs: dict[str, tuple[Any, EvalJob]] = {}
         self._left_queue: dict[str, float] = {}
         self._cancelled: set[str] = set()
@@ -122,7 +218,7 @@ class SlurmBackend:
         """One SLURM job array for several parts (one element each); returns their job ids."""
         first = parts[0][0]
         name = f"orch-eval-{'final' if not first.partial else first.step}"
-        self.executor.update_parameters(name=name)
+        self.executor.update_parameters(job_name=name)
         with self.executor.batch():
             submitted = [self.executor.submit(run_part, job.to_json()) for job, _ in parts]
         ids = []

@@ -5,7 +5,8 @@ runs the controller inside it.
 quoted with ``shlex.quote``; values that become ``#SBATCH`` directives cannot be quoted (sbatch
 reads them itself), so they are checked against a conservative pattern and rejected with the
 option's name otherwise. Secrets (WANDB_API_KEY, Ray's token) are never written into the script:
-the job inherits them from the submitting environment (sbatch exports it by default).
+the job inherits them from the submitting environment (sbatch exports it by default), less the
+SLURM job variables of any allocation it was submitted from (see ``submit_sbatch``).
 
 The script:
 - gives the job its own HOME-independent temp dirs (TMPDIR, a short Ray temp dir: Ray's socket
@@ -169,13 +170,32 @@ exit "$code"
 
 def submit_sbatch(script: Path, log: Path) -> str:
     """sbatch the script; return the job id. The log path goes on sbatch's command line (an
-    argv entry, never parsed by a shell), so any run directory name is safe."""
-    out = subprocess.run(
-        ["sbatch", "--parsable", f"--output={log}", str(script)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    argv entry, never parsed by a shell), so any run directory name is safe.
+
+    sbatch sees this environment without its SLURM job variables (``sbatch_environ``): an
+    ``orch submit --cluster slurm`` typed in an ``salloc`` shell or a batch job would otherwise
+    export that allocation's SLURM_MEM_PER_CPU and the like into the training job (whose srun
+    then fails), and an SBATCH_* variable would override the script's #SBATCH line."""
+    from orchestrator.eval_backends.slurm_jobs import sbatch_environ
+
+    directives = [
+        line.split()[1].lstrip("-").split("=", 1)[0]
+        for line in script.read_text().splitlines()
+        if line.startswith("#SBATCH ")
+    ]
+    try:
+        out = subprocess.run(
+            ["sbatch", "--parsable", f"--output={log}", str(script)],
+            capture_output=True,
+            text=True,
+            check=False,
+            env=sbatch_environ(explicit=directives),
+        )
+    except FileNotFoundError:
+        raise SpecError(
+            "--cluster slurm: no sbatch on PATH; submit from a SLURM login node "
+            "(or start the local one-node SLURM with cluster/local/slurm.sh up)"
+        ) from None
     if out.returncode != 0:
         raise SpecError(f"sbatch {script} failed: {out.stderr.strip() or out.stdout.strip()}")
     return out.stdout.strip().split(";")[0]

@@ -1,0 +1,316 @@
+"""The SLURM eval backend's submit / poll / cancel logic against a scripted fake SLURM
+(tests/fakes/slurm: sbatch, squeue, scontrol, scancel, sacct on PATH, state in a directory).
+Real submitit, real subprocesses, no daemons: seconds, no root. tests/test_slurm.py runs the
+same backend against a real SLURM."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from orchestrator.eval_backends import slurm_jobs
+from orchestrator.eval_backends.base import Cancelled, Failed, Outcome, Preempted, Succeeded
+from orchestrator.eval_backends.slurm_jobs import SlurmBackend, job_variables, sbatch_environ
+from orchestrator.launch.slurm_allocation import SbatchOptions, render_sbatch, submit_sbatch
+from tests.fakes.slurm.fakeslurm import FakeSlurm
+from tests.test_backends import job
+
+# What a job submitted from a real allocation (sbatch --cpus-per-task=2, DefMemPerCPU) sees,
+# as printed by `env` inside one on cluster/local/slurm.sh's SLURM, plus input variables a
+# user's shell may hold.
+ALLOCATION = {
+    "SLURM_CLUSTER_NAME": "orch-local",
+    "SLURM_CPUS_ON_NODE": "2",
+    "SLURM_CPUS_PER_TASK": "2",
+    "SLURM_JOBID": "21",
+    "SLURM_JOB_ID": "21",
+    "SLURM_JOB_CPUS_PER_NODE": "2",
+    "SLURM_JOB_NAME": "orch-demo_mix",
+    "SLURM_JOB_NODELIST": "vm",
+    "SLURM_JOB_NUM_NODES": "1",
+    "SLURM_JOB_PARTITION": "debug",
+    "SLURM_MEM_PER_CPU": "1024",
+    "SLURM_NTASKS": "1",
+    "SLURM_NTASKS_PER_NODE": "1",
+    "SLURM_PROCID": "0",
+    "SLURM_SUBMIT_DIR": "/work/main",
+    "SLURM_TASK_PID": "12485",
+    "SLURM_WORKING_CLUSTER": "orch-local:vm:6817:9728:109",
+    "SBATCH_MEM_PER_NODE": "6G",  # an input variable: it would override the part's --mem
+    "SBATCH_TIMELIMIT": "10",
+    "SRUN_CPUS_PER_TASK": "2",
+    "SALLOC_PARTITION": "debug",
+}
+# Set on purpose and not about one job: kept.
+KEPT = {
+    "SLURM_CONF": "/etc/slurm/slurm.conf",
+    "SBATCH_ACCOUNT": "vlm-team",
+    "SBATCH_QOS": "normal",
+    "SBATCH_PARTITION": "cpu",
+}
+OTHER = {"WANDB_API_KEY": "secret-wandb-key", "RAY_AUTH_TOKEN": "secret-ray-token"}
+
+
+@pytest.fixture
+def fake(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> FakeSlurm:
+    """The fake first on PATH; none of the test process's own SLURM variables (CI may run in
+    an allocation) unless a test sets them."""
+    fake = FakeSlurm(tmp_path / "fake-slurm")
+    for name in job_variables(os.environ) + [n for n in KEPT if n in os.environ]:
+        monkeypatch.delenv(name)
+    for name, value in fake.environ(dict(os.environ)).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setattr(slurm_jobs, "RESULT_GRACE_S", 0.2)
+    return fake
+
+
+def parts(tmp_path: Path, *datasets: str, **kw: Any) -> list[tuple[Any, Path]]:
+    """(eval part, log path) for each dataset of one checkpoint; nothing runs them."""
+    ckpt, data = tmp_path / "ckpt", tmp_path / "data"
+    return [
+        (job(ckpt, data, tmp_path / "eval" / f"{d}.json", dataset=d, **kw), tmp_path / f"{d}.log")
+        for d in datasets
+    ]
+
+
+def finish(
+    backend: SlurmBackend, job_id: str, status: str = "success", payload: Any = None
+) -> None:
+    """Write what submitit's job writes at its end: the result pickle (and, on success, the
+    part's result file)."""
+    from submitit.core.utils import cloudpickle_dump
+
+    sjob, part = backend._jobs[job_id]
+    if status == "success":
+        Path(part.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(part.out).write_text("{}")
+        payload = part.out
+    sjob.paths.result_pickle.parent.mkdir(parents=True, exist_ok=True)
+    cloudpickle_dump((status, payload), sjob.paths.result_pickle)
+
+
+def poll_until(backend: SlurmBackend, job_id: str, tries: int = 50) -> Outcome:
+    for _ in range(tries):
+        done = backend.poll()
+        if job_id in done:
+            return done[job_id]
+        time.sleep(0.05)
+    raise AssertionError(f"{job_id} did not end")
+
+
+def test_a_checkpoints_parts_go_in_one_job_array(fake: FakeSlurm, tmp_path: Path) -> None:
+    b = SlurmBackend(tmp_path / "slurm", cpus_per_task=2, mem_gb=3, timeout_min=30)
+    ids = b.submit_array(parts(tmp_path, "digits", "faces", "textures"))
+    [sub] = fake.submissions()
+    assert ids == [f"{sub['job_ids'][0][:-2]}_{i}" for i in range(3)] == sub["job_ids"]
+    d = sub["directives"]
+    assert d["array"] == "0-2%3" and d["job-name"] == "orch-eval-10"
+    assert (d["cpus-per-task"], d["mem"], d["time"]) == ("2", "3GB", "30")
+    assert "srun" in sub["script"] and "submitit.core._submit" in sub["script"]
+    assert (tmp_path / "faces.log").read_text().startswith(f"slurm job {ids[1]}\n")
+    assert b.running() == set(ids)
+    # A final part alone: one plain job, no array.
+    [final] = b.submit_array(parts(tmp_path, "faces", partial=False))
+    assert "_" not in final and "array" not in fake.submissions()[1]["directives"]
+    assert fake.job(final)["name"] == "orch-eval-final"
+
+
+def test_a_part_is_done_when_its_result_file_exists(fake: FakeSlurm, tmp_path: Path) -> None:
+    b = SlurmBackend(tmp_path / "slurm")
+    ok, bad, empty = b.submit_array(parts(tmp_path, "digits", "faces", "textures"))
+    for j in (ok, bad, empty):
+        fake.set_state(j, "RUNNING")
+    finish(b, ok)  # while SLURM still lists the job: the result file decides
+    assert b.poll() == {ok: Succeeded(tmp_path / "eval" / "digits.json")}
+    assert b.poll() == {}
+    finish(b, bad, "error", "Traceback (most recent call last):\nValueError: manifest not found")
+    finish(b, empty, "success")
+    Path(b._jobs[empty][1].out).unlink()  # said success, wrote nothing
+    done = b.poll()
+    assert done[bad] == Failed(f"slurm job {bad}: ValueError: manifest not found")
+    assert isinstance(done[empty], Failed)
+    assert b.running() == set()
+
+
+def test_live_jobs_are_listed_by_one_squeue_call(fake: FakeSlurm, tmp_path: Path) -> None:
+    b = SlurmBackend(tmp_path / "slurm")
+    ids = b.submit_array(parts(tmp_path, "digits", "faces"))
+    ids += b.submit_array(parts(tmp_path, "digits", "faces", step=20))
+    ids += b.submit_array(parts(tmp_path, "faces", partial=False))
+    fake.set_state(ids[0], "RUNNING")  # the others stay PENDING
+    before = len(fake.calls())
+    assert b.poll() == {}
+    calls = fake.calls()[before:]
+    assert [c[0] for c in calls] == ["squeue"]  # one call; no scontrol for live jobs
+    assert "-r" in calls[0]  # one line per element (else pending ones print as 2_[0-1])
+    assert set(calls[0][calls[0].index("-j") + 1].split(",")) == set(ids)
+
+
+@pytest.mark.parametrize(
+    ("state", "expected"),
+    [
+        ("FAILED", Failed),
+        ("TIMEOUT", Failed),
+        ("OUT_OF_MEMORY", Failed),
+        ("PREEMPTED", Preempted),
+        ("NODE_FAIL", Preempted),
+        ("CANCELLED", Cancelled),  # by an administrator or a user: not by orch
+    ],
+)
+def test_a_job_that_left_the_queue_without_a_result_is_explained_by_scontrol(
+    fake: FakeSlurm, tmp_path: Path, state: str, expected: type
+) -> None:
+    b = SlurmBackend(tmp_path / "slurm")
+    [j] = b.submit_array(parts(tmp_path, "faces"))
+    sjob, _ = b._jobs[j]
+    Path(sjob.paths.stderr).parent.mkdir(parents=True, exist_ok=True)
+    Path(sjob.paths.stderr).write_text("loading\nslurmstepd: error: *** JOB CANCELLED ***\n")
+    fake.set_state(j, state)
+    assert b.poll() == {}  # within the grace for a result file: scontrol not asked yet
+    assert fake.calls("scontrol") == []
+    outcome = poll_until(b, j)
+    assert type(outcome) is expected, outcome
+    if isinstance(outcome, Failed | Preempted):
+        assert f"slurm job {j}: {state}" in outcome.reason
+    if isinstance(outcome, Failed):
+        assert "JOB CANCELLED ***" in outcome.reason  # the tail of the part's stderr
+    assert fake.calls("scontrol") == [["scontrol", "-o", "show", "job", j]]
+    assert b.running() == set()
+
+
+def test_a_result_that_appears_within_the_grace_is_a_success(
+    fake: FakeSlurm, tmp_path: Path
+) -> None:
+    b = SlurmBackend(tmp_path / "slurm")
+    [j] = b.submit_array(parts(tmp_path, "faces"))
+    fake.set_state(j, "COMPLETED")
+    assert b.poll() == {}
+    finish(b, j)  # a shared filesystem made the job's result visible only now
+    assert b.poll() == {j: Succeeded(tmp_path / "eval" / "faces.json")}
+    assert fake.calls("scontrol") == []
+
+
+def test_a_failing_squeue_fails_no_part(fake: FakeSlurm, tmp_path: Path) -> None:
+    b = SlurmBackend(tmp_path / "slurm")
+    live, gone = b.submit_array(parts(tmp_path, "digits", "faces"))
+    fake.set_state(live, "RUNNING")
+    fake.forget(gone)  # past MinJobAge: neither squeue nor scontrol knows it
+    fake.squeue_fails()
+    assert b.poll() == {}
+    time.sleep(0.25)
+    done = b.poll()  # scontrol still sees `live` running: it is waited for, not failed
+    assert list(done) == [gone]
+    unknown = done[gone]
+    assert isinstance(unknown, Failed) and "UNKNOWN" in unknown.reason
+    fake.squeue_fails(False)
+    finish(b, live)
+    assert b.poll() == {live: Succeeded(tmp_path / "eval" / "digits.json")}
+
+
+def test_cancel_calls_scancel(
+    fake: FakeSlurm, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    b = SlurmBackend(tmp_path / "slurm")
+    running, ended, other = b.submit_array(parts(tmp_path, "digits", "faces", "textures"))
+    fake.set_state(running, "RUNNING")
+    b.cancel(running)
+    assert fake.calls("scancel") == [["scancel", running]]
+    assert fake.job(running)["state"] == "CANCELLED"
+    assert b.poll() == {running: Cancelled()}  # no grace for a part orch cancelled
+    fake.set_state(ended, "FAILED")
+    with caplog.at_level(logging.WARNING, logger=slurm_jobs.__name__):
+        b.cancel(ended)  # it ended meanwhile: scancel fails, which is logged, not raised
+    assert f"scancel {ended}" in caplog.text and "already completing" in caplog.text
+    b.close()  # cancels whatever is left
+    assert fake.calls("scancel")[-2:] == [["scancel", ended], ["scancel", other]]
+    assert fake.job(other)["state"] == "CANCELLED"
+
+
+def test_submitits_view_through_sacct_matches(fake: FakeSlurm, tmp_path: Path) -> None:
+    b = SlurmBackend(tmp_path / "slurm")
+    [j] = b.submit_array(parts(tmp_path, "faces"))
+    fake.set_state(j, "OUT_OF_MEMORY")
+    assert b._jobs[j][0].state == "OUT_OF_MEMORY"  # submitit asks sacct
+    assert fake.calls("sacct")
+
+
+# ---- the clean environment sbatch sees ---------------------------------------------------
+
+
+def test_sbatch_of_eval_parts_sees_no_allocation_variables(
+    fake: FakeSlurm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in (ALLOCATION | KEPT | OTHER).items():
+        monkeypatch.setenv(name, value)
+    b = SlurmBackend(tmp_path / "slurm", extra={"qos": "eval"})
+    b.submit_array(parts(tmp_path, "digits", "faces"))  # an array
+    b.submit_array(parts(tmp_path, "faces", partial=False))  # a single job
+    for sub in fake.submissions():
+        env = sub["env"]
+        assert not [n for n in ALLOCATION if n in env], sorted(n for n in ALLOCATION if n in env)
+        assert {n: env.get(n) for n in ("SLURM_CONF", "SBATCH_ACCOUNT", "SBATCH_PARTITION")} == {
+            n: KEPT[n] for n in ("SLURM_CONF", "SBATCH_ACCOUNT", "SBATCH_PARTITION")
+        }
+        assert "SBATCH_QOS" not in env  # the script sets --qos itself: the variable would win
+        eff = sub["effective"]  # what sbatch makes of script and environment together
+        assert (eff["qos"], eff["partition"], eff["mem"], eff["time"]) == (
+            "eval",
+            "cpu",
+            "4GB",
+            "60",
+        )
+        assert {n: env[n] for n in OTHER} == OTHER  # secrets still reach the job
+    # This process keeps its environment, and only names reach sbatch's command line.
+    assert os.environ["SLURM_MEM_PER_CPU"] == "1024"
+    command = " ".join(b.executor._make_submission_command(Path("s.sh")))
+    assert "-u SLURM_MEM_PER_CPU" in command and "1024" not in command and "secret" not in command
+
+
+def test_an_eval_partition_overrides_the_users_default(
+    fake: FakeSlurm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SBATCH_PARTITION", "gpu")  # the training job's partition
+    b = SlurmBackend(tmp_path / "slurm", partition="cpu-eval")
+    b.submit_array(parts(tmp_path, "faces"))
+    [sub] = fake.submissions()
+    assert "SBATCH_PARTITION" not in sub["env"] and sub["effective"]["partition"] == "cpu-eval"
+
+
+def test_training_submission_sees_no_allocation_variables(
+    fake: FakeSlurm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`orch submit --cluster slurm` typed inside an salloc shell or a batch job."""
+    for name, value in (ALLOCATION | KEPT | OTHER).items():
+        monkeypatch.setenv(name, value)
+    script = tmp_path / "train.sbatch"
+    options = SbatchOptions(
+        job_name="orch-x",
+        run_dir=tmp_path / "runs" / "x",
+        python="/venv/bin/python",
+        workdir=tmp_path,
+        account="vlm-team",
+    )
+    script.write_text(render_sbatch(options))
+    job_id = submit_sbatch(script, tmp_path / "%j.log")
+    [sub] = fake.submissions()
+    assert sub["job_ids"] == [job_id]
+    assert not [n for n in ALLOCATION if n in sub["env"]]
+    assert sub["env"]["SLURM_CONF"] == KEPT["SLURM_CONF"]
+    assert "SBATCH_ACCOUNT" not in sub["env"]  # the script's --account stands
+    assert sub["env"]["SBATCH_PARTITION"] == "cpu"  # the user's default partition stands
+    assert {n: sub["env"][n] for n in OTHER} == OTHER
+
+
+def test_which_variables_are_dropped() -> None:
+    environ = ALLOCATION | KEPT | OTHER | {"PATH": "/bin", "SLURMISH": "x"}
+    assert set(job_variables(environ)) == set(ALLOCATION)
+    assert set(job_variables(environ, ["partition", "gpus_per_task"])) == set(ALLOCATION) | {
+        "SBATCH_PARTITION"
+    }
+    kept = sbatch_environ(environ, ["account"])
+    assert set(kept) == set(KEPT) - {"SBATCH_ACCOUNT"} | set(OTHER) | {"PATH", "SLURMISH"}
