@@ -5,6 +5,7 @@ same backend against a real SLURM."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -13,10 +14,13 @@ from typing import Any
 
 import pytest
 
+from orchestrator.contract.layout import RunDir
+from orchestrator.core.ledger import Ledger, LedgerEntry, PartStatus
 from orchestrator.eval_backends import slurm_jobs
 from orchestrator.eval_backends.base import Cancelled, Failed, Outcome, Preempted, Succeeded
 from orchestrator.eval_backends.slurm_jobs import SlurmBackend, job_variables, sbatch_environ
 from orchestrator.launch.slurm_allocation import SbatchOptions, render_sbatch, submit_sbatch
+from orchestrator.views.status import collect_status, render_status
 from tests.fakes.slurm.fakeslurm import FakeSlurm
 from tests.test_backends import job
 
@@ -314,3 +318,109 @@ def test_which_variables_are_dropped() -> None:
     }
     kept = sbatch_environ(environ, ["account"])
     assert set(kept) == set(KEPT) - {"SBATCH_ACCOUNT"} | set(OTHER) | {"PATH", "SLURMISH"}
+
+
+# ---- what `orch status` says about the final eval of such a run -------------------------
+
+SRUN_CLASH = (
+    "FAILED; srun: fatal: SLURM_MEM_PER_CPU, SLURM_MEM_PER_GPU, and SLURM_MEM_PER_NODE are "
+    "mutually exclusive."
+)
+
+
+def failed_run(tmp_path: Path, *, ended: str | None) -> RunDir:
+    """The run directory `orch submit --cluster slurm` left before the fix: training finished,
+    every eval part of both checkpoints failed (three attempts), nothing merged but "missing";
+    ``ended``: the controller's last log line, or None while it still runs."""
+    rundir = RunDir(tmp_path / "runs" / "demo")
+    rundir.create("", {"name": "demo", "evaluation": {"final_full": True}})
+    events = [{"event": "started", "step": 0, "time": 1.0}]
+    ledger = Ledger(rundir)
+    job = 3
+    for step in (30, 60):
+        (rundir.checkpoints / f"step_{step:06d}").mkdir()
+        (rundir.checkpoints / f"step_{step:06d}" / "COMPLETE").write_text("")
+        events.append({"event": "checkpoint", "step": step, "time": 2.0})
+        for i, d in enumerate(("digits", "faces", "textures")):
+            reason = f"slurm job {job}_{i}: {SRUN_CLASH}"
+            entry = LedgerEntry(step, d, step, PartStatus.SUBMITTED, 3, "slurm", f"{job}_{i}", 3.0)
+            ledger.put(entry.finished(PartStatus.FAILED, reason))
+        job += 3
+    events.append({"event": "finished", "step": 60, "time": 4.0})
+    rundir.logs.joinpath("train_events.jsonl").write_text(
+        "".join(json.dumps(e) + "\n" for e in events)
+    )
+    lines = [
+        "2026-12-01 20:26:04,677 INFO orchestrator.tracking.wandb_tracker: wandb run demo started",
+        "2026-12-01 20:27:39,426 INFO orch.controller: step 60 merged: missing ['digits']",
+    ]
+    if ended is not None:
+        lines += [
+            f"2026-12-01 20:27:39,936 ERROR orch.controller: run demo finished {ended}",
+            "2026-12-01 20:27:39,955 INFO orchestrator.tracking.wandb_tracker: wandb run finished",
+            "2026-12-01 20:27:40,256 INFO orch.submit: run directory: /runs/demo",
+        ]
+    rundir.logs.joinpath("controller.log").write_text("".join(f"{x}\n" for x in lines))
+    return rundir
+
+
+def test_status_says_why_a_finished_run_has_no_final_eval(tmp_path: Path) -> None:
+    rundir = failed_run(
+        tmp_path, ended="(exit 1): no checkpoint was fully evaluated: no best model"
+    )
+    status = collect_status(rundir)
+    assert status["final"] is None
+    final = status["final_state"]
+    assert final["state"] == "not run", final
+    assert final["detail"].startswith("no checkpoint was fully evaluated (6 eval parts failed;")
+    assert (
+        "step 60/textures: slurm job 6_2: FAILED; srun: fatal: SLURM_MEM_PER_CPU"
+        in (final["detail"])
+    )
+    render_status(status | {"ray_job": None})  # the table renders it (rich, to stdout)
+
+
+def test_status_of_the_final_eval_while_the_controller_runs(tmp_path: Path) -> None:
+    rundir = failed_run(tmp_path, ended=None)
+    assert collect_status(rundir)["final_state"] == {
+        "state": "pending",
+        "detail": "after the eval parts of the checkpoints",
+    }
+    # Preempted (exit 3): SLURM requeues the job, whose controller appends to the same log.
+    rundir2 = failed_run(tmp_path / "2", ended="(exit 3): preempted: checkpoint saved, requeue")
+    assert collect_status(rundir2)["final_state"]["state"] == "pending"
+    assert "preempted" in collect_status(rundir2)["final_state"]["detail"]
+    with (rundir2.logs / "controller.log").open("a") as f:
+        f.write("2026-12-01 20:29:00,000 INFO orch.controller: eval step 60/faces submitted\n")
+    assert collect_status(rundir2)["final_state"] == {
+        "state": "pending",
+        "detail": "after the eval parts of the checkpoints",
+    }
+    # A later "finished" of that controller holds again.
+    with (rundir2.logs / "controller.log").open("a") as f:
+        f.write("2026-12-01 20:30:00,000 ERROR orch.controller: run demo finished (exit 1): x\n")
+    assert collect_status(rundir2)["final_state"]["state"] == "not run"
+    # Final parts submitted: running, with their states.
+    ledger = Ledger(rundir)
+    for i, d in enumerate(("digits", "faces")):
+        ledger.put(LedgerEntry(None, d, 60, PartStatus.SUBMITTED, 1, "slurm", f"20_{i}", 5.0))
+    assert collect_status(rundir)["final_state"] == {
+        "state": "running",
+        "detail": "step 60: 2 submitted",
+    }
+
+
+def test_status_of_a_done_or_unrequested_final_eval(tmp_path: Path) -> None:
+    rundir = failed_run(tmp_path, ended="(exit 0): done")
+    schema1 = {"overall": {"accuracy": 0.75, "correct": 300, "loss": 0.5, "n": 400}}
+    rundir.final.write_text(json.dumps(schema1))
+    assert collect_status(rundir)["final_state"] == {
+        "state": "done",
+        "detail": "accuracy 0.7500 on 400",
+    }
+    vqa = {"schema": 2, "overall": {"n": 200, "exact_match": 0.3, "stderr": {"exact_match": 0.03}}}
+    rundir.final.write_text(json.dumps(vqa))  # schema 2, a kind without accuracy
+    assert collect_status(rundir)["final_state"]["detail"] == "exact_match 0.3000 on 200"
+    other = failed_run(tmp_path / "2", ended="(exit 1): eval parts failed for good: 30/digits")
+    other.spec_json.write_text(json.dumps({"evaluation": {"final_full": False}}))
+    assert collect_status(other)["final_state"]["state"] == "not requested"

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from orchestrator.contract.exitcodes import ExitCode
 from orchestrator.contract.layout import RunDir, read_json_or_none
+from orchestrator.contract.records import Scores
 from orchestrator.core.ledger import Ledger
 
 
@@ -38,7 +42,77 @@ def collect_status(rundir: RunDir) -> dict[str, Any]:
         "eval_parts": dict(parts),
         "best": read_json_or_none(rundir.best),
         "final": final["overall"] if final else None,
+        "final_state": final_state(rundir, events, final),
     }
+
+
+# ---- the final full eval: done, running, pending, or why it did not happen -----------------
+
+_CONTROLLER_END = re.compile(
+    r"\S+ \S+ \w+ [\w.]+: run .+? finished \(exit (?P<code>-?\d+)\): (?P<why>.*)"
+)
+
+
+def controller_end(rundir: RunDir) -> tuple[int, str] | None:
+    """The exit code and reason of the controller's last "run R finished" line in
+    logs/controller.log, if no controller logged anything after it (a resumed run's
+    controller appends to the same log)."""
+    log = rundir.logs / "controller.log"
+    if not log.is_file():
+        return None
+    end: tuple[int, str] | None = None
+    for line in log.read_text(errors="replace").splitlines():
+        m = _CONTROLLER_END.match(line)
+        if m:  # the log is this run's, whatever the directory is called now
+            end = (int(m["code"]), m["why"])
+        elif end is not None and " orch.controller: " in line:
+            end = None  # a later controller of this run is (or was) at work
+    return end
+
+
+def final_state(
+    rundir: RunDir, events: list[dict[str, Any]], final: dict[str, Any] | None
+) -> dict[str, str]:
+    """What the final full eval is: ``done``, ``running``, ``pending`` or ``not run``, and why,
+    from the run directory alone (eval/final.json, ledger/, logs/train_events.jsonl, the
+    controller's last words in logs/controller.log)."""
+    if final is not None:
+        o = Scores.from_block(final["overall"])  # schema 1 or 2; whatever metrics it declares
+        shown = [f"{m} {v:.4f}" for m, v in o.values.items() if m != "loss" and not math.isnan(v)]
+        return {"state": "done", "detail": f"{', '.join(shown[:3]) or 'no metric'} on {o.n}"}
+    entries = list(Ledger(rundir).entries.values())
+    final_parts = [e for e in entries if e.step is None]
+    failed = sorted(
+        (e for e in entries if str(e.status) == "failed"), key=lambda e: e.finished_at or 0.0
+    )
+    end = controller_end(rundir)
+    if final_parts and end is None:
+        states = Counter(str(e.status) for e in final_parts)
+        detail = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
+        return {"state": "running", "detail": f"step {final_parts[0].eval_step}: {detail}"}
+    if end is None:
+        training = "finished" if any(e["event"] == "finished" for e in events) else "running"
+        waits = "eval parts of the checkpoints" if training == "finished" else "training"
+        return {"state": "pending", "detail": f"after the {waits}"}
+    code, why = end
+    if code == ExitCode.PREEMPTED:  # checkpointed; SLURM requeues the job
+        return {"state": "pending", "detail": f"the run was preempted ({why}); it continues "
+                "when SLURM requeues it, or with `orch resume`"}  # fmt: skip
+    spec = read_json_or_none(rundir.spec_json) or {}
+    if spec.get("evaluation", {}).get("final_full") is False:
+        return {"state": "not requested", "detail": "evaluation.final_full = false"}
+    if not any(e["event"] == "finished" for e in events):
+        return {"state": "not run", "detail": f"training did not finish ({why})"}
+    if not rundir.complete_checkpoints():
+        return {"state": "not run", "detail": f"no checkpoint was saved ({why})"}
+    if failed:
+        last = failed[-1]
+        where = "final" if last.step is None else f"step {last.step}"
+        parts = f"{len(failed)} eval part{'s' if len(failed) > 1 else ''} failed"
+        cause = "no checkpoint was fully evaluated" if not final_parts else "the final eval failed"
+        return {"state": "not run", "detail": f"{cause} ({parts}; the last, {where}/"
+                f"{last.dataset}: {last.reason or 'no reason recorded'})"}  # fmt: skip
+    return {"state": "not run", "detail": f"the controller ended with exit {code}: {why}"}
 
 
 def render_status(status: dict[str, Any]) -> None:
@@ -74,10 +148,8 @@ def render_status(status: dict[str, Any]) -> None:
     table.add_row(
         "best", f"step {best['step']} ({best['metric']} {best['value']:.4f})" if best else "none"
     )
-    final = status["final"]
-    table.add_row(
-        "final", f"accuracy {final['accuracy']:.4f} on {final['n']}" if final else "pending"
-    )
+    final = status["final_state"]
+    table.add_row("final", f"{final['state']} — {final['detail']}")
     job = status.get("ray_job")
     if job:
         message = f": {job['message']}" if job.get("message") else ""
