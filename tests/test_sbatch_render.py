@@ -97,7 +97,7 @@ def test_directive_values_that_cannot_be_quoted_are_rejected(
     from dataclasses import replace
 
     with pytest.raises(SpecError, match=message):
-        render_sbatch(replace(CASES["cpu_one_node"], **{field: value}))
+        render_sbatch(replace(CASES["cpu_one_node"], **{field: value}))  # type: ignore[arg-type]
 
 
 def _orch(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -144,3 +144,64 @@ def test_a_hostile_option_is_refused_before_anything_is_created(
     assert out.returncode == 2
     assert "--partition" in out.stderr and "SBATCH values may only hold" in out.stderr
     assert not (tmp_path / "runs" / "bad").exists()
+
+
+# ---- the dashboard link and Ray's token: how to get in, never the token itself ------------
+
+TOKEN = "0123456789abcdef-not-a-real-token"
+
+
+def test_the_batch_script_says_where_the_dashboard_token_comes_from(tmp_path: Path) -> None:
+    script = render_sbatch(CASES["cpu_one_node"])
+    start = script.index("# The dashboard asks")
+    lines = script[start : script.index("\n\n", start)]
+    out = subprocess.run(
+        ["bash", "-c", lines],
+        env={"PATH": "/usr/bin:/bin", "RAY_AUTH_TOKEN": TOKEN},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    ).stdout
+    assert "`/opt/orch/.venv/bin/ray get-auth-token` prints it" in out
+    assert "export RAY_AUTH_TOKEN before submitting to log in" in out
+    assert TOKEN not in out and all(line.startswith("orch: ") for line in out.splitlines())
+
+
+@pytest.mark.parametrize("mode", [None, "token", "disabled"])
+def test_the_dashboard_link_says_how_to_get_past_the_token_prompt(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, mode: str | None
+) -> None:
+    import logging
+    import sys
+    from types import SimpleNamespace
+
+    import ray
+
+    from orchestrator.launch.submit import start_ray
+
+    monkeypatch.setenv("RAY_AUTH_TOKEN", TOKEN)
+    if mode is None:  # Ray 2.60's default: token authentication on
+        monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    else:
+        monkeypatch.setenv("RAY_AUTH_MODE", mode)
+    started: dict[str, object] = {}
+
+    def init(**kw: object) -> SimpleNamespace:
+        started.update(kw)
+        return SimpleNamespace(dashboard_url="127.0.0.1:8266")  # what ray.init returns
+
+    monkeypatch.setattr(ray, "init", init)
+    spec = SimpleNamespace(
+        ray_address=None,
+        training=SimpleNamespace(num_workers=2, cpus_per_worker=1.0),
+        evaluation=SimpleNamespace(max_concurrent=1, cpus_per_task=1.0),
+    )
+    with caplog.at_level(logging.INFO, logger="orch.submit"):
+        start_ray(spec, dashboard=True)  # type: ignore[arg-type]
+    assert started["include_dashboard"] is True and started["num_cpus"] == 3
+    [message] = [r.getMessage() for r in caplog.records if "dashboard" in r.getMessage()]
+    assert message.startswith("Ray dashboard: http://127.0.0.1:8266")
+    hint = f"`{Path(sys.executable).with_name('ray')} get-auth-token`"
+    assert (hint in message) is (mode != "disabled"), message
+    assert TOKEN not in caplog.text

@@ -91,6 +91,7 @@ def render_sbatch(o: SbatchOptions) -> str:
     directives += [_directive(k, v) for k, v in sorted(o.extra.items())]
     q = shlex.quote
     python, workdir = q(o.python), q(str(o.workdir))
+    ray_cli = q(str(Path(o.python).with_name("ray")))  # the ray CLI beside that interpreter
     run_name = q(o.run_dir.name)
     runs_dir = q(str(o.run_dir.parent))
     body = f"""
@@ -147,6 +148,11 @@ if [ "$SLURM_JOB_NUM_NODES" -gt 1 ]; then
     "${{RAY[@]}}" start --address="$HEAD_IP:$PORT" --num-cpus="$SLURM_CPUS_PER_TASK" --block &
 fi
 echo "orch: Ray head $HEAD_IP:$PORT, dashboard on {o.dashboard_host}:$DASHBOARD_PORT of $HEAD"
+# The dashboard asks for the Ray token: say where it comes from, never what it is.
+printf 'orch: the dashboard asks for a token: the RAY_AUTH_TOKEN exported where the job was\\n'
+printf 'orch: submitted (`%s get-auth-token` prints it there); without one, this job made its\\n' \\
+  {ray_cli}
+printf 'orch: own, known only to it: export RAY_AUTH_TOKEN before submitting to log in\\n'
 
 # The run directory was created at submission; a requeued job continues it the same way.
 {python} -m orchestrator.cli resume {run_name} --runs-dir {runs_dir} \\

@@ -107,6 +107,10 @@ def start_ray(spec: JobSpec, dashboard: bool) -> None:
     """Join the configured cluster, or start an embedded Ray sized so that training workers and
     eval parts fit side by side (logical CPUs: Ray would otherwise queue eval until training
     ends on a small machine)."""
+    import os
+    import shlex
+    import sys
+
     import ray
 
     if spec.ray_address:
@@ -114,16 +118,30 @@ def start_ray(spec: JobSpec, dashboard: bool) -> None:
         return
     tr, ev = spec.training, spec.evaluation
     cpus = math.ceil(tr.num_workers * tr.cpus_per_worker + ev.max_concurrent * ev.cpus_per_task)
-    ray.init(
+    ctx = ray.init(
         num_cpus=cpus,
         include_dashboard=dashboard,
         dashboard_host="127.0.0.1",
         log_to_driver=False,
         configure_logging=False,
     )
-    if dashboard:
-        ctx = ray.get_runtime_context()
-        logger.info("Ray dashboard: http://%s", getattr(ctx, "dashboard_url", "127.0.0.1:8265"))
+    if not dashboard:
+        return
+    address = getattr(ctx, "dashboard_url", None) or "127.0.0.1:8265"
+    url = address if "://" in address else f"http://{address}"
+    if os.environ.get("RAY_AUTH_MODE", "token").lower() == "disabled":
+        logger.info("Ray dashboard: %s", url)
+        return
+    # Ray 2.60 turns token authentication on: the dashboard opens on "Authentication Token
+    # Required". Say where the token comes from (this venv's `ray`), never the token itself.
+    ray_cli = Path(sys.executable).with_name("ray")
+    command = shlex.quote(str(ray_cli)) if ray_cli.is_file() else "ray"
+    logger.info(
+        "Ray dashboard: %s (token authentication is on: paste the token that `%s "
+        "get-auth-token` prints, in this shell's environment, into its login prompt)",
+        url,
+        command,
+    )
 
 
 def submit(spec: JobSpec, *, run_name: str | None = None, dashboard: bool = True) -> int:
