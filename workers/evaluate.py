@@ -24,6 +24,7 @@ from orchestrator.contract.atomic import atomic_write_json
 from orchestrator.contract.evalpart import EvalPart
 from orchestrator.contract.kinds import get_kind
 from orchestrator.contract.metrics import aggregate, get_metric
+from orchestrator.contract.plugins import load_plugins
 from orchestrator.contract.records import SCHEMA_VERSION
 
 logger = logging.getLogger("orch.evaluate")
@@ -56,6 +57,7 @@ def run_eval(part: EvalPart) -> dict[str, Any]:
     from workers.models.classifier import load_classifier
 
     started_at, t0 = time.time(), time.perf_counter()
+    load_plugins(part.plugins)  # the job's kinds and metrics, in this process too
     kind = get_kind(part.kind)
     ds = part.dataset_section()
     rows = kind.eval_subset(kind.read(part.dataset, ds, "eval", ()), part.eval_ratio, part.seed)

@@ -58,6 +58,9 @@ def register_metric(metric: Metric) -> Metric:
 
 
 def get_metric(name: str) -> Metric:
+    from orchestrator.contract.plugins import load_plugins
+
+    load_plugins()  # orch's own metrics, in any process
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -67,6 +70,9 @@ def get_metric(name: str) -> Metric:
 
 
 def known_metrics() -> dict[str, Metric]:
+    from orchestrator.contract.plugins import load_plugins
+
+    load_plugins()
     return dict(_REGISTRY)
 
 

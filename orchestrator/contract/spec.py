@@ -204,8 +204,10 @@ class EvaluationSpec(_Section):
     """Evaluate every checkpoint on each dataset's eval_ratio subset."""
     final_full: bool = True
     """At the end, evaluate the best checkpoint on the full eval sets."""
-    backend: Literal["ray", "slurm", "local"] = "ray"
-    """Where eval parts run: Ray tasks, SLURM jobs (submitit), or local subprocesses."""
+    backend: str = "ray"
+    """Where eval parts run: "ray" (Ray tasks), "slurm" (SLURM jobs through submitit), "local"
+    (subprocesses), or a backend a plugin registers (orchestrator.eval_backends); checked
+    against the registry before any compute."""
     batch_size: int = Field(default=64, ge=1)
     cpus_per_task: float = Field(default=1.0, gt=0.0)
     """Ray resources of one eval part; declared so eval runs beside training, never queued."""

@@ -107,13 +107,17 @@ def register_backend(name: str) -> Callable[[B], B]:
 
 
 def get_backend_class(name: str) -> type[RegisteredBackend]:
+    from orchestrator.contract.plugins import load_plugins
+
+    load_plugins()  # a plugin module may register a backend too
     try:
         return _BACKENDS[name]
     except KeyError:
         close = difflib.get_close_matches(name, _BACKENDS, n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
         raise SpecError(
-            f"unknown eval backend {name!r}; {hint}known backends: {', '.join(known_backends())}"
+            f"evaluation.backend: unknown eval backend {name!r}; {hint}known backends: "
+            f"{', '.join(known_backends())}"
         ) from None
 
 

@@ -28,7 +28,8 @@ def preflight(spec: JobSpec, sample: int | None = 64) -> dict[str, int]:
     Every manifest row is checked; ``sample`` images per manifest are decoded (None: all, 0:
     none, only their existence)."""
     from orchestrator.checks.validate import validate_data
-    from workers.deepspeed_config import build_deepspeed_config
+    from orchestrator.contract.deepspeed import build_deepspeed_config
+    from orchestrator.eval_backends import get_backend_class
 
     resume = spec.training.resume_from
     if resume is not None and not (
@@ -43,6 +44,7 @@ def preflight(spec: JobSpec, sample: int | None = 64) -> dict[str, int]:
             "model directory (`orch model tiny --out models/tiny-qwen2.5-vl` makes a tiny one)"
         )
     build_deepspeed_config(spec.training, spec.training.num_workers)
+    get_backend_class(spec.evaluation.backend)  # a backend from the registry, or the known ones
     if sample == 0:
         return {}
     return {s.name: s.train for s in validate_data(spec, sample)}
