@@ -23,6 +23,7 @@ from orchestrator.cli import (
     eval as evaluate,
 )
 from orchestrator.contract.errors import OrchError
+from orchestrator.contract.exitcodes import ExitCode
 
 logger = logging.getLogger("orch")
 
@@ -65,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         return code
     except OrchError as e:
         logger.error("%s", e)
-        return 2
+        return ExitCode.USAGE
     except KeyboardInterrupt:
         logger.error("interrupted")
-        return 130
+        return ExitCode.INTERRUPTED

@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     if cluster_ray.recorded_job(rundir) is not None:
         logger.info("%s", cluster_ray.stop_job(rundir))
         return 0
-    job = rundir.path / "slurm" / "job.json"
+    job = rundir.slurm_dir / "job.json"
     if not job.is_file():
         raise RunDirError(
             f"{rundir.path}: not submitted to a cluster (no slurm/job.json, no ray_job.json)"

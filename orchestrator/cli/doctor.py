@@ -7,6 +7,7 @@ import json
 import sys
 
 from orchestrator.cli.common import Subparsers, add_spec_args
+from orchestrator.contract.exitcodes import ExitCode
 
 
 def add_parser(sub: Subparsers) -> None:
@@ -27,4 +28,4 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout.write(json.dumps([asdict(f) for f in findings], indent=2) + "\n")
     else:
         render(findings)
-    return 1 if any(f.level == "error" for f in findings) else 0
+    return ExitCode.FAILED if any(f.level == "error" for f in findings) else ExitCode.OK

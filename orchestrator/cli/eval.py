@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from orchestrator.cli.common import Subparsers, add_run_arg, add_runs_dir_arg
+from orchestrator.contract.exitcodes import ExitCode
 
 
 def add_parser(sub: Subparsers) -> None:
@@ -44,4 +45,4 @@ def run(args: argparse.Namespace) -> int:
         },
         show_best=False,
     )
-    return 1 if merged["missing"] else 0
+    return ExitCode.FAILED if merged["missing"] else ExitCode.OK

@@ -11,6 +11,7 @@ from typing import Any
 
 from orchestrator.cli.common import Subparsers, add_spec_args, load_job_spec
 from orchestrator.contract.errors import SpecError
+from orchestrator.contract.layout import RunDir
 
 logger = logging.getLogger("orch")
 
@@ -92,18 +93,19 @@ def _submit_slurm(args: argparse.Namespace, spec: Any) -> int:
         sys.stdout.write(rendered)
         return 0
     open_run(spec, run_name)
-    script = run_path / "slurm" / "train.sbatch"
+    slurm_dir = RunDir(run_path).slurm_dir
+    script = slurm_dir / "train.sbatch"
     script.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(script, rendered)
-    job_id = submit_sbatch(script, run_path / "slurm" / "%j.log")
-    atomic_write_json(run_path / "slurm" / "job.json", {"job_id": job_id, "script": str(script)})
+    job_id = submit_sbatch(script, slurm_dir / "%j.log")
+    atomic_write_json(slurm_dir / "job.json", {"job_id": job_id, "script": str(script)})
     logger.info(
         "submitted %s as SLURM job %s; watch it with `orch status %s` or `squeue -j %s`; log: %s",
         run_path.name,
         job_id,
         run_path.name,
         job_id,
-        run_path / "slurm" / f"{job_id}.log",
+        slurm_dir / f"{job_id}.log",
     )
     sys.stdout.write(f"{job_id}\n")
     return 0

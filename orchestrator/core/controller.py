@@ -301,7 +301,7 @@ class Controller:
             if not complete:
                 return
             step, info = max(complete), {"chosen": "last checkpoint (no evals during training)"}
-        export_checkpoint(self.rundir.checkpoints, step, self.rundir.path / "export" / "best", info)
+        export_checkpoint(self.rundir.checkpoints, step, self.rundir.export_best, info)
 
     def _submit(self, group: list[SubmitPart]) -> None:
         parts = [(self._job(a), self.rundir.eval_log(a.step, a.dataset, a.attempt)) for a in group]

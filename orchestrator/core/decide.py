@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 from functools import cached_property
 
+from orchestrator.contract.exitcodes import ExitCode
 from orchestrator.core.ledger import Key, LedgerEntry, PartStatus
 
-PREEMPTED_EXIT = 3  # the controller's exit code after a preemption (the sbatch script requeues)
+PREEMPTED_EXIT = int(ExitCode.PREEMPTED)  # the sbatch script requeues on it
 
 
 class TrainingState(StrEnum):
@@ -215,7 +216,7 @@ def _checkpoint_evals(s: Snapshot) -> list[Action]:
 def _final_eval(s: Snapshot) -> list[Action]:
     target = s.best_step if s.during_training else max(s.checkpoints, default=None)
     if target is None:
-        return [Finish(1, "no checkpoint was fully evaluated: no best model")]
+        return [Finish(ExitCode.FAILED, "no checkpoint was fully evaluated: no best model")]
     actions: list[Action] = []
     if all([_settle(s, (None, d), target, actions) for d in s.datasets]):
         actions.append(MergeFinal(target))
@@ -224,12 +225,12 @@ def _final_eval(s: Snapshot) -> list[Action]:
 
 def _finish(s: Snapshot) -> Finish:
     if s.training is TrainingState.FAILED:
-        return Finish(1, "training failed")
+        return Finish(ExitCode.FAILED, "training failed")
     failed = sorted(
         f"{'final' if e.step is None else e.step}/{e.dataset}"
         for e in s.ledger.values()
         if e.status is PartStatus.FAILED
     )
     if failed:
-        return Finish(1, f"eval parts failed for good: {', '.join(failed)}")
-    return Finish(0, "done")
+        return Finish(ExitCode.FAILED, f"eval parts failed for good: {', '.join(failed)}")
+    return Finish(ExitCode.OK, "done")

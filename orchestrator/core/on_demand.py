@@ -52,7 +52,7 @@ def evaluate_on_demand(
     unknown = sorted(set(datasets) - set(spec.datasets))
     if unknown:
         raise RunDirError(f"--datasets: unknown {unknown}; the run has {sorted(spec.datasets)}")
-    folder = rundir.eval_dir / "ondemand" / f"step_{step:06d}-{'full' if full else 'partial'}"
+    folder = rundir.ondemand(step, full)
     jobs: dict[str, str] = {}
     for name in datasets:
         job = build_eval_job(

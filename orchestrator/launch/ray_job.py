@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("orch.ray_jobs")
 
-JOB_FILE = "ray_job.json"
+JOB_FILE = "ray_job.json"  # RunDir.ray_job
 
 
 def enable_token_auth() -> None:

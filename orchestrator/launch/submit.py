@@ -159,14 +159,14 @@ def submit(spec: JobSpec, *, run_name: str | None = None, dashboard: bool = True
     logger.info("pre-flight ok: %s", ", ".join(f"{n} {k} train samples" for n, k in sizes.items()))
     rundir = open_run(spec, run_name)
     lock = lock_run(rundir)  # noqa: F841  (held until this process exits)
-    add_file_log(rundir.logs / "controller.log")
-    request = rundir.path / "control" / "preempt"
+    add_file_log(rundir.controller_log)
+    request = rundir.preempt_request
     if request.exists():  # left by the allocation that was preempted; this one trains on
         request.unlink()
     install_preemption_handlers(request)
-    reap_leftovers(rundir.logs / "processes.json")
+    reap_leftovers(rundir.processes)
     start_ray(spec, dashboard)
-    recorder = ProcessRecorder(rundir.logs / "processes.json").start()
+    recorder = ProcessRecorder(rundir.processes).start()
     tracker = make_tracker(spec, rundir)
     backend = make_backend(spec, rundir)
     code = 1

@@ -69,7 +69,7 @@ class RayTrainRun:
         self._status = TrainingStatus(TrainingState.SUCCEEDED)
 
     def _last_event(self) -> str | None:
-        path = self.rundir.logs / "train_events.jsonl"
+        path = self.rundir.train_events
         if not path.is_file():
             return None
         lines = [line for line in path.read_text().splitlines() if line.strip()]
