@@ -121,6 +121,11 @@ class RunDir:
         """--address: the Jobs API address and submission id."""
         return self.path / "ray_job.json"
 
+    @property
+    def imports(self) -> Path:
+        """Imported lmms-eval task results, eval/imports/step_000500/<task>.json."""
+        return self.eval_dir / "imports"
+
     def ondemand(self, step: int, full: bool) -> Path:
         """`orch eval`'s parts and merged result for one checkpoint."""
         return self.eval_dir / "ondemand" / f"step_{step:06d}-{'full' if full else 'partial'}"

@@ -19,8 +19,8 @@ from typing import Any
 from orchestrator.contract.atomic import atomic_write_json
 from orchestrator.contract.errors import DataError
 from orchestrator.contract.layout import RunDir, read_json_or_none
+from orchestrator.contract.records import SCHEMA_VERSION
 
-SCHEMA_VERSION = 1
 _TASK_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 
 
@@ -87,7 +87,7 @@ def import_results(rundir: RunDir, step: int, path: Path) -> list[Path]:
 
 
 def imports_dir(rundir: RunDir) -> Path:
-    return rundir.eval_dir / "imports"
+    return rundir.imports
 
 
 def pending_imports(rundir: RunDir, done: set[str]) -> dict[int, list[Path]]:
