@@ -7,9 +7,12 @@
   that exists only for eval; the loop never waits on an eval job) over training wall time.
 
 Baselines in the same run: the eval compute itself (ratio overhead/compute) and the training
-time. Needs `make run` artefacts (data/demo, models/tiny-qwen2.5-vl).
+time. Needs `make run` artefacts (data/demo, models/tiny-qwen2.5-vl), or ``--demo``/``--model``.
 
-    python bench/eval_latency.py [--steps 600] [--every 150]
+    python bench/eval_latency.py [--steps 600] [--every 150] [--quick] [--demo D] [--model M]
+
+``--quick``: 20 steps, one checkpoint (at step 20) and no final full evaluation (it comes after
+training and enters no figure), to check the benchmark end to end.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+import demo_job
 
 
 def jsonl(path: Path) -> list[dict[str, float]]:
@@ -40,16 +45,27 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=600)
     ap.add_argument("--every", type=int, default=150)
+    ap.add_argument("--quick", action="store_true", help="20 steps, one checkpoint")
+    demo_job.add_arguments(ap)
     args = ap.parse_args()
+    demo_job.check(args.demo, args.model)
+    extra: list[str] = []
+    if args.quick:
+        args.steps, args.every = 20, 20
+        extra = ["--set", "evaluation.final_full=false"]
     with tempfile.TemporaryDirectory() as tmp:
+        job = demo_job.write_job(Path(tmp) / "job.toml", args.demo, args.model)
         cmd = [
-            sys.executable, "-m", "orchestrator.cli", "submit", "jobs/demo_mix.toml",
+            sys.executable, "-m", "orchestrator.cli", "submit", str(job),
             "--no-dashboard", "--run-name", "bench",
             "--set", f"runs_dir='{tmp}'",
             "--set", f"training.max_steps={args.steps}",
             "--set", f"training.checkpoint_every={args.every}",
+            *extra,
         ]  # fmt: skip
-        subprocess.run(cmd, check=True, capture_output=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise SystemExit(f"orch submit failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
         run = Path(tmp) / "bench"
         published = json.loads((run / "ledger" / "published.json").read_text())["eval_steps"]
         overheads, computes = [], []

@@ -10,8 +10,9 @@ one GPU, trained with fused AdamW. Two steps are measured:
 
 MFU = (FLOPs of the step by workers/flops.py) / (step time x dense bf16 peak of the device).
 The baseline in the same run is a pure bf16 matmul of the LM's MLP shape, whose achieved
-FLOP/s (as a share of peak) is what this device reaches at best; the ratio mfu/matmul shows
-how far the model step is from it.
+FLOP/s (as a share of peak) is what this device reaches at best; the ratios
+``cls_vs_matmul``/``vqa_vs_matmul`` (step FLOP/s over matmul FLOP/s) show how far the model step
+is from it.
 
 The classification step runs through orch's own model (workers.models.VLMClassifier, its
 pooling and head, the vision attention orch selects); ``--vision-attn per-window`` restores
@@ -20,6 +21,13 @@ block and decoder layer (regional torch.compile). ``--profile`` prints the GPU k
 take the most time in one step and the share of the step the GPU is busy.
 
     python bench/gpu_mfu.py [--batch 16] [--steps 10] [--attn sdpa] [--vision-attn per-window]
+
+It needs a CUDA device: without one it says so on stderr and exits with status 2 (`make bench`
+skips it). ``--quick`` checks the script end to end in seconds: a tiny model of the same
+architecture (2 decoder layers, 4 vision blocks, 224x224 images, 2 rows, 512-token VQA, 2 timed
+steps), on the GPU when there is one, else on the CPU (in fp32), where no peak is known and the MFU
+lines (gpu_mfu, gpu_vqa_mfu, matmul_baseline_mfu) and peak memory are left out; the ratios to
+the matmul are printed either way.
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import argparse
 import importlib.util
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +49,7 @@ from workers.flops import peak_bf16_flops, train_step_flops
 from workers.models.classifier import VLMClassifier
 from workers.models.vision_attention import install_vision_precompute, use_varlen_vision_attention
 
-PATCHES, MERGED = 1024, 256  # a 448x448 image: 32x32 patches of 14 px, 2x2 merged
+EXIT_NO_CUDA = 2
 
 
 def config_3b() -> Any:
@@ -63,38 +72,111 @@ def config_3b() -> Any:
     )  # fmt: skip
 
 
-def inputs(config: Any, images_per_seq: int, text: int, batch: int) -> dict[str, torch.Tensor]:
+def config_quick() -> Any:
+    """The 3B's architecture (window attention, full-attention blocks, merger, mRoPE), tiny."""
+    from transformers import Qwen2_5_VLConfig
+
+    return Qwen2_5_VLConfig(
+        text_config={
+            "vocab_size": 2048, "hidden_size": 128, "intermediate_size": 512,
+            "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "max_position_embeddings": 4096, "tie_word_embeddings": True,
+            "bos_token_id": 1, "eos_token_id": 2,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0,
+                                "mrope_section": [4, 6, 6]},
+        },
+        vision_config={
+            "depth": 4, "hidden_size": 64, "intermediate_size": 128, "num_heads": 4,
+            "out_hidden_size": 128, "patch_size": 14, "spatial_merge_size": 2,
+            "temporal_patch_size": 2, "window_size": 112, "fullatt_block_indexes": [1, 3],
+        },
+        image_token_id=2000, video_token_id=2001, vision_start_token_id=2002,
+        vision_end_token_id=2003, tie_word_embeddings=True,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Shapes:
+    """The measured steps' sizes: square images of ``side`` px (14-px patches, 2x2 merged)."""
+
+    side: int = 448
+    labels: int = 2000
+    cls_text: int = 16
+    vqa_images: int = 8
+    vqa_len: int = 4096
+    matmul: tuple[int, int, int] = (16384, 2048, 11008)  # tokens x LM hidden x MLP width
+
+    @property
+    def grid(self) -> int:
+        return self.side // 14
+
+    @property
+    def patches(self) -> int:
+        return self.grid * self.grid
+
+    @property
+    def merged(self) -> int:
+        return self.patches // 4
+
+
+FULL = Shapes()
+QUICK = Shapes(side=224, labels=100, vqa_images=2, vqa_len=512, matmul=(1024, 128, 512))
+
+
+def inputs(
+    config: Any,
+    shapes: Shapes,
+    images_per_seq: int,
+    text: int,
+    batch: int,
+    device: str,
+    dtype: torch.dtype,
+) -> dict[str, torch.Tensor]:
     seq = []
     for _ in range(images_per_seq):
-        seq += [config.vision_start_token_id] + [config.image_token_id] * MERGED
+        seq += [config.vision_start_token_id] + [config.image_token_id] * shapes.merged
         seq += [config.vision_end_token_id]
-    seq += [1000 + i % 5000 for i in range(text)]
-    ids = torch.tensor([seq] * batch, device="cuda")
+    vocab = min(5000, config.image_token_id - 1000)
+    seq += [1000 + i % vocab for i in range(text)]
+    ids = torch.tensor([seq] * batch, device=device)
     n_images = images_per_seq * batch
+    g = shapes.grid
     return {
         "input_ids": ids,
         "attention_mask": torch.ones_like(ids),
-        "pixel_values": torch.randn(n_images * PATCHES, 1176, device="cuda", dtype=torch.bfloat16),
-        "image_grid_thw": torch.tensor([[1, 32, 32]] * n_images, device="cuda"),
+        "pixel_values": torch.randn(n_images * shapes.patches, 1176, device=device, dtype=dtype),
+        "image_grid_thw": torch.tensor([[1, g, g]] * n_images, device=device),
     }
 
 
-def time_steps(step: Any, steps: int) -> float:
-    for _ in range(3):
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_steps(step: Any, steps: int, device: str, warmup: int = 3) -> float:
+    for _ in range(warmup):
         step()
-    torch.cuda.synchronize()
+    sync(device)
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
-    torch.cuda.synchronize()
+    sync(device)
     return (time.perf_counter() - t0) / steps
 
 
-def matmul_baseline(peak: float) -> float:
-    a = torch.randn(16384, 2048, device="cuda", dtype=torch.bfloat16)
-    b = torch.randn(2048, 11008, device="cuda", dtype=torch.bfloat16)
-    seconds = time_steps(lambda: a @ b, 50)
-    return 2 * 16384 * 2048 * 11008 / seconds / peak
+def matmul_baseline(shapes: Shapes, device: str, dtype: torch.dtype, reps: int) -> float:
+    """Achieved FLOP/s of a matmul of the LM's MLP shape (in the model's dtype)."""
+    m, k, n = shapes.matmul
+    a = torch.randn(m, k, device=device, dtype=dtype)
+    b = torch.randn(k, n, device=device, dtype=dtype)
+    seconds = time_steps(lambda: a @ b, reps, device)
+    return 2 * m * k * n / seconds
+
+
+def reset_peak_memory(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
 
 
 KERNEL_KINDS = (
@@ -141,7 +223,7 @@ def profile_step(step: Any, label: str, top: int = 25) -> None:
         print(f"  {e.self_device_time_total / 1e3:9.2f} ms {e.count:6d}x  {e.key[:110]}")
 
 
-def main() -> None:
+def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--steps", type=int, default=10)
@@ -177,25 +259,45 @@ def main() -> None:
         help="what-if: build the vision MLP this wide (3,456 = 3,420 padded to a multiple of 64)",
     )
     ap.add_argument("--accumulate", type=int, default=1, help="micro-batches per optimizer step")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="a tiny model, 2 rows, 2 steps: checks the script (on the CPU without CUDA)",
+    )
     args = ap.parse_args()
     from transformers import Qwen2_5_VLForConditionalGeneration
 
+    cuda = torch.cuda.is_available()
+    if not cuda and not args.quick:
+        print(
+            "gpu_mfu: no CUDA device; it measures a GPU (exit 2). `--quick` runs a tiny model "
+            "on the CPU to check the script.",
+            file=sys.stderr,
+        )
+        return EXIT_NO_CUDA
+    if args.profile and not cuda:
+        raise SystemExit("--profile profiles GPU kernels: it needs a CUDA device")
+    device = "cuda" if cuda else "cpu"
+    dtype = torch.bfloat16 if cuda else torch.float32  # CPUs without bf16 units emulate it
+    make_config, shapes = (config_quick, QUICK) if args.quick else (config_3b, FULL)
+    if args.quick:
+        args.batch, args.steps = 2, 2
     attn = args.attn
     if attn == "auto":
-        attn = "flash_attention_2" if importlib.util.find_spec("flash_attn") else "sdpa"
-    name = torch.cuda.get_device_name()
-    peak = peak_bf16_flops(name)
-    if peak is None:
+        attn = "flash_attention_2" if cuda and importlib.util.find_spec("flash_attn") else "sdpa"
+    name = torch.cuda.get_device_name() if cuda else "cpu"
+    peak = peak_bf16_flops(name) if cuda else None
+    if peak is None and not args.quick:
         raise SystemExit(f"unknown bf16 peak for {name}; add it to workers/flops.py")
-    config = config_3b()
+    config = make_config()
     config._attn_implementation = attn
-    counted = config_3b()  # FLOPs of the real architecture: padding is not useful work
+    counted = make_config()  # FLOPs of the real architecture: padding is not useful work
     if args.vision_mlp_width:
         config.vision_config.intermediate_size = args.vision_mlp_width
     torch.manual_seed(0)
-    with torch.device("cuda"):
-        vlm = Qwen2_5_VLForConditionalGeneration(config).to(torch.bfloat16)
-        model = VLMClassifier(vlm, num_labels=2000, pooling="mean").to(torch.bfloat16)
+    with torch.device(device):
+        vlm = Qwen2_5_VLForConditionalGeneration(config).to(dtype)
+        model = VLMClassifier(vlm, num_labels=shapes.labels, pooling="mean").to(dtype)
     vision_attn = config.vision_config._attn_implementation
     if args.vision_attn == "orch":
         vision_attn = use_varlen_vision_attention(vlm, attn)
@@ -210,6 +312,7 @@ def main() -> None:
     n_params = sum(p.numel() for p in vlm.parameters())
     print(f"device={name.replace(' ', '_')}")
     print(f"torch={torch.__version__}")
+    print(f"dtype={str(dtype).removeprefix('torch.')}")
     print(f"attn={attn}")
     print(f"vision_attn={vision_attn}")
     print(f"compile={args.compile} mode={args.compile_mode}")
@@ -218,20 +321,25 @@ def main() -> None:
     print(f"accumulate={args.accumulate}")
     print(f"vision_mlp_width={config.vision_config.intermediate_size}")
     print(f"params={n_params}")
-    print(f"matmul_baseline_mfu={matmul_baseline(peak):.3f}")
+    matmul = matmul_baseline(shapes, device, dtype, 5 if args.quick else 50)
+    print(f"matmul_tflops_per_s={matmul / 1e12:.4f}")
+    if peak is not None:
+        print(f"matmul_baseline_mfu={matmul / peak:.3f}")
 
     # classification step, through orch's classifier (pooling, head, fp32 loss)
-    cls = inputs(config, 1, 16, args.batch)
+    cls = inputs(config, shapes, 1, shapes.cls_text, args.batch, device, dtype)
+    g = shapes.grid
     if args.positions == "loader":
         merge = config.vision_config.spatial_merge_size
         rows = [
-            mrope_positions(ids, torch.tensor([[1, 32, 32]]), config.image_token_id, merge)
+            mrope_positions(ids, torch.tensor([[1, g, g]]), config.image_token_id, merge)
             for ids in cls["input_ids"].cpu()
         ]
         mrope = torch.stack(rows, dim=1)  # [3, B, L]
         text = torch.arange(mrope.shape[-1]).expand(1, *mrope.shape[1:])
-        cls["position_ids"] = torch.cat([text, mrope]).cuda()
-    labels = torch.randint(0, 2000, (args.batch,), device="cuda")
+        cls["position_ids"] = torch.cat([text, mrope]).to(device)
+    labels = torch.randint(0, shapes.labels, (args.batch,), device=device)
+    warmup = 1 if args.quick else 3
 
     def cls_step() -> None:
         if args.compile and args.compile_mode == "reduce-overhead":
@@ -243,28 +351,36 @@ def main() -> None:
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    torch.cuda.reset_peak_memory_stats()
-    seconds = time_steps(cls_step, args.steps)
+    reset_peak_memory(device)
+    seconds = time_steps(cls_step, args.steps, device, warmup)
     seq = cls["input_ids"].shape[1]
     rows = args.batch * args.accumulate
-    flops = train_step_flops(counted, [PATCHES] * rows, [seq] * rows, num_labels=2000)
-    mfu = flops["total"] / seconds / peak
+    flops = train_step_flops(
+        counted, [shapes.patches] * rows, [seq] * rows, num_labels=shapes.labels
+    )
+    achieved = flops["total"] / seconds
     print(f"cls_step_s={seconds:.4f}")
     print(f"cls_seq_len={seq}")
-    print(f"gpu_mfu={mfu:.4f}")
+    if peak is not None:
+        print(f"gpu_mfu={achieved / peak:.4f}")
+    print(f"cls_tflops_per_s={achieved / 1e12:.4f}")
+    print(f"cls_vs_matmul={achieved / matmul:.3f}")
     print(f"gpu_tokens_per_s={seq * rows / seconds:.0f}")
     print(f"cls_vision_flops_share={flops['vision'] / flops['total']:.3f}")
-    print(f"cls_peak_mem_gb={torch.cuda.max_memory_allocated() / 2**30:.1f}")
+    if cuda:
+        print(f"cls_peak_mem_gb={torch.cuda.max_memory_allocated() / 2**30:.1f}")
     if args.profile:
         profile_step(cls_step, "cls")
     if args.skip_vqa:
-        return
+        return 0
 
     # VQA step: one 4,096-token sequence, 8 images, LM loss on the 2,048 text tokens
-    vqa = inputs(config, 8, 4096 - 8 * (MERGED + 2), 1)
-    text_tokens = 4096 - 8 * (MERGED + 2)
+    # (--quick: 512 tokens, 2 images)
+    image_tokens = shapes.vqa_images * (shapes.merged + 2)
+    text_tokens = shapes.vqa_len - image_tokens
+    vqa = inputs(config, shapes, shapes.vqa_images, text_tokens, 1, device, dtype)
     targets = vqa["input_ids"].clone()
-    targets[:, : 8 * (MERGED + 2)] = -100
+    targets[:, :image_tokens] = -100
 
     def vqa_step() -> None:
         out = vlm(**vqa, labels=targets, use_cache=False)
@@ -272,17 +388,28 @@ def main() -> None:
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    torch.cuda.reset_peak_memory_stats()
-    seconds = time_steps(vqa_step, args.steps)
-    flops = train_step_flops(counted, [PATCHES] * 8, [4096], lm_head_tokens=4096)
+    reset_peak_memory(device)
+    seconds = time_steps(vqa_step, args.steps, device, warmup)
+    flops = train_step_flops(
+        counted,
+        [shapes.patches] * shapes.vqa_images,
+        [shapes.vqa_len],
+        lm_head_tokens=shapes.vqa_len,
+    )
+    achieved = flops["total"] / seconds
     print(f"vqa_step_s={seconds:.4f}")
-    print(f"gpu_vqa_mfu={flops['total'] / seconds / peak:.4f}")
-    print(f"gpu_vqa_tokens_per_s={4096 / seconds:.0f}")
+    if peak is not None:
+        print(f"gpu_vqa_mfu={achieved / peak:.4f}")
+    print(f"vqa_tflops_per_s={achieved / 1e12:.4f}")
+    print(f"vqa_vs_matmul={achieved / matmul:.3f}")
+    print(f"gpu_vqa_tokens_per_s={shapes.vqa_len / seconds:.0f}")
     print(f"vqa_text_tokens={text_tokens}")
-    print(f"vqa_peak_mem_gb={torch.cuda.max_memory_allocated() / 2**30:.1f}")
+    if cuda:
+        print(f"vqa_peak_mem_gb={torch.cuda.max_memory_allocated() / 2**30:.1f}")
     if args.profile:
         profile_step(vqa_step, "vqa")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

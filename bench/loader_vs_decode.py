@@ -6,11 +6,14 @@ Loader: the real training path (``make_loader`` with one DataLoader worker: plan
 to the model's 56x56 input, Qwen's image processor, tokenisation, batching of 32), consumed by
 the main process. Both on one core each. Prints name=value lines; the ratio is the figure.
 
-    PYTHONPATH=. .venv/bin/python bench/loader_vs_decode.py
+    PYTHONPATH=. .venv/bin/python bench/loader_vs_decode.py [--quick]
+
+``--quick``: 128 images (4 batches) instead of 512, to check the benchmark end to end.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import sys
@@ -27,7 +30,7 @@ N_IMAGES = 512
 BATCH = 32
 
 
-def write_jpegs(folder: Path) -> list[Path]:
+def write_jpegs(folder: Path, n_images: int) -> list[Path]:
     from skimage import data
 
     sources = [
@@ -37,11 +40,11 @@ def write_jpegs(folder: Path) -> list[Path]:
         data.rocket(),
         data.hubble_deep_field(),
     ]
+    bigs = [np.array(Image.fromarray(src).resize((1280, 960))) for src in sources]
     rng = np.random.default_rng(0)
     paths = []
-    for i in range(N_IMAGES):
-        src = sources[i % len(sources)]
-        big = np.array(Image.fromarray(src).resize((1280, 960)))
+    for i in range(n_images):
+        big = bigs[i % len(bigs)]
         top, left = rng.integers(0, 960 - 480), rng.integers(0, 1280 - 640)
         crop = big[top : top + 480, left : left + 640]
         path = folder / f"{i:05d}.jpg"
@@ -74,6 +77,7 @@ def full_decode_rate(paths: list[Path], model: Path) -> float:
 
 
 def loader_rate(paths: list[Path], folder: Path, model: Path) -> float:
+    n_images = len(paths)
     from orchestrator.contract.spec import validate_spec
     from workers.data.loader import Plan, make_loader
     from workers.data.microbatch import Batcher, load_train_data
@@ -95,16 +99,16 @@ def loader_rate(paths: list[Path], folder: Path, model: Path) -> float:
             "datasets": {
                 "photos": {"train": str(manifest), "eval": str(manifest), "num_classes": 5}
             },
-            "training": {"max_steps": N_IMAGES // BATCH, "batch_size": BATCH, "num_workers": 1},
+            "training": {"max_steps": n_images // BATCH, "batch_size": BATCH, "num_workers": 1},
         }
     )
     data = load_train_data(spec)
     plan = Plan(
-        sizes={"photos": N_IMAGES},
+        sizes={"photos": n_images},
         weights={"photos": 1.0},
         seed=0,
         start_step=0,
-        max_steps=N_IMAGES // BATCH,
+        max_steps=n_images // BATCH,
         grad_accum=1,
         global_micro=BATCH,
         rank=0,
@@ -123,6 +127,13 @@ def loader_rate(paths: list[Path], folder: Path, model: Path) -> float:
 
 
 def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--images", type=int, default=N_IMAGES)
+    ap.add_argument("--quick", action="store_true", help="128 images (4 batches)")
+    args = ap.parse_args()
+    n_images = 4 * BATCH if args.quick else args.images
+    if n_images < 2 * BATCH:
+        raise SystemExit(f"--images must be at least {2 * BATCH} (the first batch is not timed)")
     logging.basicConfig(level=logging.WARNING)
     torch.set_num_threads(1)
     model = ROOT / "models" / "tiny-qwen2.5-vl"
@@ -132,11 +143,12 @@ def main() -> int:
         model = build_tiny_qwen2_5_vl(Path(tempfile.mkdtemp()) / "tiny")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        paths = write_jpegs(folder)
+        paths = write_jpegs(folder, n_images)
         decode_only(paths[:32])  # warm the page cache
         decode = decode_only(paths)
         loader = loader_rate(paths, folder, model)
         plain = full_decode_rate(paths, model)
+    print(f"loader_images={n_images}")
     print(f"decode_images_per_s={decode:.1f}")
     print(f"loader_images_per_s={loader:.1f}")
     print(f"loader_vs_decode={loader / decode:.3f}")

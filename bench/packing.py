@@ -10,11 +10,14 @@ orch's buffer holds 512 samples (about 816k tokens). For a like-for-like reading
 run with a buffer of the same token budget as nanoVLM's (82 samples of the mean length):
 `packing_fill_same_buffer`.
 
-    PYTHONPATH=. .venv/bin/python bench/packing.py
+    PYTHONPATH=. .venv/bin/python bench/packing.py [--samples 100000] [--quick]
+
+``--quick``: a stream of 5,000 samples (the same generator and packers), in about a second.
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 
@@ -29,10 +32,10 @@ ORCH_BUFFER = 512
 NANOVLM_SEQUENCES = 8 * 4
 
 
-def stream(seed: int = 0) -> tuple[list[tuple[int, int]], int]:
+def stream(n: int = N, seed: int = 0) -> tuple[list[tuple[int, int]], int]:
     rng = np.random.default_rng(seed)
-    text = np.maximum(8, rng.lognormal(np.log(150), 1.0, N).astype(int))
-    n_images = rng.integers(1, 5, N)
+    text = np.maximum(8, rng.lognormal(np.log(150), 1.0, n).astype(int))
+    n_images = rng.integers(1, 5, n)
     out: list[tuple[int, int]] = []
     oversize = 0
     for t, k in zip(text.tolist(), n_images.tolist(), strict=True):
@@ -45,7 +48,11 @@ def stream(seed: int = 0) -> tuple[list[tuple[int, int]], int]:
 
 
 def main() -> int:
-    items, oversize = stream()
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--samples", type=int, default=N)
+    ap.add_argument("--quick", action="store_true", help="5,000 samples")
+    args = ap.parse_args()
+    items, oversize = stream(5_000 if args.quick else args.samples)
     t0 = time.perf_counter()
     ours = list(pack_stream(items, PACK, MAX_IMAGES, buffer_size=ORCH_BUFFER))
     elapsed = time.perf_counter() - t0

@@ -5,11 +5,14 @@ Parquet and once as JSONL into a temporary folder, then each is streamed in a fr
 that counts rows and labels; the subprocess reports its peak RSS (ru_maxrss). Baseline: the
 peak RSS of the same subprocess that imports the same modules and streams nothing.
 
-    PYTHONPATH=. .venv/bin/python bench/stream_rss.py
+    PYTHONPATH=. .venv/bin/python bench/stream_rss.py [--rows 10000000] [--quick]
+
+``--quick``: 200,000 rows (the peak is then mostly the baseline's; it checks the path).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -18,6 +21,7 @@ import time
 from pathlib import Path
 
 ROWS = 10_000_000
+CHUNK = 1_000_000
 CHILD = """
 import json, sys, time
 from pathlib import Path
@@ -36,7 +40,7 @@ print(json.dumps({"rows": n, "labels": labels, "peak_mb": peak, "s": time.perf_c
 """
 
 
-def write(folder: Path) -> tuple[Path, Path]:
+def write(folder: Path, rows: int) -> tuple[Path, Path]:
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -44,8 +48,8 @@ def write(folder: Path) -> tuple[Path, Path]:
     parquet, jsonl = folder / "m.parquet", folder / "m.jsonl"
     writer = None
     with jsonl.open("w") as f:
-        for start in range(0, ROWS, 1_000_000):
-            idx = np.arange(start, start + 1_000_000)
+        for start in range(0, rows, CHUNK):
+            idx = np.arange(start, min(rows, start + CHUNK))
             ids = [f"food/{i:08d}" for i in idx.tolist()]
             paths = [f"images/{i % 2000:04d}/{i:08d}.jpg" for i in idx.tolist()]
             labels = (idx % 2000).tolist()
@@ -81,23 +85,28 @@ def stream(path: str) -> dict[str, float]:
 
 
 def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=ROWS)
+    ap.add_argument("--quick", action="store_true", help="200,000 rows")
+    args = ap.parse_args()
+    rows = 200_000 if args.quick else args.rows
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        parquet, jsonl = write(Path(tmp))
+        parquet, jsonl = write(Path(tmp), rows)
         write_s = time.perf_counter() - t0
         base = stream("-")
         pq_run, js_run = stream(str(parquet)), stream(str(jsonl))
-    assert pq_run["rows"] == js_run["rows"] == ROWS and pq_run["labels"] == js_run["labels"]
+    assert pq_run["rows"] == js_run["rows"] == rows and pq_run["labels"] == js_run["labels"]
     peak = max(pq_run["peak_mb"], js_run["peak_mb"])
-    print(f"stream_rows={ROWS}")
+    print(f"stream_rows={rows}")
     print(f"stream_write_s={write_s:.1f}")
     print(f"stream_rss_mb={peak:.0f}")
     print(f"stream_rss_mb_parquet={pq_run['peak_mb']:.0f}")
     print(f"stream_rss_mb_jsonl={js_run['peak_mb']:.0f}")
     print(f"stream_rss_mb_baseline={base['peak_mb']:.0f}")
     print(f"stream_rss_over_baseline={peak / base['peak_mb']:.2f}")
-    print(f"stream_rows_per_s_parquet={ROWS / pq_run['s']:.0f}")
-    print(f"stream_rows_per_s_jsonl={ROWS / js_run['s']:.0f}")
+    print(f"stream_rows_per_s_parquet={rows / pq_run['s']:.0f}")
+    print(f"stream_rows_per_s_jsonl={rows / js_run['s']:.0f}")
     return 0
 
 
