@@ -12,7 +12,7 @@ import pytest
 
 from orchestrator.contract import checkpoint as ckpt
 from orchestrator.contract.atomic import atomic_write_json
-from orchestrator.contract.evalpart import EvalJob
+from orchestrator.contract.evalpart import EvalPart
 from orchestrator.contract.layout import RunDir
 from orchestrator.contract.spec import validate_spec
 from orchestrator.core.controller import (
@@ -156,10 +156,10 @@ class FakeBackend:
     fail: set[tuple[int | None, str, int]] = field(default_factory=set)
     accuracy: dict[int, float] = field(default_factory=dict)
     name: str = "fake"
-    submitted: list[EvalJob] = field(default_factory=list)
-    _pending: dict[str, EvalJob] = field(default_factory=dict)
+    submitted: list[EvalPart] = field(default_factory=list)
+    _pending: dict[str, EvalPart] = field(default_factory=dict)
 
-    def submit(self, job: EvalJob, log_path: Path) -> str:
+    def submit(self, job: EvalPart, log_path: Path) -> str:
         job_id = f"job{next(JOB_IDS)}"  # unique across backends, like Ray task ids
         self.submitted.append(job)
         self._pending[job_id] = job
@@ -170,7 +170,7 @@ class FakeBackend:
         self._pending.clear()
         return out
 
-    def poll_one(self, job: EvalJob) -> Outcome:
+    def poll_one(self, job: EvalPart) -> Outcome:
         if (job.step if job.partial else None, job.dataset, job.attempt) in self.fail:
             return Failed("scripted failure")
         acc = self.accuracy.get(job.step, 0.5)

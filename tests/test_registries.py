@@ -9,7 +9,7 @@ from typing import Any, Self
 import pytest
 
 from orchestrator.contract.errors import SpecError
-from orchestrator.contract.evalpart import EvalJob
+from orchestrator.contract.evalpart import EvalPart
 from orchestrator.contract.layout import RunDir
 from orchestrator.eval_backends import (
     ArrayBackend,
@@ -92,10 +92,10 @@ class ScriptedBackend:
     def from_spec(cls, spec: Any, rundir: RunDir) -> Self:
         return cls(int(spec.evaluation.cpus_per_task))
 
-    def submit(self, job: EvalJob, log_path: Path) -> str:
+    def submit(self, job: EvalPart, log_path: Path) -> str:
         return self.submit_array([(job, log_path)])[0]
 
-    def submit_array(self, parts: list[tuple[EvalJob, Path]]) -> list[str]:
+    def submit_array(self, parts: list[tuple[EvalPart, Path]]) -> list[str]:
         self.arrays.append(len(parts))
         return [f"s{i}" for i in range(len(parts))]
 

@@ -86,6 +86,3 @@ def eval_part(
         plugins=list(spec.plugins),
         checkpoint_digest=checkpoint_digest,
     )
-
-
-EvalJob = EvalPart  # the name used before EvalPart; kept while callers move

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from orchestrator.contract import checkpoint as ckpt
 from orchestrator.contract.atomic import atomic_write_json
-from orchestrator.contract.evalpart import EvalJob, EvalPart, eval_part
+from orchestrator.contract.evalpart import EvalPart, eval_part
 from orchestrator.contract.layout import RunDir, read_json_or_none
 from orchestrator.contract.spec import JobSpec
 from orchestrator.core.decide import (
@@ -325,7 +325,7 @@ class Controller:
             what = "final" if a.step is None else f"step {a.step}"
             logger.info("eval %s/%s submitted (attempt %d, %s)", what, a.dataset, a.attempt, job_id)
 
-    def _job(self, a: SubmitPart) -> EvalJob:
+    def _job(self, a: SubmitPart) -> EvalPart:
         return build_eval_job(
             self.spec,
             self.rundir,

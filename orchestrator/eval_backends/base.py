@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, Self, TypeVar, runtime_checkable
 
 from orchestrator.contract.errors import SpecError
-from orchestrator.contract.evalpart import EvalJob
+from orchestrator.contract.evalpart import EvalPart
 
 if TYPE_CHECKING:
     from orchestrator.contract.layout import RunDir
@@ -49,7 +49,7 @@ Outcome = Succeeded | Failed | Preempted | Cancelled
 class EvalBackend(Protocol):
     name: str
 
-    def submit(self, job: EvalJob, log_path: Path) -> str:
+    def submit(self, job: EvalPart, log_path: Path) -> str:
         """Start the part; return a backend job id. Must not block on the part's work."""
         ...
 
@@ -72,7 +72,7 @@ class ArrayBackend(EvalBackend, Protocol):
     scheduling decision, one entry in the queue). The controller checks for it with
     ``isinstance``; a backend without it gets one ``submit`` per part."""
 
-    def submit_array(self, parts: list[tuple[EvalJob, Path]]) -> list[str]:
+    def submit_array(self, parts: list[tuple[EvalPart, Path]]) -> list[str]:
         """Start every (job, log path) of ``parts`` together; return their job ids in order."""
         ...
 
@@ -138,7 +138,7 @@ class NullBackend:
 
     name = "none"
 
-    def submit(self, job: EvalJob, log_path: Path) -> str:
+    def submit(self, job: EvalPart, log_path: Path) -> str:
         raise AssertionError(f"nothing may be submitted here (got {job.dataset}@{job.step})")
 
     def poll(self) -> dict[str, Outcome]:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Self
 
 from orchestrator.contract.atomic import atomic_write_json
-from orchestrator.contract.evalpart import EvalJob
+from orchestrator.contract.evalpart import EvalPart
 from orchestrator.eval_backends.base import (
     Cancelled,
     Failed,
@@ -30,14 +30,14 @@ class LocalBackend:
 
     def __init__(self, threads_per_task: int = 1) -> None:
         self.threads = threads_per_task
-        self._procs: dict[str, tuple[subprocess.Popen[bytes], EvalJob, Path]] = {}
+        self._procs: dict[str, tuple[subprocess.Popen[bytes], EvalPart, Path]] = {}
         self._cancelled: set[str] = set()
 
     @classmethod
     def from_spec(cls, spec: JobSpec, rundir: RunDir) -> Self:
         return cls(max(1, int(spec.evaluation.cpus_per_task)))
 
-    def submit(self, job: EvalJob, log_path: Path) -> str:
+    def submit(self, job: EvalPart, log_path: Path) -> str:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         job_file = log_path.with_suffix(".job.json")
         atomic_write_json(job_file, job.to_json())

@@ -6,7 +6,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
-from orchestrator.contract.evalpart import EvalJob
+from orchestrator.contract.evalpart import EvalPart
 from orchestrator.eval_backends.base import (
     Cancelled,
     Failed,
@@ -29,7 +29,7 @@ def _run_part(job_json: dict[str, Any], log_path: str) -> str:
 
     from transformers.utils import logging as hf_logging
 
-    from orchestrator.contract.evalpart import EvalJob
+    from orchestrator.contract.evalpart import EvalPart
     from workers.evaluate import run_eval
 
     hf_logging.disable_progress_bar()
@@ -40,7 +40,7 @@ def _run_part(job_json: dict[str, Any], log_path: str) -> str:
     root.addHandler(handler)
     root.setLevel(_logging.INFO)
     try:
-        job = EvalJob(**job_json)
+        job = EvalPart(**job_json)
         run_eval(job)
         return job.out
     except BaseException:
@@ -80,7 +80,7 @@ class RayBackend:
             ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
         return cls(spec.evaluation.cpus_per_task)
 
-    def submit(self, job: EvalJob, log_path: Path) -> str:
+    def submit(self, job: EvalPart, log_path: Path) -> str:
         name = f"eval:{job.dataset}@{'final' if not job.partial else job.step}"
         ref = self._remote.options(name=name).remote(job.to_json(), str(log_path))
         job_id = ref.task_id().hex()

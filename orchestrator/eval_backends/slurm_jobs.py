@@ -28,7 +28,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
-from orchestrator.contract.evalpart import EvalJob
+from orchestrator.contract.evalpart import EvalPart
 from orchestrator.eval_backends.base import (
     Cancelled,
     Failed,
@@ -155,7 +155,7 @@ def run_part(job: dict[str, Any]) -> str:
     from workers.evaluate import run_eval
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    eval_job = EvalJob(**job)
+    eval_job = EvalPart(**job)
     logger.info("eval part %s (%s) of step %s", eval_job.dataset, eval_job.kind, eval_job.step)
     hf_logging.disable_progress_bar()
     run_eval(eval_job)
@@ -207,14 +207,14 @@ class SlurmBackend:
         self.executor.update_parameters(**params)
         # Options the part's script sets itself, which an SBATCH_* variable would override.
         self.executor.explicit = (*(["partition"] if partition else []), *(extra or {}))
-        self._jobs: dict[str, tuple[Any, EvalJob]] = {}
+        self._jobs: dict[str, tuple[Any, EvalPart]] = {}
         self._left_queue: dict[str, float] = {}
         self._cancelled: set[str] = set()
 
-    def submit(self, job: EvalJob, log_path: Path) -> str:
+    def submit(self, job: EvalPart, log_path: Path) -> str:
         return self.submit_array([(job, log_path)])[0]
 
-    def submit_array(self, parts: list[tuple[EvalJob, Path]]) -> list[str]:
+    def submit_array(self, parts: list[tuple[EvalPart, Path]]) -> list[str]:
         """One SLURM job array for several parts (one element each); returns their job ids."""
         first = parts[0][0]
         name = f"orch-eval-{'final' if not first.partial else first.step}"
@@ -269,7 +269,7 @@ class SlurmBackend:
         # squeue exits 1 when none of the ids is known any more: that means all left the queue.
         return set(out.stdout.split())
 
-    def _from_result(self, sjob: Any, job: EvalJob) -> Outcome:
+    def _from_result(self, sjob: Any, job: EvalPart) -> Outcome:
         from submitit.core.utils import pickle_load
 
         status, payload = pickle_load(sjob.paths.result_pickle)
