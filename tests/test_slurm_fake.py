@@ -424,3 +424,22 @@ def test_status_of_a_done_or_unrequested_final_eval(tmp_path: Path) -> None:
     other = failed_run(tmp_path / "2", ended="(exit 1): eval parts failed for good: 30/digits")
     other.spec_json.write_text(json.dumps({"evaluation": {"final_full": False}}))
     assert collect_status(other)["final_state"]["state"] == "not requested"
+
+
+def test_status_reads_the_controllers_durable_end_and_training_stopped(tmp_path: Path) -> None:
+    """logs/controller_end.json (written by the controller at its end) is what status trusts;
+    training that never finished under a controller that is gone is "stopped", not running."""
+    from orchestrator.contract.atomic import atomic_write_json
+
+    rundir = failed_run(tmp_path, ended=None)  # no "finished" line in the log at all
+    atomic_write_json(rundir.controller_end, {"exit": 1, "reason": "training failed", "time": 1})
+    events = [json.loads(x) for x in rundir.train_events.read_text().splitlines()]
+    rundir.train_events.write_text(
+        "".join(json.dumps(e) + "\n" for e in events if e["event"] != "finished")
+    )
+    status = collect_status(rundir)
+    assert status["training"]["state"] == "stopped (exit 1: training failed)"
+    assert status["final_state"] == {
+        "state": "not run",
+        "detail": "training did not finish (training failed)",
+    }

@@ -98,6 +98,12 @@ class RunDir:
         return self.logs / "controller.log"
 
     @property
+    def controller_end(self) -> Path:
+        """How the last controller of the run ended ({"exit", "reason", "time"}); removed when
+        a controller starts on the run."""
+        return self.logs / "controller_end.json"
+
+    @property
     def processes(self) -> Path:
         """The processes the controller started (reaped by the next controller of the run)."""
         return self.logs / "processes.json"

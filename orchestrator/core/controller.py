@@ -286,6 +286,11 @@ class Controller:
                     logger.error("training failed: %s", training.error)
                 log = logger.info if code == 0 else logger.error
                 log("run %s finished (exit %d): %s", self.rundir.name, code, reason)
+                # The end, durably: `orch status` says what happened without parsing logs.
+                atomic_write_json(
+                    self.rundir.controller_end,
+                    {"exit": int(code), "reason": reason, "time": time.time()},
+                )
                 self.result = action
 
     def _export_best(self) -> None:

@@ -160,6 +160,7 @@ def submit(spec: JobSpec, *, run_name: str | None = None, dashboard: bool = True
     rundir = open_run(spec, run_name)
     lock = lock_run(rundir)  # noqa: F841  (held until this process exits)
     add_file_log(rundir.controller_log)
+    rundir.controller_end.unlink(missing_ok=True)  # this controller's end is not written yet
     request = rundir.preempt_request
     if request.exists():  # left by the allocation that was preempted; this one trains on
         request.unlink()

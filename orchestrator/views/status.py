@@ -24,17 +24,22 @@ def _jsonl(path: Path) -> list[dict[str, Any]]:
 
 
 def collect_status(rundir: RunDir) -> dict[str, Any]:
-    events = _jsonl(rundir.logs / "train_events.jsonl")
+    events = _jsonl(rundir.train_events)
     metrics = _jsonl(rundir.train_metrics)
     starts = [e for e in events if e["event"] == "started"]
     finished = any(e["event"] == "finished" for e in events)
     parts = Counter(str(e.status) for e in Ledger(rundir).entries.values())
     final = read_json_or_none(rundir.final)
+    end = controller_end(rundir)
+    state = "finished" if finished else ("running" if starts else "not started")
+    if end is not None and not finished:
+        code, why = end  # the controller is gone, so training is not running
+        state = "preempted" if code == ExitCode.PREEMPTED else f"stopped (exit {code}: {why})"
     return {
         "run": rundir.name,
         "run_dir": str(rundir.path),
         "training": {
-            "state": "finished" if finished else ("running" if starts else "not started"),
+            "state": state,
             "restarts": max(0, len(starts) - 1),
             "last": metrics[-1] if metrics else None,
         },
@@ -54,10 +59,13 @@ _CONTROLLER_END = re.compile(
 
 
 def controller_end(rundir: RunDir) -> tuple[int, str] | None:
-    """The exit code and reason of the controller's last "run R finished" line in
-    logs/controller.log, if no controller logged anything after it (a resumed run's
-    controller appends to the same log)."""
-    log = rundir.logs / "controller.log"
+    """How the run's last controller ended: logs/controller_end.json (written at its end,
+    removed when a controller starts), or, for runs written before that file existed, its last
+    "run R finished" line in logs/controller.log if no controller logged after it."""
+    recorded = read_json_or_none(rundir.controller_end)
+    if recorded is not None:
+        return int(recorded["exit"]), str(recorded["reason"])
+    log = rundir.controller_log
     if not log.is_file():
         return None
     end: tuple[int, str] | None = None
