@@ -275,6 +275,28 @@ def test_sbatch_of_eval_parts_sees_no_allocation_variables(
     assert "-u SLURM_MEM_PER_CPU" in command and "1024" not in command and "secret" not in command
 
 
+def test_eval_parts_get_the_users_home_and_tmpdir_back(
+    fake: FakeSlurm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Inside orch's training allocation HOME and TMPDIR are per-job directories removed at its
+    teardown (and present on its node only); an eval part it submits gets the user's own."""
+    for name, value in ALLOCATION.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("HOME", "/tmp/orch-41/home")
+    monkeypatch.setenv("TMPDIR", "/tmp/orch-41")
+    monkeypatch.setenv("ORCH_USER_HOME", str(tmp_path / "user"))
+    monkeypatch.setenv("ORCH_USER_TMPDIR", "")  # the user had none
+    b = SlurmBackend(tmp_path / "slurm")
+    b.submit_array(parts(tmp_path, "digits", "faces"))
+    b.submit_array(parts(tmp_path, "faces", partial=False))
+    for sub in fake.submissions():
+        assert sub["env"]["HOME"] == str(tmp_path / "user")
+        assert "TMPDIR" not in sub["env"]
+    monkeypatch.setenv("ORCH_USER_TMPDIR", "/scratch/u")
+    b.submit_array(parts(tmp_path, "textures"))
+    assert fake.submissions()[-1]["env"]["TMPDIR"] == "/scratch/u"
+
+
 def test_an_eval_partition_overrides_the_users_default(
     fake: FakeSlurm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

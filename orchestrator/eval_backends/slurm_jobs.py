@@ -82,6 +82,19 @@ def job_variables(environ: Mapping[str, str], explicit: Iterable[str] = ()) -> l
     )
 
 
+def user_dirs(environ: Mapping[str, str]) -> list[str]:
+    """``env`` arguments that give an eval part the user's own HOME and TMPDIR when it is
+    submitted from inside orch's training allocation, whose per-job HOME and TMPDIR
+    (ORCH_USER_HOME/ORCH_USER_TMPDIR keep the originals) are removed at its teardown and exist
+    on its node only. Paths, never secrets."""
+    if "ORCH_USER_HOME" not in environ:
+        return []
+    home = f"HOME={environ['ORCH_USER_HOME']}"
+    tmp = environ.get("ORCH_USER_TMPDIR", "")
+    # env takes its -u options before its NAME=VALUE assignments
+    return [home, f"TMPDIR={tmp}"] if tmp else ["-u", "TMPDIR", home]
+
+
 def sbatch_environ(
     environ: Mapping[str, str] | None = None, explicit: Iterable[str] = ()
 ) -> dict[str, str]:
@@ -105,7 +118,7 @@ def _clean_executor_class() -> type[Any]:
 
         def _make_submission_command(self, submission_file_path: Path) -> list[str]:
             unset = [a for n in job_variables(os.environ, self.explicit) for a in ("-u", n)]
-            return ["env", *unset, "sbatch", str(submission_file_path)]
+            return ["env", *unset, *user_dirs(os.environ), "sbatch", str(submission_file_path)]
 
         def _internal_process_submissions(self, delayed_submissions: list[Any]) -> list[Any]:
             if len(delayed_submissions) == 1:
