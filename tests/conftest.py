@@ -1,21 +1,47 @@
-"""Shared fixtures: the real demo data and a tiny real Qwen2.5-VL, built once per session."""
+"""Shared fixtures: the real demo data and a tiny real Qwen2.5-VL, built once per session; the
+markers that split the suite (``make test-fast`` runs what is not slow, e2e or slurm).
+
+Helpers that test modules share (job builders, fakes, run-directory fabricators, subprocess
+helpers) live in ``tests/helpers``; test modules import them from there, never from each other.
+"""
 
 from __future__ import annotations
 
 import os
-import tomllib
 from pathlib import Path
-from typing import Any
 
 import pytest
-import tomli_w
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.helpers.jobs import demo_job, vqa_job
+from tests.helpers.paths import ROOT
+
+# test_slurm.py and test_sbatch_render.py still import these from here (their home is now
+# tests.helpers.jobs and tests.helpers.paths).
+__all__ = ["ROOT", "demo_job", "vqa_job"]
 
 # Tests never reach a hub or a wandb server.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+
+# Modules whose every test needs the real local SLURM (cluster/local/slurm.sh).
+SLURM_MODULES = {"test_slurm.py"}
+# Tests that start Ray Train / DeepSpeed runs or take more than ~5 s on a 2-core machine, in
+# modules that do not mark them themselves (by node id, without parameters). Everything marked
+# e2e or slurm is slow too.
+SLOW_TESTS = {
+    "tests/test_extra_kind.py::test_an_extra_kind_trains_and_evaluates_end_to_end",
+}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.path.name in SLURM_MODULES:
+            item.add_marker(pytest.mark.slurm)
+        if item.nodeid.split("[", 1)[0] in SLOW_TESTS or any(
+            item.iter_markers(name) for name in ("e2e", "slurm")
+        ):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
@@ -34,22 +60,6 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tiny_qwen2_5_vl(tmp_path_factory.mktemp("models") / "tiny")
 
 
-def demo_job(tmp_path: Path, demo_data: Path, tiny_model: Path, **training: Any) -> Path:
-    """jobs/demo_mix.toml pointed at the session's data and model, written under tmp_path."""
-    raw = tomllib.loads((ROOT / "jobs" / "demo_mix.toml").read_text())
-    raw["runs_dir"] = str(tmp_path / "runs")
-    raw["model"]["path"] = str(tiny_model)
-    for name, ds in raw["datasets"].items():
-        ds["train"] = str(demo_data / name / "train.jsonl")
-        ds["eval"] = str(demo_data / name / "test.jsonl")
-        ds["labels"] = str(demo_data / name / "labels.json")
-    raw["training"]["deepspeed_config"] = str(ROOT / "jobs" / "deepspeed" / "zero2.json")
-    raw["training"].update(training)
-    path = tmp_path / "job.toml"
-    path.write_text(tomli_w.dumps(raw))
-    return path
-
-
 @pytest.fixture(scope="session")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Path:
     """An untrained classifier checkpoint's hf/ directory, as the train loop writes it."""
@@ -59,23 +69,3 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Pa
     model = build_classifier(tiny_model, 10, "mean", "sdpa")
     save_classifier(model, hf, tiny_model, {"faces": {"num_classes": 2, "labels": None}})
     return hf
-
-
-def vqa_job(tmp_path: Path, demo_data: Path, tiny_model: Path, **training: Any) -> Path:
-    """jobs/demo_vqa.toml pointed at the session's data and model, written under tmp_path."""
-    raw = tomllib.loads((ROOT / "jobs" / "demo_vqa.toml").read_text())
-    raw["runs_dir"] = str(tmp_path / "runs")
-    raw["model"]["path"] = str(tiny_model)
-    for name, ds in raw["datasets"].items():
-        folder = demo_data / name
-        ds["train"] = str(folder / "train.jsonl")
-        ds["eval"] = str(folder / "test.jsonl")
-        if "labels" in ds:
-            ds["labels"] = str(folder / "labels.json")
-        if "image_roots" in ds:
-            ds["image_roots"] = [str(demo_data)]
-    raw["training"]["deepspeed_config"] = str(ROOT / "jobs" / "deepspeed" / "zero2.json")
-    raw["training"].update(training)
-    path = tmp_path / "job.toml"
-    path.write_text(tomli_w.dumps(raw))
-    return path

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.conftest import ROOT
+from tests.helpers.paths import ROOT
 
 
 def test_the_example_ray_cluster_passes_rays_own_validation() -> None:

@@ -3,18 +3,14 @@ training handle; the run directory is real (checkpoints are directories with COM
 
 from __future__ import annotations
 
-import itertools
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from orchestrator.contract import checkpoint as ckpt
 from orchestrator.contract.atomic import atomic_write_json
-from orchestrator.contract.evalpart import EvalPart
 from orchestrator.contract.layout import RunDir
-from orchestrator.contract.spec import validate_spec
 from orchestrator.core.controller import (
     Controller,
     Finish,
@@ -23,14 +19,13 @@ from orchestrator.core.controller import (
     Snapshot,
     SubmitPart,
     TrainingState,
-    TrainingStatus,
     decide,
 )
 from orchestrator.core.ledger import Ledger, LedgerEntry, PartStatus
-from orchestrator.eval_backends.base import Failed, Outcome, Succeeded
 from orchestrator.tracking import MemoryTracker
-
-JOB_IDS = itertools.count()
+from tests.helpers.fakes import FakeBackend, FakeTraining
+from tests.helpers.jobs import make_spec
+from tests.helpers.rundirs import add_checkpoint
 
 
 def snapshot(**kw: object) -> Snapshot:
@@ -146,86 +141,6 @@ def test_decide_permanent_eval_failure_is_a_nonzero_finish() -> None:
 
 
 # ---------------------------------------------------------------- the shell, with fakes
-
-
-@dataclass
-class FakeBackend:
-    """Scripted: each submitted job finishes on the next poll; `fail` lists (step, dataset,
-    attempt) triples that fail. A successful job writes a result like the real worker."""
-
-    fail: set[tuple[int | None, str, int]] = field(default_factory=set)
-    accuracy: dict[int, float] = field(default_factory=dict)
-    name: str = "fake"
-    submitted: list[EvalPart] = field(default_factory=list)
-    _pending: dict[str, EvalPart] = field(default_factory=dict)
-
-    def submit(self, job: EvalPart, log_path: Path) -> str:
-        job_id = f"job{next(JOB_IDS)}"  # unique across backends, like Ray task ids
-        self.submitted.append(job)
-        self._pending[job_id] = job
-        return job_id
-
-    def poll(self) -> dict[str, Outcome]:
-        out = {job_id: self.poll_one(job) for job_id, job in self._pending.items()}
-        self._pending.clear()
-        return out
-
-    def poll_one(self, job: EvalPart) -> Outcome:
-        if (job.step if job.partial else None, job.dataset, job.attempt) in self.fail:
-            return Failed("scripted failure")
-        acc = self.accuracy.get(job.step, 0.5)
-        n = 100 if job.partial else 200
-        atomic_write_json(
-            Path(job.out),
-            {
-                "schema": 1,
-                "step": job.step,
-                "dataset": job.dataset,
-                "partial": job.partial,
-                "n": n,
-                "correct": round(acc * n),
-                "metrics": {"loss": 1 - acc, "accuracy": acc},
-            },
-        )
-        return Succeeded(Path(job.out))
-
-    def running(self) -> set[str]:
-        return set(self._pending)
-
-    def cancel(self, job_id: str) -> None:
-        self._pending.pop(job_id, None)
-
-    def close(self) -> None:
-        pass
-
-
-@dataclass
-class FakeTraining:
-    state: TrainingState = TrainingState.RUNNING
-
-    def status(self) -> TrainingStatus:
-        return TrainingStatus(self.state)
-
-
-def make_spec(tmp_path: Path) -> object:
-    raw = {
-        "name": "t",
-        "runs_dir": str(tmp_path),
-        "model": {"path": str(tmp_path / "m")},
-        "datasets": {
-            "a": {"train": "x", "eval": "x", "num_classes": 2},
-            "b": {"train": "x", "eval": "x", "num_classes": 3},
-        },
-        "training": {"max_steps": 30},
-        "evaluation": {"max_attempts": 2, "retry_backoff_s": 0},
-    }
-    return validate_spec(raw)
-
-
-def add_checkpoint(rundir: RunDir, step: int) -> None:
-    d = ckpt.checkpoint_dir(rundir.checkpoints, step)
-    (d / ckpt.HF_DIR).mkdir(parents=True)
-    atomic_write_json(d / ckpt.COMPLETE, {"step": step})
 
 
 @pytest.fixture

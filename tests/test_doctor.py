@@ -10,7 +10,8 @@ import pytest
 
 from orchestrator.checks.doctor import diagnose
 from orchestrator.cli import main
-from tests.conftest import ROOT, demo_job
+from tests.helpers.jobs import demo_job
+from tests.helpers.paths import ROOT
 
 
 @pytest.fixture

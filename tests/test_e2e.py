@@ -6,9 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import psutil
@@ -16,26 +13,11 @@ import pytest
 import torch
 
 from orchestrator.tracking import find_offline_runs, read_offline_run
-from tests.conftest import demo_job
+from tests.helpers.cli import only_run, orch, orch_popen
+from tests.helpers.jobs import demo_job
+from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
-
-
-def orch(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])},
-    )
-
-
-def only_run(tmp_path: Path) -> Path:
-    runs = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
-    assert len(runs) == 1, runs
-    return runs[0]
 
 
 def test_demo_mix_end_to_end(tmp_path: Path, demo_data: Path, tiny_model: Path) -> None:
@@ -124,38 +106,16 @@ def test_worker_killed_mid_run_resumes_from_last_checkpoint(
     job = demo_job(
         tmp_path, demo_data, tiny_model, max_steps=300, checkpoint_every=100, max_failures=1
     )
-    env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "orchestrator.cli",
-            "submit",
-            str(job),
-            "--no-dashboard",
-            "--set",
-            "evaluation.final_full=false",
-        ],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
+    proc = orch_popen(
+        "submit", str(job), "--no-dashboard", "--set", "evaluation.final_full=false", cwd=tmp_path
     )
     try:
-        deadline = time.time() + 300
-        marker = None
-        while time.time() < deadline:
-            runs = list((tmp_path / "runs").glob("*/checkpoints/step_000100/COMPLETE"))
-            if runs:
-                marker = runs[0]
-                break
-            time.sleep(0.05)
-        assert marker is not None, "first checkpoint never completed"
+        first = "*/checkpoints/step_000100/COMPLETE"
+        wait_for(lambda: any((tmp_path / "runs").glob(first)), 600, "the first checkpoint", 0.05)
         workers = _train_workers(proc.pid)
         assert len(workers) == 2, workers
         os.kill(workers[-1].pid, signal.SIGKILL)
-        out, _ = proc.communicate(timeout=400)
+        out, _ = proc.communicate(timeout=800)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -186,36 +146,18 @@ def test_controller_sigkilled_mid_run_is_resumed_without_loss_or_duplicates(
     """SIGKILL the whole controller (driver, embedded Ray, training, eval tasks) after the
     second checkpoint, then `orch resume`: every checkpoint is merged and published once."""
     job = demo_job(tmp_path, demo_data, tiny_model, max_steps=400, checkpoint_every=100)
-    env = os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parents[1])}
-    first = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "orchestrator.cli",
-            "submit",
-            str(job),
-            "--no-dashboard",
-            "--run-name",
-            "killed",
-        ],
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-        start_new_session=True,
+    first = orch_popen(
+        "submit", str(job), "--no-dashboard", "--run-name", "killed", cwd=tmp_path, new_session=True
     )
     run = tmp_path / "runs" / "killed"
     try:
-        deadline = time.time() + 300
-        while time.time() < deadline and not (run / "checkpoints/step_000200/COMPLETE").exists():
-            time.sleep(0.05)
-        assert (run / "checkpoints/step_000200/COMPLETE").exists(), "no second checkpoint"
+        second = run / "checkpoints/step_000200/COMPLETE"
+        wait_for(second.exists, 600, "the second checkpoint", 0.05)
         family = [psutil.Process(first.pid), *psutil.Process(first.pid).children(recursive=True)]
         os.kill(first.pid, signal.SIGKILL)
         first.wait(timeout=30)
         # Training dies with its controller: no orphan keeps writing into the run directory.
-        _, alive = psutil.wait_procs(family, timeout=15)
+        _, alive = psutil.wait_procs(family, timeout=120)  # returns once they are gone
         assert not [p for p in alive if "RayTrainWorker" in p.name() + " ".join(p.cmdline())]
     finally:
         if first.poll() is None:

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import demo_job
-from tests.test_e2e import only_run, orch
+from tests.helpers.cli import only_run, orch
+from tests.helpers.jobs import demo_job
 from workers.data.vqa import ImageConfig, VQAEncoder, pack, per_sample_loss, read_vqa_manifest
 from workers.models.classifier import VLMClassifier, build_classifier
 from workers.models.tiny import build_tiny

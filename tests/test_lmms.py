@@ -97,7 +97,7 @@ def test_import_into_a_finished_run_publishes_on_the_eval_axis(tmp_path: Path) -
 def test_import_while_a_controller_runs_leaves_publishing_to_it(tmp_path: Path) -> None:
     from orchestrator.core.controller import Controller
     from orchestrator.tracking import MemoryTracker
-    from tests.test_controller import FakeBackend, FakeTraining
+    from tests.helpers.fakes import FakeBackend, FakeTraining
 
     rundir = make_run(tmp_path, "disabled")
     results = tmp_path / "r.json"

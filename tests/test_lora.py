@@ -9,12 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import demo_job
-from tests.test_e2e import only_run, orch
+from tests.helpers.cli import only_run, orch
+from tests.helpers.jobs import demo_job
+from tests.helpers.paths import ROOT
 
 pytestmark = pytest.mark.e2e
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:

@@ -11,7 +11,7 @@ import pytest
 import tomli_w
 
 from orchestrator.cli import main
-from tests.conftest import demo_job
+from tests.helpers.jobs import demo_job
 
 
 def good_row(demo_data: Path, i: int = 0) -> dict[str, object]:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import vqa_job
-from tests.test_e2e import only_run, orch
+from tests.helpers.cli import only_run, orch
+from tests.helpers.jobs import vqa_job
 
 pytestmark = pytest.mark.e2e
 
