@@ -105,6 +105,38 @@ def lock_run(rundir: RunDir) -> Any:
     return f
 
 
+RAY_START_ATTEMPTS = 3
+
+
+def init_embedded_ray(cpus: int, dashboard: bool) -> Any:
+    """``ray.init`` of an embedded cluster, tried again when its raylet did not register in
+    time: Ray 2.60 waits a hard-coded 30 s for that (ray/_private/node.py), which a loaded
+    machine can exceed; the attempt's processes are shut down before the next."""
+    import ray
+
+    for attempt in range(1, RAY_START_ATTEMPTS + 1):
+        try:
+            return ray.init(
+                num_cpus=cpus,
+                include_dashboard=dashboard,
+                dashboard_host="127.0.0.1",
+                log_to_driver=False,
+                configure_logging=False,
+            )
+        # Ray raises a bare Exception for this one case; anything else is re-raised at once.
+        except Exception as e:
+            if "timed out during startup" not in str(e) or attempt == RAY_START_ATTEMPTS:
+                raise
+            logger.warning(
+                "embedded Ray did not start within Ray's 30 s (attempt %d of %d, the machine "
+                "is loaded); starting it again",
+                attempt,
+                RAY_START_ATTEMPTS,
+            )
+            ray.shutdown()
+    raise AssertionError("unreachable")
+
+
 def start_ray(spec: JobSpec, dashboard: bool) -> None:
     """Join the configured cluster, or start an embedded Ray sized so that training workers and
     eval parts fit side by side (logical CPUs: Ray would otherwise queue eval until training
@@ -120,13 +152,7 @@ def start_ray(spec: JobSpec, dashboard: bool) -> None:
         return
     tr, ev = spec.training, spec.evaluation
     cpus = math.ceil(tr.num_workers * tr.cpus_per_worker + ev.max_concurrent * ev.cpus_per_task)
-    ctx = ray.init(
-        num_cpus=cpus,
-        include_dashboard=dashboard,
-        dashboard_host="127.0.0.1",
-        log_to_driver=False,
-        configure_logging=False,
-    )
+    ctx = init_embedded_ray(cpus, dashboard)
     if not dashboard:
         return
     address = getattr(ctx, "dashboard_url", None) or "127.0.0.1:8265"

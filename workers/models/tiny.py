@@ -105,6 +105,25 @@ def build_tiny(
     return out_dir
 
 
+def _family(
+    family: str, hidden: int, heads: int
+) -> tuple[Any, dict[str, object], dict[str, object]]:
+    """The family's config class and what its vision (and text) config adds."""
+    if family == "qwen2-vl":
+        from transformers import Qwen2VLConfig
+
+        return Qwen2VLConfig, {"embed_dim": 32, "mlp_ratio": 2, "hidden_size": hidden}, {}
+    if family == "qwen2.5-vl":
+        from transformers import Qwen2_5_VLConfig
+
+        window = {"window_size": 56, "fullatt_block_indexes": [1]}
+        return Qwen2_5_VLConfig, {"intermediate_size": 64, "out_hidden_size": hidden, **window}, {}
+    from transformers import Qwen3VLConfig
+
+    vision = {"intermediate_size": 64, "out_hidden_size": hidden, "num_position_embeddings": 64}
+    return Qwen3VLConfig, vision | {"deepstack_visual_indexes": [0]}, {"head_dim": hidden // heads}
+
+
 def tiny_config(family: str, ids: dict[str, int], hidden: int, patch: int) -> Any:
     """The family's config class with 2 text layers of ``hidden`` and a 2-block vision tower."""
     heads = 4
@@ -138,29 +157,9 @@ def tiny_config(family: str, ids: dict[str, int], hidden: int, patch: int) -> An
         "spatial_merge_size": 2,
         "temporal_patch_size": 2,
     }
-    if family == "qwen2-vl":
-        from transformers import Qwen2VLConfig as Config
-
-        vision |= {"embed_dim": 32, "mlp_ratio": 2, "hidden_size": hidden}
-    elif family == "qwen2.5-vl":
-        from transformers import Qwen2_5_VLConfig as Config  # type: ignore[assignment]
-
-        vision |= {
-            "intermediate_size": 64,
-            "out_hidden_size": hidden,
-            "window_size": 56,
-            "fullatt_block_indexes": [1],
-        }
-    else:
-        from transformers import Qwen3VLConfig as Config  # type: ignore[assignment]
-
-        text["head_dim"] = hidden // heads
-        vision |= {
-            "intermediate_size": 64,
-            "out_hidden_size": hidden,
-            "num_position_embeddings": 64,
-            "deepstack_visual_indexes": [0],
-        }
+    Config, vision_extra, text_extra = _family(family, hidden, heads)
+    vision |= vision_extra
+    text |= text_extra
     return Config(
         text_config=text,
         vision_config=vision,
