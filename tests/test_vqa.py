@@ -16,8 +16,8 @@ from workers.data.vqa import (
     ImageConfig,
     VQAEncoder,
     VQASample,
+    best_fit_rows,
     dynamic_resize,
-    first_fit_rows,
     mrope_positions,
     pack,
     per_sample_loss,
@@ -128,7 +128,7 @@ def test_packed_batch_gives_the_same_per_sample_losses_as_unpacked(
     multi = VQASample("multi", "vqa_digits", digits[5].images + textures[5].images, digits[5].turns)
     encoded = [enc.encode(s, ImageConfig(56, 56)) for s in samples]
     encoded.append(enc.encode(multi, ImageConfig(112, 56, tile_size=56, max_tiles=2)))
-    rows = first_fit_rows([e.n_tokens for e in encoded], [e.n_images for e in encoded], 96, 18)
+    rows = best_fit_rows([e.n_tokens for e in encoded], [e.n_images for e in encoded], 96, 18)
     assert len(rows) < len(encoded)  # really packed
     batch = pack(encoded, rows, enc.image_token_id, enc.merge, enc.pad_id)
     with torch.no_grad():
@@ -156,9 +156,9 @@ def test_packed_batch_gives_the_same_per_sample_losses_as_unpacked(
 
 def test_a_sample_longer_than_a_pack_is_an_error_not_a_truncation() -> None:
     with pytest.raises(ValueError, match="sample 1 has 300 tokens"):
-        first_fit_rows([10, 300], [1, 1], 256, 18)
+        best_fit_rows([10, 300], [1, 1], 256, 18)
     with pytest.raises(ValueError, match="3 images"):
-        first_fit_rows([10], [3], 256, 2)
-    rows = first_fit_rows([100, 100, 60, 50], [1, 1, 1, 1], 160, 18)
+        best_fit_rows([10], [3], 256, 2)
+    rows = best_fit_rows([100, 100, 60, 50], [1, 1, 1, 1], 160, 18)
     assert sorted(i for r in rows for i in r) == [0, 1, 2, 3]
     assert all(sum([100, 100, 60, 50][i] for i in r) <= 160 for r in rows)
