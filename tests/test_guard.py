@@ -4,11 +4,13 @@ forensics file that names the planted sample."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
 import torch
 
+from tests.helpers.distributed import run_ranks
 from workers.data.encode import ClassificationEncoder
 from workers.data.manifest import read_manifest
 from workers.guard import Guard, NonFiniteError
@@ -74,66 +76,61 @@ def test_non_finite_gradient_norm_stops(tmp_path: Path) -> None:
 
 
 MODULE_NORMS = """
-import json, os, sys, torch, deepspeed
-port, rank, world = sys.argv[1], sys.argv[2], sys.argv[3]
-os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=port, RANK=rank, WORLD_SIZE=world,
+import gc, json, os, sys, torch, deepspeed
+import torch.distributed as dist
+from tests.helpers.distributed import live_gloo_threads
+from workers.distributed import close_process_group
+store, rank, world = sys.argv[1], sys.argv[2], sys.argv[3]
+os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT="0", RANK=rank, WORLD_SIZE=world,
                   LOCAL_RANK="0")
-deepspeed.init_distributed(dist_backend="gloo")
-from deepspeed.utils import safe_get_full_grad
-from workers.train import largest_module_grad_norms
-torch.manual_seed(0)
-m = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
-opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
-cfg = {"train_micro_batch_size_per_gpu": 2, "gradient_accumulation_steps": 1,
-       "zero_optimization": {"stage": 2}, "gradient_clipping": 0.0}
-eng, *_ = deepspeed.initialize(model=m, optimizer=opt, config=cfg)
-x = torch.randn(2, 4) * (int(rank) + 1)  # different data per rank: gradients are averaged
-x[0, 0] = 1e3  # one large input: the first layer's gradient dominates
-eng.backward(eng(x).pow(2).sum())
-norms = largest_module_grad_norms(eng)
-# DeepSpeed's own assembly of each full gradient (one all-reduce per parameter): the reference.
-full = {}
-for name, p in eng.module.named_parameters():
-    mod = name.rsplit(".", 1)[0]
-    full[mod] = full.get(mod, 0.0) + float(safe_get_full_grad(p).pow(2).sum())
-eng.step()
-if rank == "0":
-    print(json.dumps({"norms": norms, "full": {k: v ** 0.5 for k, v in full.items()},
-                      "global": float(eng.get_global_grad_norm())}))
+
+
+def main() -> dict:
+    deepspeed.init_distributed(dist_backend="gloo", init_method=f"file://{store}",
+                               rank=int(rank), world_size=int(world))
+    from deepspeed.utils import safe_get_full_grad
+    from workers.train import largest_module_grad_norms
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.ReLU(), torch.nn.Linear(8, 2))
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
+    cfg = {"train_micro_batch_size_per_gpu": 2, "gradient_accumulation_steps": 1,
+           "zero_optimization": {"stage": 2}, "gradient_clipping": 0.0}
+    eng, *_ = deepspeed.initialize(model=m, optimizer=opt, config=cfg)
+    x = torch.randn(2, 4) * (int(rank) + 1)  # different data per rank: gradients are averaged
+    x[0, 0] = 1e3  # one large input: the first layer's gradient dominates
+    eng.backward(eng(x).pow(2).sum())
+    norms = largest_module_grad_norms(eng)
+    # DeepSpeed's own assembly of each full gradient (one all-reduce per parameter): the
+    # reference.
+    full = {}
+    for name, p in eng.module.named_parameters():
+        mod = name.rsplit(".", 1)[0]
+        full[mod] = full.get(mod, 0.0) + float(safe_get_full_grad(p).pow(2).sum())
+    eng.step()
+    result = {"norms": norms, "full": {k: v ** 0.5 for k, v in full.items()},
+              "global": float(eng.get_global_grad_norm())}
+    # Every process that opens a process group closes it (else an exit under load can abort).
+    close_process_group(eng)
+    return result | {"closed": not dist.is_initialized()}
+
+
+result = main()
+gc.collect()  # the engine, and with it the last reference to its group
+# Nothing of gloo runs when the interpreter finalizes: no thread can still be freeing tensors.
+print(json.dumps(result | {"gloo_threads_at_exit": live_gloo_threads()}))
 """
 
 
 def test_module_grad_norms_under_zero2_add_up_to_the_global_norm(tmp_path: Path) -> None:
-    import json
-    import math
-    import socket
-    import subprocess
-    import sys
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = str(s.getsockname()[1])
     script = tmp_path / "norms.py"
     script.write_text(MODULE_NORMS)
-    root = Path(__file__).resolve().parents[1]
-    env = {**__import__("os").environ, "PYTHONPATH": str(root)}
     # Two ranks, so that each owns only a fragment of the partitioned gradients.
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(script), port, str(rank), "2"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            cwd=root,
-            env=env,
-        )
-        for rank in (0, 1)
-    ]
-    outputs = [p.communicate(timeout=300) for p in procs]
-    for p, (_, err) in zip(procs, outputs, strict=True):
-        assert p.returncode == 0, err[-3000:]
-    out_stdout = outputs[0][0]
-    result = json.loads(out_stdout.strip().splitlines()[-1])
+    outputs = run_ranks(script, world=2)
+    results = [json.loads(out.strip().splitlines()[-1]) for out in outputs]
+    # Every rank closed its process group: no group, no gloo thread left at exit.
+    assert [r["closed"] for r in results] == [True, True]
+    assert [r["gloo_threads_at_exit"] for r in results] == [0, 0]
+    result = results[0]
     norms = result["norms"]
     assert list(norms) == ["0", "2"]  # modules, largest first
     assert math.sqrt(sum(v * v for v in norms.values())) == pytest.approx(

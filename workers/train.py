@@ -93,6 +93,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     loop.data_position = MixturePosition.from_json(position) if position else None
     loop.guard = Guard(paths.forensics, tr.on_nonfinite, tr.max_skipped, rank, latest)
     loop.run(step, max_steps)
+    # Finished or preempted, every rank is here: close the process group (workers/distributed.py).
+    from workers.distributed import close_process_group
+
+    close_process_group(engine)
 
 
 def build_engine(spec: JobSpec, world: int, max_steps: int) -> tuple[Any, Any]:
