@@ -34,8 +34,14 @@ run: $(STAMP) $(TINY)/config.json $(DEMO)/COMPLETE
 	$(ORCH) submit jobs/demo_mix.toml
 	$(ORCH) results
 
+# pytest exits 5 when it collects no test; make fails on it like on any failure.
 test: $(STAMP)
 	$(PY) -m pytest -q -ra --timeout=900 --durations=15
+
+# Everything but the slow, e2e and slurm tests (no Ray Train or DeepSpeed run): a few minutes.
+.PHONY: test-fast
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -ra --timeout=900 --durations=15 -m "not slow and not e2e and not slurm"
 
 # Benchmarks print name=value lines; each compares against a baseline measured in the same run.
 bench: $(STAMP) $(TINY)/config.json $(DEMO)/COMPLETE
@@ -48,6 +54,18 @@ bench: $(STAMP) $(TINY)/config.json $(DEMO)/COMPLETE
 	@if $(PY) -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then \
 		PYTHONPATH=. $(PY) bench/gpu_mfu.py --compile; \
 	else echo "gpu_mfu: skipped (no CUDA device)"; fi
+
+# Every benchmark's --quick mode (small sizes: it checks that each runs to its end and prints its
+# figures; gpu_mfu's runs a tiny model, on the CPU without CUDA). tests/test_bench.py runs the same.
+.PHONY: bench-quick
+bench-quick: $(STAMP) $(TINY)/config.json $(DEMO)/COMPLETE
+	PYTHONPATH=. $(PY) bench/controller_1000x50.py --quick
+	PYTHONPATH=. $(PY) bench/eval_latency.py --quick
+	PYTHONPATH=. $(PY) bench/loader_vs_decode.py --quick
+	PYTHONPATH=. $(PY) bench/packing.py --quick
+	PYTHONPATH=. $(PY) bench/stream_rss.py --quick
+	PYTHONPATH=. $(PY) bench/orch_vs_handwritten.py --quick
+	PYTHONPATH=. $(PY) bench/gpu_mfu.py --quick
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -1,0 +1,222 @@
+"""Every benchmark's quick mode runs to its end and prints the figures it promises.
+
+Each benchmark runs as `make bench` runs it (the venv's python, PYTHONPATH at the repository
+root), with ``--quick``. Only the figure names and that their values are numbers are checked:
+never a speed (the machine may be shared).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV_PY = ROOT / ".venv" / "bin" / "python"
+PY = str(VENV_PY if VENV_PY.is_file() else sys.executable)
+
+pytestmark = pytest.mark.slow
+
+
+def run_bench(script: str, *args: str, timeout: float = 850) -> subprocess.CompletedProcess[str]:
+    """Run one benchmark as `make bench` does; ``timeout`` stays under pytest's 900 s."""
+    env = os.environ | {"PYTHONPATH": str(ROOT), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    return subprocess.run(
+        [PY, str(ROOT / "bench" / script), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def figures(stdout: str) -> dict[str, str]:
+    """The ``name=value`` lines of a benchmark's output (the first ``=`` splits)."""
+    out: dict[str, str] = {}
+    for line in stdout.splitlines():
+        name, sep, value = line.partition("=")
+        if sep and name and " " not in name:
+            out[name] = value.strip()
+    return out
+
+
+def check_numbers(proc: subprocess.CompletedProcess[str], names: list[str]) -> dict[str, float]:
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr[-4000:]}"
+    found = figures(proc.stdout)
+    missing = [n for n in names if n not in found]
+    assert not missing, f"missing figures {missing} in:\n{proc.stdout}"
+    values: dict[str, float] = {}
+    for name in names:
+        try:
+            values[name] = float(found[name])
+        except ValueError:
+            pytest.fail(f"{name}={found[name]!r} is not a number")
+        assert math.isfinite(values[name]), f"{name}={found[name]}"
+    return values
+
+
+def test_controller_quick() -> None:
+    proc = run_bench("controller_1000x50.py", "--quick")
+    check_numbers(proc, ["controller_20x5_s", "read_parts_baseline_s", "controller_vs_read_ratio"])
+
+
+def test_eval_latency_quick(demo_data: Path, tiny_model: Path) -> None:
+    proc = run_bench(
+        "eval_latency.py", "--quick", "--demo", str(demo_data), "--model", str(tiny_model)
+    )
+    values = check_numbers(
+        proc,
+        [
+            "ckpt_to_logged_s",
+            "ckpt_to_logged_max_s",
+            "eval_compute_s",
+            "ckpt_to_logged_vs_compute_ratio",
+            "eval_block_s",
+            "training_s",
+            "eval_block_fraction",
+        ],
+    )
+    assert values["eval_compute_s"] > 0 and values["training_s"] > 0
+
+
+def test_loader_vs_decode_quick() -> None:
+    proc = run_bench("loader_vs_decode.py", "--quick")
+    values = check_numbers(
+        proc,
+        [
+            "loader_images",
+            "decode_images_per_s",
+            "loader_images_per_s",
+            "loader_vs_decode",
+            "encode_without_early_shrink_images_per_s",
+            "encode_without_early_shrink_vs_decode",
+        ],
+    )
+    assert values["loader_images"] == 128
+
+
+def test_packing_quick() -> None:
+    proc = run_bench("packing.py", "--quick")
+    values = check_numbers(
+        proc,
+        [
+            "packing_samples",
+            "packing_oversize_excluded",
+            "packing_mean_sample_tokens",
+            "packing_buffer_samples_orch",
+            "packing_buffer_tokens_nanovlm",
+            "packing_fill",
+            "packing_fill_nanovlm",
+            "packing_fill_gain_points",
+            "packing_fill_same_buffer",
+            "packing_images_per_pack",
+            "packing_samples_per_s",
+        ],
+    )
+    assert values["packing_samples"] + values["packing_oversize_excluded"] == 5_000
+    assert 0 < values["packing_fill"] <= 1 and 0 < values["packing_fill_nanovlm"] <= 1
+
+
+def test_stream_rss_quick() -> None:
+    proc = run_bench("stream_rss.py", "--quick")
+    values = check_numbers(
+        proc,
+        [
+            "stream_rows",
+            "stream_write_s",
+            "stream_rss_mb",
+            "stream_rss_mb_parquet",
+            "stream_rss_mb_jsonl",
+            "stream_rss_mb_baseline",
+            "stream_rss_over_baseline",
+            "stream_rows_per_s_parquet",
+            "stream_rows_per_s_jsonl",
+        ],
+    )
+    assert values["stream_rows"] == 200_000
+
+
+def test_orch_vs_handwritten_quick(demo_data: Path, tiny_model: Path) -> None:
+    proc = run_bench(
+        "orch_vs_handwritten.py", "--quick", "--demo", str(demo_data), "--model", str(tiny_model)
+    )
+    names = ["cpus", "load_avg_1m_start", "load_avg_1m_end", "runs_per_side", "steps"]
+    names += ["steady_steps"]
+    for figure in (
+        "per_step_s",
+        "fixed_s",
+        "to_ready_s",
+        "warmup_excess_s",
+        "after_last_step_s",
+        "checkpoint_s",
+        "wall_s",
+        "cpu_per_step_s",
+        "worker_cpu_per_step_s",
+        "driver_cpu_per_step_s",
+        "other_cpu_per_step_s",
+        "to_ready_cpu_s",
+        "fixed_cpu_s",
+        "fixed_worker_cpu_s",
+        "fixed_driver_cpu_s",
+        "fixed_other_cpu_s",
+    ):
+        for side in ("orch", "handwritten"):
+            names += [f"{side}_{figure}{stat}" for stat in ("", "_min", "_max")]
+    ratios = ("per_step", "fixed", "wall", "cpu_per_step", "fixed_cpu")
+    names += [f"orch_vs_handwritten_{f}" for f in ratios]
+    values = check_numbers(proc, names)
+    assert values["runs_per_side"] == 1 and values["steps"] == 30
+    assert values["orch_per_step_s"] > 0 and values["handwritten_per_step_s"] > 0
+    assert (
+        values["orch_worker_cpu_per_step_s"] > 0 and values["handwritten_worker_cpu_per_step_s"] > 0
+    )
+
+
+def cuda_available() -> bool:
+    probe = "import sys, torch; sys.exit(not torch.cuda.is_available())"
+    return subprocess.run([PY, "-c", probe], capture_output=True).returncode == 0
+
+
+def test_gpu_mfu_without_cuda_says_so() -> None:
+    if cuda_available():
+        pytest.skip("a CUDA device is present: the full run is `make bench`'s")
+    proc = run_bench("gpu_mfu.py")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "no CUDA device" in proc.stderr
+    assert "gpu_mfu=" not in proc.stdout
+
+
+def test_gpu_mfu_quick() -> None:
+    """On the CPU without CUDA (fp32, no MFU lines: no peak is known), on the GPU with it."""
+    cuda = cuda_available()
+    proc = run_bench("gpu_mfu.py", "--quick")
+    names = [
+        "params",
+        "matmul_tflops_per_s",
+        "cls_step_s",
+        "cls_seq_len",
+        "cls_tflops_per_s",
+        "cls_vs_matmul",
+        "gpu_tokens_per_s",
+        "cls_vision_flops_share",
+        "vqa_step_s",
+        "vqa_tflops_per_s",
+        "vqa_vs_matmul",
+        "gpu_vqa_tokens_per_s",
+        "vqa_text_tokens",
+    ]
+    if cuda:
+        names += ["cls_peak_mem_gb", "vqa_peak_mem_gb"]
+    values = check_numbers(proc, names)
+    assert 0 < values["cls_vision_flops_share"] < 1
+    found = figures(proc.stdout)
+    if not cuda:
+        assert found["device"] == "cpu"
+        assert "gpu_mfu" not in found and "matmul_baseline_mfu" not in found
+    elif "gpu_mfu" in found:  # a device whose bf16 peak workers/flops.py knows
+        check_numbers(proc, ["gpu_mfu", "gpu_vqa_mfu", "matmul_baseline_mfu"])
