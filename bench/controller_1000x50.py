@@ -9,7 +9,8 @@ files once with json.load (the least any rebuild must do); the ratio shows the c
 overhead over raw I/O.
 
 Each checkpoint is laid out as the train loop writes it (orchestrator/contract/checkpoint.py):
-deepspeed/, hf/ with the files save_classifier writes, trainer_state.json, COMPLETE last. The
+deepspeed/, hf/ with the files save_classifier writes, trainer_state.json, COMPLETE last (with
+the weights' digest, as the train loop records it). The
 files hold placeholder bytes, not weights: the export hard-links them, so its cost is per file,
 not per byte, and the controller never reads them.
 
@@ -32,6 +33,7 @@ from orchestrator.core.export import EXPORT_FILE
 from orchestrator.core.ledger import LedgerEntry, PartStatus
 from orchestrator.eval_backends.base import NullBackend
 from orchestrator.tracking import NullTracker
+from workers.evaluate import checkpoint_digest
 
 # What save_classifier leaves in hf/ for the tiny model: save_pretrained's files, the head, the
 # head's metadata and the processor files copied from the source model.
@@ -59,7 +61,8 @@ def fabricate_checkpoint(checkpoints: Path, step: int) -> Path:
     for name in HF_FILES:
         (hf / name).write_bytes(b"bench")
     (d / ckpt.TRAINER_STATE).write_text(json.dumps({"step": step, "data_position": None}))
-    (d / ckpt.COMPLETE).write_text(json.dumps({"step": step, "time": time.time()}))
+    marker = {"step": step, "time": time.time(), "hf_digest": checkpoint_digest(hf)}
+    (d / ckpt.COMPLETE).write_text(json.dumps(marker))
     return d
 
 
