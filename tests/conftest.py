@@ -39,7 +39,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if item.path.name in SLURM_MODULES:
             item.add_marker(pytest.mark.slurm)
         if item.nodeid.split("[", 1)[0] in SLOW_TESTS or any(
-            item.iter_markers(name) for name in ("e2e", "slurm")
+            item.get_closest_marker(name) is not None for name in ("e2e", "slurm")
         ):
             item.add_marker(pytest.mark.slow)
 
