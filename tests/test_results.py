@@ -5,13 +5,17 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from orchestrator.cli import main as cli_main
 from orchestrator.contract.records import SCHEMA_VERSION, MergedStep, PartRecord
 from orchestrator.core.merge import choose_best, flat_metrics, merge_parts
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def part(step: int, loss: float, correct: int, n: int, **extra: float) -> dict:
@@ -149,9 +153,14 @@ def test_schema_1_records_still_read() -> None:
     assert choose_best([old_merged], "overall", "accuracy", "max").step == 10  # type: ignore[union-attr]
 
 
-def test_orch_results_reads_a_run_written_before_metrics_were_declared(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def orch_results(*args: str) -> subprocess.CompletedProcess[str]:
+    """`orch results` as a user types it (its own process: its logging stays its own)."""
+    env = os.environ | {"PYTHONPATH": str(ROOT), "COLUMNS": "200"}
+    cmd = [sys.executable, "-m", "orchestrator.cli", "results", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_orch_results_reads_a_run_written_before_metrics_were_declared(tmp_path: Path) -> None:
     """A schema-1 run directory (as orch wrote it before the metric registry) through the
     `orch results` command: same numbers, the JSON shape extended, not broken."""
     run = tmp_path / "runs" / "old-run"
@@ -164,12 +173,14 @@ def test_orch_results_reads_a_run_written_before_metrics_were_declared(
     (run / "eval" / "final.json").write_text(json.dumps(merged | {"partial": False}))
     best = {"step": 10, "metric": "overall_accuracy", "value": 0.75, "mode": "max"}
     (run / "best.json").write_text(json.dumps(best))
-    assert cli_main(["results", str(run), "--json"]) == 0
-    out = json.loads(capsys.readouterr().out)
+    proc = orch_results(str(run), "--json")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
     step = out["steps"][0]
     assert step["datasets"]["digits"]["accuracy"] == 0.75 and step["overall"]["loss"] == 0.5
     assert step["datasets"]["digits"]["n"] == 8 and out["best"]["step"] == 10
     assert out["final"]["partial"] is False
-    assert cli_main(["results", str(run)]) == 0
-    table = capsys.readouterr().out
+    proc = orch_results(str(run))
+    assert proc.returncode == 0, proc.stderr
+    table = proc.stdout
     assert "digits" in table and "0.7500" in table and "0.5000" in table
