@@ -7,7 +7,9 @@ helpers) live in ``tests/helpers``; test modules import them from there, never f
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -69,3 +71,15 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Pa
     model = build_classifier(tiny_model, 10, "mean", "sdpa")
     save_classifier(model, hf, tiny_model, {"faces": {"num_classes": 2, "labels": None}})
     return hf
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """A test that runs `orch`'s main() in this process configures the root logger for a
+    terminal (orchestrator.logging_setup); later tests must not inherit its handlers, which
+    hold the previous test's captured (and closed) stderr."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
