@@ -22,6 +22,7 @@ def test_local_and_ray_backends_write_identical_results(
     import ray
 
     from orchestrator.eval_backends.ray_tasks import RayBackend
+    from orchestrator.launch.submit import init_embedded_ray
 
     local = LocalBackend()
     out_local = tmp_path / "local" / "faces.json"
@@ -33,7 +34,7 @@ def test_local_and_ray_backends_write_identical_results(
     )
     assert outcome == Succeeded(out_local)
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    init_embedded_ray(2, dashboard=False)  # tried again if a loaded machine starts it slowly
     try:
         backend = RayBackend(1.0)
         out_ray = tmp_path / "ray" / "faces.json"
