@@ -28,21 +28,15 @@ os.environ.setdefault("WANDB_SILENT", "true")
 
 # Modules whose every test needs the real local SLURM (cluster/local/slurm.sh).
 SLURM_MODULES = {"test_slurm.py"}
-# Tests that start Ray Train / DeepSpeed runs or take more than ~5 s on a 2-core machine, in
-# modules that do not mark them themselves (by node id, without parameters). Everything marked
-# e2e or slurm is slow too.
-SLOW_TESTS = {
-    "tests/test_extra_kind.py::test_an_extra_kind_trains_and_evaluates_end_to_end",
-}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """test_slurm's tests are ``slurm``; ``e2e`` and ``slurm`` tests are ``slow`` too. Other slow
+    tests (a Ray Train or DeepSpeed run, or more than ~5 s on 2 cores) carry ``slow`` themselves."""
     for item in items:
         if item.path.name in SLURM_MODULES:
             item.add_marker(pytest.mark.slurm)
-        if item.nodeid.split("[", 1)[0] in SLOW_TESTS or any(
-            item.get_closest_marker(name) is not None for name in ("e2e", "slurm")
-        ):
+        if any(item.get_closest_marker(name) is not None for name in ("e2e", "slurm")):
             item.add_marker(pytest.mark.slow)
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from orchestrator.eval_backends.base import Failed, Succeeded
 from orchestrator.eval_backends.local import LocalBackend
 from tests.helpers.evals import comparable, wait
@@ -16,6 +18,7 @@ from tests.helpers.jobs import eval_part
 job = eval_part
 
 
+@pytest.mark.slow  # an embedded Ray and two eval workers: ~30 s
 def test_local_and_ray_backends_write_identical_results(
     tmp_path: Path, checkpoint: Path, demo_data: Path
 ) -> None:

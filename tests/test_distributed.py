@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.helpers.distributed import run_ranks
 
 CLOSE = """
@@ -37,6 +39,7 @@ print(json.dumps(result | {"after": live_gloo_threads()}))
 """
 
 
+@pytest.mark.slow  # two processes importing torch: ~7 s
 def test_ranks_close_together_and_leave_no_gloo_thread(tmp_path: Path) -> None:
     script = tmp_path / "close.py"
     script.write_text(CLOSE)

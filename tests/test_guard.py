@@ -121,6 +121,7 @@ print(json.dumps(result | {"gloo_threads_at_exit": live_gloo_threads()}))
 """
 
 
+@pytest.mark.slow  # two DeepSpeed ranks: ~15 s
 def test_module_grad_norms_under_zero2_add_up_to_the_global_norm(tmp_path: Path) -> None:
     script = tmp_path / "norms.py"
     script.write_text(MODULE_NORMS)

@@ -94,6 +94,7 @@ def test_loader_positions_give_the_model_own_logits(family_dir: Path, tmp_path: 
     assert rel(ours, theirs) < 1e-8
 
 
+@pytest.mark.slow  # torch.compile of every block: ~7 s
 def test_compiled_blocks_compute_the_same_logits(tiny_model: Path) -> None:
     """model.compile = true: every vision block and decoder layer compiled in place (dynamo
     traces them; the eager backend keeps the test free of a C++ toolchain), same weights and
