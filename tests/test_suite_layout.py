@@ -1,0 +1,47 @@
+"""Test modules share code through tests/helpers (and fixtures through conftest.py), never by
+importing one another: importing a test module runs its module-level code and, under pytest,
+can collect its tests twice."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from tests.helpers.paths import ROOT
+
+# Still importing from another test module or from conftest; each goes once it imports the same
+# names from tests.helpers (then conftest, test_backends and test_controller drop their
+# re-exports).
+NOT_YET = {"test_slurm.py", "test_slurm_fake.py", "test_sbatch_render.py", "test_registries.py"}
+
+
+def imported_test_modules(path: Path) -> list[str]:
+    names = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.append(node.module)
+    return [n for n in names if n == "tests.conftest" or n.startswith("tests.test_")]
+
+
+def offenders(tests: Path) -> dict[str, list[str]]:
+    found = {}
+    for path in sorted(tests.rglob("*.py")):
+        if (imported := imported_test_modules(path)) and path.name not in NOT_YET:
+            found[path.relative_to(tests).as_posix()] = imported
+    return found
+
+
+def test_no_test_module_imports_another() -> None:
+    assert offenders(ROOT / "tests") == {}
+
+
+def test_the_check_finds_such_an_import(tmp_path: Path) -> None:
+    (tmp_path / "test_a.py").write_text("from tests.test_b import helper\nimport tests.conftest\n")
+    (tmp_path / "test_b.py").write_text("from tests.helpers.jobs import demo_job\n")
+    assert offenders(tmp_path) == {"test_a.py": ["tests.test_b", "tests.conftest"]}
+
+
+def test_the_exceptions_still_exist() -> None:
+    assert all((ROOT / "tests" / name).is_file() for name in NOT_YET)
