@@ -16,6 +16,7 @@ import pytest
 
 from tests.helpers.jobs import demo_job, vqa_job
 from tests.helpers.paths import ROOT
+from tests.helpers.runs import DemoRun
 
 # test_slurm.py and test_sbatch_render.py still import these from here (their home is now
 # tests.helpers.jobs and tests.helpers.paths).
@@ -65,6 +66,19 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Pa
     model = build_classifier(tiny_model, 10, "mean", "sdpa")
     save_classifier(model, hf, tiny_model, {"faces": {"num_classes": 2, "labels": None}})
     return hf
+
+
+@pytest.fixture(scope="session")
+def demo_run(
+    tmp_path_factory: pytest.TempPathFactory, demo_data: Path, tiny_model: Path
+) -> DemoRun:
+    from tests.helpers.cli import only_run, orch
+
+    where = tmp_path_factory.mktemp("demo_run")
+    job = demo_job(where, demo_data, tiny_model, max_steps=120, checkpoint_every=40)
+    proc = orch("submit", str(job), "--no-dashboard", cwd=where)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return DemoRun(job, only_run(where), proc)
 
 
 @pytest.fixture(autouse=True)

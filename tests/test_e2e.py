@@ -15,16 +15,14 @@ import torch
 from orchestrator.tracking import find_offline_runs, read_offline_run
 from tests.helpers.cli import only_run, orch, orch_popen
 from tests.helpers.jobs import demo_job
+from tests.helpers.runs import DemoRun
 from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
 
-def test_demo_mix_end_to_end(tmp_path: Path, demo_data: Path, tiny_model: Path) -> None:
-    job = demo_job(tmp_path, demo_data, tiny_model, max_steps=120, checkpoint_every=40)
-    proc = orch("submit", str(job), "--no-dashboard", cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    run = only_run(tmp_path)
+def test_demo_mix_end_to_end(tmp_path: Path, demo_data: Path, demo_run: DemoRun) -> None:
+    run = demo_run.run
     datasets = ["digits", "faces", "textures"]
 
     # Every checkpoint evaluated for every dataset, and merged.
@@ -104,13 +102,13 @@ def test_worker_killed_mid_run_resumes_from_last_checkpoint(
     tmp_path: Path, demo_data: Path, tiny_model: Path
 ) -> None:
     job = demo_job(
-        tmp_path, demo_data, tiny_model, max_steps=300, checkpoint_every=100, max_failures=1
+        tmp_path, demo_data, tiny_model, max_steps=90, checkpoint_every=30, max_failures=1
     )
     proc = orch_popen(
         "submit", str(job), "--no-dashboard", "--set", "evaluation.final_full=false", cwd=tmp_path
     )
     try:
-        first = "*/checkpoints/step_000100/COMPLETE"
+        first = "*/checkpoints/step_000030/COMPLETE"
         wait_for(lambda: any((tmp_path / "runs").glob(first)), 600, "the first checkpoint", 0.05)
         workers = _train_workers(proc.pid)
         assert len(workers) == 2, workers
@@ -122,21 +120,21 @@ def test_worker_killed_mid_run_resumes_from_last_checkpoint(
     assert proc.returncode == 0, out[-4000:]
     run = only_run(tmp_path)
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
-        "step_000100",
-        "step_000200",
-        "step_000300",
+        "step_000030",
+        "step_000060",
+        "step_000090",
     ]
     events = [json.loads(line) for line in (run / "logs" / "train_events.jsonl").open()]
     starts = [e for e in events if e["event"] == "started"]
     # The worker group was restarted once, from a complete checkpoint (weights, optimizer, step).
     assert len(starts) == 2, events
     assert starts[0]["step"] == 0 and starts[0]["resumed_from"] is None
-    assert starts[1]["step"] in (100, 200)
+    assert starts[1]["step"] in (30, 60)
     assert starts[1]["resumed_from"].endswith(f"step_{starts[1]['step']:06d}")
-    assert events[-1] == {**events[-1], "event": "finished", "step": 300}
+    assert events[-1] == {**events[-1], "event": "finished", "step": 90}
     logged = [json.loads(line)["step"] for line in (run / "logs" / "train_metrics.jsonl").open()]
-    assert max(logged) == 300
-    for step in (100, 200, 300):
+    assert max(logged) == 90
+    for step in (30, 60, 90):
         assert (run / "eval" / f"step_{step:06d}.json").is_file()
 
 
@@ -145,13 +143,13 @@ def test_controller_sigkilled_mid_run_is_resumed_without_loss_or_duplicates(
 ) -> None:
     """SIGKILL the whole controller (driver, embedded Ray, training, eval tasks) after the
     second checkpoint, then `orch resume`: every checkpoint is merged and published once."""
-    job = demo_job(tmp_path, demo_data, tiny_model, max_steps=400, checkpoint_every=100)
+    job = demo_job(tmp_path, demo_data, tiny_model, max_steps=160, checkpoint_every=40)
     first = orch_popen(
         "submit", str(job), "--no-dashboard", "--run-name", "killed", cwd=tmp_path, new_session=True
     )
     run = tmp_path / "runs" / "killed"
     try:
-        second = run / "checkpoints/step_000200/COMPLETE"
+        second = run / "checkpoints/step_000080/COMPLETE"
         wait_for(second.exists, 600, "the second checkpoint", 0.05)
         family = [psutil.Process(first.pid), *psutil.Process(first.pid).children(recursive=True)]
         os.kill(first.pid, signal.SIGKILL)
@@ -169,11 +167,11 @@ def test_controller_sigkilled_mid_run_is_resumed_without_loss_or_duplicates(
     # What Ray left behind (its agents outlive a SIGKILLed driver) was reaped by the resume.
     assert not [p for p in family if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
 
-    steps = [100, 200, 300, 400]
+    steps = [40, 80, 120, 160]
     assert sorted(int(p.name[5:]) for p in (run / "checkpoints").iterdir()) == steps
     events = [json.loads(line) for line in (run / "logs" / "train_events.jsonl").open()]
     starts = [e for e in events if e["event"] == "started"]
-    assert len(starts) == 2 and starts[1]["step"] >= 200  # resumed, not restarted from scratch
+    assert len(starts) == 2 and starts[1]["step"] >= 80  # resumed, not restarted from scratch
     for step in steps:
         merged = json.loads((run / "eval" / f"step_{step:06d}.json").read_text())
         assert merged["missing"] == {}
@@ -192,35 +190,33 @@ def test_controller_sigkilled_mid_run_is_resumed_without_loss_or_duplicates(
     eval_steps = [row["eval/step"] for row in history if "eval/step" in row]
     assert sorted(eval_steps) == steps
     train_steps = [row["train/step"] for row in history if "train/step" in row]
-    assert len(train_steps) == len(set(train_steps)) and max(train_steps) == 400
+    assert len(train_steps) == len(set(train_steps)) and max(train_steps) == 160
     assert len([row for row in history if "final/step" in row]) == 1
 
 
 def test_resume_from_a_checkpoint_equals_the_uninterrupted_run(
-    tmp_path: Path, demo_data: Path, tiny_model: Path
+    tmp_path: Path, demo_run: DemoRun
 ) -> None:
-    """fp32 on CPU: a new run resumed from step 30 of another run reaches bit-identical
-    weights and losses at step 60 (weights, optimizer, scheduler, step and data position)."""
+    """fp32 on CPU: a new run resumed from step 40 of the demo run reaches bit-identical weights
+    and losses at step 120 (weights, optimizer, scheduler, step and data position)."""
     from safetensors.torch import load_file
 
-    job = demo_job(tmp_path, demo_data, tiny_model, max_steps=60, checkpoint_every=30)
     quiet = [
         "--no-dashboard",
         *("--set", "evaluation.during_training=false"),
         *("--set", "evaluation.final_full=false"),
         *("--set", "tracking.mode='disabled'"),
+        *("--set", f"runs_dir='{tmp_path / 'runs'}'"),
     ]
-    a = orch("submit", str(job), "--run-name", "whole", *quiet, cwd=tmp_path)
-    assert a.returncode == 0, a.stderr[-3000:]
-    whole = tmp_path / "runs" / "whole"
-    b = orch("submit", str(job), "--run-name", "resumed", *quiet,
-             "--resume-from", str(whole / "checkpoints" / "step_000030"), cwd=tmp_path)  # fmt: skip
+    whole = demo_run.run
+    b = orch("submit", str(demo_run.job), "--run-name", "resumed", *quiet,
+             "--resume-from", str(whole / "checkpoints" / "step_000040"), cwd=tmp_path)  # fmt: skip
     assert b.returncode == 0, b.stderr[-3000:]
     resumed = tmp_path / "runs" / "resumed"
     starts = [json.loads(x) for x in (resumed / "logs" / "train_events.jsonl").open()]
-    assert starts[0]["event"] == "started" and starts[0]["step"] == 30
-    wa = load_file(whole / "checkpoints" / "step_000060" / "hf" / "model.safetensors")
-    wb = load_file(resumed / "checkpoints" / "step_000060" / "hf" / "model.safetensors")
+    assert starts[0]["event"] == "started" and starts[0]["step"] == 40
+    wa = load_file(whole / "checkpoints" / "step_000120" / "hf" / "model.safetensors")
+    wb = load_file(resumed / "checkpoints" / "step_000120" / "hf" / "model.safetensors")
     assert wa.keys() == wb.keys()
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
@@ -229,5 +225,5 @@ def test_resume_from_a_checkpoint_equals_the_uninterrupted_run(
         return {r["step"]: r["loss"] for r in rows}
 
     la, lb = losses(whole), losses(resumed)
-    assert sorted(lb) == [40, 50, 60]
+    assert sorted(lb) == list(range(50, 130, 10))
     assert all(la[s] == lb[s] for s in lb)

@@ -22,6 +22,7 @@ from orchestrator.eval_backends.local import LocalBackend
 from orchestrator.eval_backends.slurm_jobs import SlurmBackend
 from orchestrator.tracking import find_offline_runs, read_offline_run
 from tests.conftest import ROOT, demo_job
+from tests.helpers.runs import DemoRun
 from tests.test_backends import comparable, job, wait
 
 logger = logging.getLogger(__name__)
@@ -201,7 +202,7 @@ def leftover_ray(job_id: str) -> list[str]:
 
 
 def test_demo_job_submitted_with_cluster_slurm(
-    slurm: None, tmp_path: Path, demo_data: Path, tiny_model: Path
+    slurm: None, tmp_path: Path, demo_data: Path, tiny_model: Path, demo_run: DemoRun
 ) -> None:
     """The controller, its Ray cluster and training in one allocation; eval parts in their own
     SLURM jobs; results shaped as a local run's; nothing of the job's Ray left afterwards.
@@ -238,15 +239,8 @@ def test_demo_job_submitted_with_cluster_slurm(
     assert [accounted_state(j) for j in eval_jobs] == ["COMPLETED"] * len(eval_jobs), eval_jobs
     final = json.loads((run / "eval" / "final.json").read_text())
 
-    # The same job run locally writes results of the same shape.
-    local = subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", "submit", str(job), "--no-dashboard",
-         "--run-name", "local", "--set", "evaluation.backend='local'"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600,
-        env=os.environ | {"PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
-    assert local.returncode == 0, local.stderr[-3000:]
-    lrun = tmp_path / "runs" / "local"
+    # The same job run locally (the session's demo run) writes results of the same shape.
+    lrun = demo_run.run
     assert shape(json.loads((lrun / "eval" / "step_000080.json").read_text())) == shape(
         json.loads((run / "eval" / "step_000080.json").read_text())
     )

@@ -1,0 +1,18 @@
+"""Runs that several tests read, made once per session by conftest's fixtures."""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class DemoRun:
+    """One finished `orch submit` of the demo job (120 steps, a checkpoint every 40), run once per
+    session as a user types it. Tests read it; the one that writes into it (an on-demand eval,
+    test_e2e) writes only what no other test reads."""
+
+    job: Path
+    run: Path
+    proc: subprocess.CompletedProcess[str]
