@@ -168,11 +168,6 @@ def wait_for(predicate: Any, timeout: float, what: str) -> float:
     return time.time() - t0
 
 
-# Sizes given on purpose. The demo test passes none: a user's first `--cluster slurm` has the
-# defaults, and only those showed eval parts inheriting the allocation's SLURM_MEM_PER_CPU.
-SIZED = ("--cpus-per-task", "2", "--mem", "6G", "--set", "evaluation.slurm.mem_gb=2")
-
-
 def cluster_submit(job: Path, cwd: Path, *args: str) -> str:
     proc = subprocess.run(
         [sys.executable, "-m", "orchestrator.cli", "submit", str(job), "--cluster", "slurm",
@@ -201,12 +196,15 @@ def leftover_ray(job_id: str) -> list[str]:
     return found
 
 
-def test_demo_job_submitted_with_cluster_slurm(
+def test_demo_job_submitted_with_cluster_slurm_survives_a_requeue(
     slurm: None, tmp_path: Path, demo_data: Path, tiny_model: Path, demo_run: DemoRun
 ) -> None:
     """The controller, its Ray cluster and training in one allocation; eval parts in their own
     SLURM jobs; results shaped as a local run's; nothing of the job's Ray left afterwards.
-    Submitted with the defaults a user types (no --mem, no --cpus-per-task)."""
+    Submitted with the defaults a user types (no --mem, no --cpus-per-task). Midway, SLURM's
+    time-limit signal (sent here with `scancel --signal=USR1 --batch`): training checkpoints,
+    the job requeues itself, the new allocation resumes from that checkpoint, every checkpoint
+    is evaluated and merged exactly once, and wandb continues the same run."""
     job = demo_job(tmp_path, demo_data, tiny_model, max_steps=80, checkpoint_every=40)
     t0 = time.time()
     job_id = cluster_submit(job, tmp_path, "--run-name", "in-slurm")
@@ -217,46 +215,8 @@ def test_demo_job_submitted_with_cluster_slurm(
     log = run / "slurm" / f"{job_id}.log"
     started = wait_for(lambda: log.is_file() and "Ray head" in log.read_text(), 120, "Ray head")
     logger.info("submit-to-start (sbatch returned -> Ray head up): %.1f s", started)
-    wait_for(lambda: job_field(job_id, "JobState") in TERMINAL, 600, "the job to end")
-    assert job_field(job_id, "JobState") == "COMPLETED", log.read_text()[-3000:]
-    logger.info("demo job on SLURM: %.1f s from submission to completion", time.time() - t0)
-    assert not leftover_ray(job_id)
 
-    for step in (40, 80):
-        merged = json.loads((run / "eval" / f"step_{step:06d}.json").read_text())
-        assert sorted(merged["datasets"]) == ["digits", "faces", "textures"]
-        assert merged["missing"] == {}
-        for d in merged["datasets"]:
-            part = json.loads((run / "eval" / f"step_{step:06d}" / f"{d}.json").read_text())
-            assert part["backend"] == "slurm"  # an eval allocation, not the training one
-    ledger = [json.loads(p.read_text()) for p in (run / "ledger").glob("step_*/*.json")]
-    for step in (40, 80):  # one job array per checkpoint: its parts share an array id
-        arrays = {e["job_id"].split("_")[0] for e in ledger if e["step"] == step}
-        assert len(arrays) == 1, ledger
-    # Accounting (slurmdbd) saw the training allocation and every eval part end well.
-    eval_jobs = sorted({e["job_id"] for e in ledger})
-    assert accounted_state(job_id) == "COMPLETED"
-    assert [accounted_state(j) for j in eval_jobs] == ["COMPLETED"] * len(eval_jobs), eval_jobs
-    final = json.loads((run / "eval" / "final.json").read_text())
-
-    # The same job run locally (the session's demo run) writes results of the same shape.
-    lrun = demo_run.run
-    assert shape(json.loads((lrun / "eval" / "step_000080.json").read_text())) == shape(
-        json.loads((run / "eval" / "step_000080.json").read_text())
-    )
-    assert shape(json.loads((lrun / "eval" / "final.json").read_text())) == shape(final)
-
-
-def test_requeued_training_resumes_from_its_checkpoint_and_loses_no_eval(
-    slurm: None, tmp_path: Path, demo_data: Path, tiny_model: Path
-) -> None:
-    """SLURM's time-limit signal (sent here with `scancel --signal=USR1 --batch`): training
-    checkpoints, the job requeues itself, the new allocation resumes from that checkpoint, every
-    checkpoint is evaluated and merged exactly once, and wandb continues the same run."""
-    job = demo_job(tmp_path, demo_data, tiny_model, max_steps=160, checkpoint_every=80)
-    job_id = cluster_submit(job, tmp_path, "--run-name", "requeued", *SIZED)
-    run = tmp_path / "runs" / "requeued"
-    first = run / "checkpoints" / "step_000080" / "COMPLETE"
+    first = run / "checkpoints" / "step_000040" / "COMPLETE"
     wait_for(first.exists, 300, "the first checkpoint")
     signalled = time.time()
     subprocess.run(["scancel", "--signal=USR1", "--batch", job_id], check=True)
@@ -268,27 +228,47 @@ def test_requeued_training_resumes_from_its_checkpoint_and_loses_no_eval(
     wait_for(lambda: any(e["event"] == "preempted" for e in events()), 120, "preempted")
     preempted_at = next(e["step"] for e in events() if e["event"] == "preempted")
     wait_for(lambda: len([e for e in events() if e["event"] == "started"]) == 2, 300, "restart")
-    resumed = time.time() - signalled
-    logger.info("requeue-to-resume (USR1 -> training started again): %.1f s", resumed)
+    logger.info(
+        "requeue-to-resume (USR1 -> training started again): %.1f s", time.time() - signalled
+    )
     wait_for(lambda: job_field(job_id, "JobState") in TERMINAL, 600, "the job to end")
-    log = (run / "slurm" / f"{job_id}.log").read_text()
-    assert job_field(job_id, "JobState") == "COMPLETED", log[-3000:]
+    text = log.read_text()
+    assert job_field(job_id, "JobState") == "COMPLETED", text[-3000:]
+    logger.info("demo job on SLURM: %.1f s from submission to completion", time.time() - t0)
     assert int(job_field(job_id, "Restarts")) == 1
-    assert "requeueing job" in log
+    assert "requeueing job" in text
     assert not leftover_ray(job_id)
 
     starts = [e for e in events() if e["event"] == "started"]
     assert starts[1]["step"] == preempted_at  # from the preemption checkpoint, not from scratch
     steps = sorted(int(p.name[5:]) for p in (run / "checkpoints").iterdir())
-    assert preempted_at in steps and {80, 160} <= set(steps)
+    assert preempted_at in steps and {40, 80} <= set(steps)
     for step in steps:  # every checkpoint evaluated and merged, none lost to the requeue
         merged = json.loads((run / "eval" / f"step_{step:06d}.json").read_text())
+        assert sorted(merged["datasets"]) == ["digits", "faces", "textures"]
         assert merged["missing"] == {}, (step, merged["missing"])
-    for entry in (run / "ledger").glob("step_*/*.json"):
-        assert json.loads(entry.read_text())["status"] == "succeeded", entry
-    assert (run / "eval" / "final.json").is_file()
+        for d in merged["datasets"]:
+            part = json.loads((run / "eval" / f"step_{step:06d}" / f"{d}.json").read_text())
+            assert part["backend"] == "slurm"  # an eval allocation, not the training one
+    ledger = [json.loads(p.read_text()) for p in (run / "ledger").glob("step_*/*.json")]
+    assert all(e["status"] == "succeeded" for e in ledger), ledger
+    for step in steps:  # one job array per checkpoint: its parts share an array id
+        arrays = {e["job_id"].split("_")[0] for e in ledger if e["step"] == step}
+        assert len(arrays) == 1, ledger
+    # Accounting (slurmdbd) saw the training allocation and every eval part end well.
+    eval_jobs = sorted({e["job_id"] for e in ledger})
+    assert accounted_state(job_id) == "COMPLETED"
+    assert [accounted_state(j) for j in eval_jobs] == ["COMPLETED"] * len(eval_jobs), eval_jobs
+    final = json.loads((run / "eval" / "final.json").read_text())
     files = find_offline_runs(run / "wandb")
     runs = [read_offline_run(f) for f in files]
     assert len(runs) == 2 and runs[0].run_id == runs[1].run_id  # one wandb run, continued
     history = [row for r in runs for row in r.history]
     assert sorted(row["eval/step"] for row in history if "eval/step" in row) == steps
+
+    # The same job run locally (the session's demo run) writes results of the same shape.
+    lrun = demo_run.run
+    assert shape(json.loads((lrun / "eval" / "step_000080.json").read_text())) == shape(
+        json.loads((run / "eval" / "step_000080.json").read_text())
+    )
+    assert shape(json.loads((lrun / "eval" / "final.json").read_text())) == shape(final)
