@@ -53,8 +53,33 @@ def test_local_and_ray_backends_write_identical_results(
         )
         outcome = wait(backend, backend.submit(failing, tmp_path / "fail.log"))
         assert isinstance(outcome, Failed) and "manifest not found" in outcome.reason
+
+        # evaluation.group_parts: a checkpoint's parts in one task, one model load, one outcome
+        # per part; the bad one fails alone.
+        backend.group_parts = True
+        grouped = [
+            (eval_part(checkpoint, demo_data, tmp_path / "g" / "faces.json", backend="ray"),
+             tmp_path / "g" / "faces.log"),
+            (eval_part(checkpoint, demo_data, tmp_path / "g" / "x.json", backend="ray",
+                       manifest=tmp_path / "no.jsonl", dataset="broken"),
+             tmp_path / "g" / "broken.log"),
+            (eval_part(checkpoint, demo_data, tmp_path / "g" / "all.json", backend="ray",
+                       eval_ratio=1.0, dataset="faces_all"),
+             tmp_path / "g" / "all.log"),
+        ]  # fmt: skip
+        ids = backend.submit_array(grouped)
+        assert len(set(ids)) == 3 and len({i.split(":")[0] for i in ids}) == 1  # one task
+        outcomes = {i: wait(backend, i) for i in ids}
     finally:
         ray.shutdown()
+    assert outcomes[ids[0]] == Succeeded(tmp_path / "g" / "faces.json")
+    failed = outcomes[ids[1]]
+    assert isinstance(failed, Failed) and "manifest not found" in failed.reason
+    assert outcomes[ids[2]] == Succeeded(tmp_path / "g" / "all.json")
+    assert comparable(tmp_path / "g" / "faces.json") == comparable(out_ray)  # same numbers
+    assert json.loads((tmp_path / "g" / "all.json").read_text())["n"] == 60
+    assert "one model load" in (tmp_path / "g" / "all.log").read_text()
+    assert json.loads((tmp_path / "g" / "all.json").read_text())["timings"]["load_s"] == 0.0
     a, b = comparable(out_local), comparable(out_ray)
     assert a == b
     assert a["n"] == 30 and a["partial"] is True  # eval_ratio 0.5 of 60, stratified

@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ALLOWED: dict[tuple[str, str], str] = {
     ("orchestrator/launch/train_run.py", "RayTrainRun._fit"): "the training entry point",
     ("orchestrator/eval_backends/ray_tasks.py", "_run_part"): "the Ray task body",
+    ("orchestrator/eval_backends/ray_tasks.py", "_run_group"): "the grouped Ray task body",
     ("orchestrator/eval_backends/ray_tasks.py", "_warm_up"): "a Ray worker's warm-up import",
     ("orchestrator/eval_backends/slurm_jobs.py", "run_part"): "the SLURM job body",
     ("orchestrator/checks/doctor.py", "_build_model"): "doctor's real-batch check",

@@ -41,30 +41,107 @@ def checkpoint_digest(hf_dir: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def dtype_for(device: torch.device) -> torch.dtype:
-    """fp32 on the CPU; bf16 on a GPU."""
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def dtype_for(device: torch.device, requested: str = "auto") -> torch.dtype:
+    """``requested`` (evaluation.dtype), or for "auto": bf16 on a GPU, fp32 on the CPU."""
+    if requested != "auto":
+        return DTYPES[requested]
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
-def eval_device() -> torch.device:
-    """The device this part was given: a GPU when the backend assigned one, else the CPU."""
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+def param_dtype(model: torch.nn.Module) -> torch.dtype:
+    """The dtype the model was loaded in (inputs such as pixel values are cast to it)."""
+    return next(model.parameters()).dtype
+
+
+def eval_device(part: EvalPart) -> torch.device:
+    """The device this part was given: CUDA when the backend gave it a GPU (the backend made
+    only that GPU visible), else the CPU, even on a machine with GPUs (they are training's)."""
+    if part.gpus <= 0:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        import os
+
+        raise RuntimeError(
+            f"this eval part was given {part.gpus:g} GPU(s) (evaluation.gpus_per_part) but CUDA "
+            f"is not available in its process (CUDA_VISIBLE_DEVICES="
+            f"{os.environ.get('CUDA_VISIBLE_DEVICES', '<unset>')!r}); check that the backend's "
+            "nodes have GPUs, or set evaluation.gpus_per_part = 0 to evaluate on the CPU"
+        )
+    return torch.device("cuda")
 
 
 @torch.no_grad()
 def run_eval(part: EvalPart) -> dict[str, Any]:
     """Evaluate one part and write its result file; return the result."""
+    started_at, t0 = time.time(), time.perf_counter()
+    model, device = load_model(part)
+    return evaluate_part(part, model, device, started_at, t0, time.perf_counter() - t0)
+
+
+@torch.no_grad()
+def run_evals(parts: list[EvalPart]) -> list[dict[str, Any] | BaseException]:
+    """Evaluate several parts of one checkpoint with one model load (evaluation.group_parts).
+    Each part still writes its own result file; a part that fails leaves the others alone and
+    its error takes its place in the list (the backend reports it; the controller retries that
+    part alone)."""
+    if not parts:
+        return []
+    first = parts[0]
+    for p in parts[1:]:
+        if (p.checkpoint, p.model_spec, p.gpus, p.dtype) != (
+            first.checkpoint, first.model_spec, first.gpus, first.dtype
+        ):  # fmt: skip
+            raise ValueError(
+                f"parts grouped for one model load must share checkpoint, model, GPUs and dtype: "
+                f"{p.dataset} differs from {first.dataset}"
+            )
+    started_at, t0 = time.time(), time.perf_counter()
+    model, device = load_model(first)
+    t_load = time.perf_counter() - t0
+    logger.info("one model load (%.2f s) for %d parts of step %d", t_load, len(parts), first.step)
+    results: list[dict[str, Any] | BaseException] = []
+    for i, part in enumerate(parts):
+        part_started, part_t0 = (started_at, t0) if i == 0 else (time.time(), time.perf_counter())
+        try:
+            results.append(
+                evaluate_part(part, model, device, part_started, part_t0, t_load if i == 0 else 0.0)
+            )
+        # One part's bad data must not cost the group's other parts: its error is its outcome.
+        except Exception as e:
+            logger.exception("eval part %s of step %d failed", part.dataset, part.step)
+            results.append(e)
+    return results
+
+
+def load_model(part: EvalPart) -> tuple[torch.nn.Module, torch.device]:
+    """The checkpoint's model on the part's device, in its dtype (plugins loaded first)."""
     from workers.models.classifier import load_classifier
 
-    started_at, t0 = time.time(), time.perf_counter()
     load_plugins(part.plugins)  # the job's kinds and metrics, in this process too
+    device = eval_device(part)
+    model = load_classifier(Path(part.checkpoint), part.model_section().attn_implementation)
+    model = model.to(device, dtype_for(device, part.dtype)).eval()
+    logger.info("step %d loaded on %s (%s)", part.step, device, param_dtype(model))
+    return model, device
+
+
+@torch.no_grad()
+def evaluate_part(
+    part: EvalPart,
+    model: torch.nn.Module,
+    device: torch.device,
+    started_at: float,
+    t0: float,
+    t_load: float,
+) -> dict[str, Any]:
+    """One part on a loaded model: its kind's records, the declared metrics, the result file."""
+    load_plugins(part.plugins)
     kind = get_kind(part.kind)
     ds = part.dataset_section()
     rows = kind.eval_subset(kind.read(part.dataset, ds, "eval", ()), part.eval_ratio, part.seed)
-    device = eval_device()
-    model = load_classifier(Path(part.checkpoint), part.model_section().attn_implementation)
-    model = model.to(device, dtype_for(device)).eval()
-    t_load = time.perf_counter() - t0
     output = kind.evaluate(part, model, rows, device)
     values = {m: aggregate(get_metric(m), output.records) for m in part.metrics}
     result = {
@@ -81,6 +158,7 @@ def run_eval(part: EvalPart) -> dict[str, Any]:
         "breakdowns": output.breakdowns,
         "samples": output.examples,
         **provenance(part, started_at, t0, t_load),
+        "device": {"type": device.type, "dtype": str(param_dtype(model)).removeprefix("torch.")},
     }
     atomic_write_json(Path(part.out), result)
     shown = ", ".join(f"{m} {v.value:.4f}" for m, v in values.items())
@@ -127,7 +205,7 @@ def generate_answers(
     out = model.vlm.generate(
         input_ids=ids,
         attention_mask=mask,
-        pixel_values=torch.cat([p.pixel_values for p in prompts]).to(device, dtype_for(device)),
+        pixel_values=torch.cat([p.pixel_values for p in prompts]).to(device, param_dtype(model)),
         image_grid_thw=torch.cat([p.image_grid_thw for p in prompts]).to(device),
         mm_token_type_ids=(ids == encoder.image_token_id).int(),
         max_new_tokens=max_new_tokens,

@@ -32,6 +32,8 @@ class EvalPart:
     attempt: int = 1
     plugins: list[str] = field(default_factory=list)
     checkpoint_digest: str | None = None  # recorded when the checkpoint was saved
+    gpus: float = 0.0  # GPUs the backend gives the part (evaluation.gpus_per_part): CUDA or CPU
+    dtype: str = "auto"  # evaluation.dtype
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,4 +87,6 @@ def eval_part(
         attempt=attempt,
         plugins=list(spec.plugins),
         checkpoint_digest=checkpoint_digest,
+        gpus=spec.evaluation.gpus_per_part,
+        dtype=spec.evaluation.dtype,
     )

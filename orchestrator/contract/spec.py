@@ -192,13 +192,23 @@ class SlurmEvalSpec(_Section):
     partition: str | None = None
     mem_gb: float = Field(default=4.0, gt=0.0)
     timeout_min: int = Field(default=60, ge=1)
-    gpus_per_task: int = Field(default=0, ge=0)
     additional: dict[str, str | int] = Field(default_factory=dict)
     """Extra sbatch options, e.g. {account = "proj", qos = "eval"}."""
 
 
 class EvaluationSpec(_Section):
     """Evaluation of checkpoints, in jobs separate from training."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, raw: Any) -> Any:
+        slurm = raw.get("slurm") if isinstance(raw, dict) else None
+        if isinstance(slurm, dict) and "gpus_per_task" in slurm:
+            raise ValueError(
+                "evaluation.slurm.gpus_per_task is now evaluation.gpus_per_part (every backend "
+                "honours it); move the value there"
+            )
+        return raw
 
     during_training: bool = True
     """Evaluate every checkpoint on each dataset's eval_ratio subset."""
@@ -211,6 +221,15 @@ class EvaluationSpec(_Section):
     batch_size: int = Field(default=64, ge=1)
     cpus_per_task: float = Field(default=1.0, gt=0.0)
     """Ray resources of one eval part; declared so eval runs beside training, never queued."""
+    gpus_per_part: float = Field(default=0.0, ge=0.0)
+    """GPUs each eval part holds (Ray num_gpus; SLURM --gpus-per-task, rounded up). A part with
+    a GPU evaluates on CUDA, one without on the CPU: the device comes from what the part was
+    given, so eval never lands on the GPUs training holds."""
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    """Evaluation dtype. "auto": bfloat16 on a GPU, float32 on the CPU."""
+    group_parts: bool = False
+    """Evaluate all of a checkpoint's parts in one task with one model load (Ray backend);
+    results stay one file per part, and a part that fails is retried alone."""
     max_concurrent: int = Field(default=1, ge=1)
     """Eval parts that may run at once (sizes the embedded Ray cluster)."""
     max_attempts: int = Field(default=3, ge=1)
@@ -218,6 +237,16 @@ class EvaluationSpec(_Section):
     retry_backoff_s: float = Field(default=5.0, ge=0.0)
     """Wait before retry k: retry_backoff_s * 2**(k-1) seconds after the failure."""
     slurm: SlurmEvalSpec = Field(default_factory=SlurmEvalSpec)
+
+    @model_validator(mode="after")
+    def _gpus_need_accounting(self) -> EvaluationSpec:
+        if self.backend == "local" and self.gpus_per_part > 0:
+            raise ValueError(
+                "evaluation.gpus_per_part > 0 needs a backend that accounts for GPUs: the local "
+                "backend runs parts as plain subprocesses and cannot keep them off training's "
+                "GPUs; use backend = 'ray' (num_gpus) or 'slurm' (--gpus-per-task)"
+            )
+        return self
 
 
 class BestSpec(_Section):

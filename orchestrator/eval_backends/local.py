@@ -41,7 +41,8 @@ class LocalBackend:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         job_file = log_path.with_suffix(".job.json")
         atomic_write_json(job_file, job.to_json())
-        env = os.environ | {"OMP_NUM_THREADS": str(self.threads)}
+        # CPU parts only (the spec refuses gpus_per_part with this backend): hide the GPUs.
+        env = os.environ | {"OMP_NUM_THREADS": str(self.threads), "CUDA_VISIBLE_DEVICES": ""}
         with log_path.open("ab") as log:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "workers.evaluate", str(job_file)],

@@ -51,6 +51,52 @@ def _run_part(job_json: dict[str, Any], log_path: str) -> str:
         handler.close()
 
 
+def _run_group(jobs_json: list[dict[str, Any]], log_paths: list[str]) -> Any:
+    """Runs inside a Ray worker process: several parts of one checkpoint, one model load
+    (workers.evaluate.run_evals). One return value per part (``num_returns``): the result path,
+    or the part's error as a ``_PartError``, so each part has its own outcome."""
+    import logging as _logging
+
+    from transformers.utils import logging as hf_logging
+
+    from orchestrator.contract.evalpart import EvalPart
+    from workers.evaluate import run_evals
+
+    hf_logging.disable_progress_bar()
+    handlers = []
+    for log_path in log_paths:  # the shared load and each part's lines reach every part's log
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        handler = _logging.FileHandler(log_path)
+        handler.setFormatter(_logging.Formatter("%(asctime)s %(name)s: %(message)s"))
+        handlers.append(handler)
+    root = _logging.getLogger()
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(_logging.INFO)
+    try:
+        jobs = [EvalPart(**j) for j in jobs_json]
+        results = run_evals(jobs)
+    except BaseException:
+        root.exception("eval group failed")
+        raise
+    finally:
+        for handler in handlers:
+            root.removeHandler(handler)
+            handler.close()
+    out = tuple(
+        _PartError(f"{type(r).__name__}: {r}") if isinstance(r, BaseException) else job.out
+        for job, r in zip(jobs, results, strict=True)
+    )
+    return out if len(out) > 1 else out[0]
+
+
+class _PartError:
+    """A grouped part's failure, returned (not raised) so the group's other parts succeed."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
 def _warm_up() -> None:
     import workers.evaluate  # noqa: F401
 
@@ -59,13 +105,22 @@ def _warm_up() -> None:
 class RayBackend:
     name = "ray"
 
-    def __init__(self, cpus_per_task: float = 1.0) -> None:
+    def __init__(self, cpus_per_task: float = 1.0, gpus_per_part: float = 0.0) -> None:
         import ray
 
         self._ray = ray
-        self._remote = ray.remote(max_retries=0, num_cpus=cpus_per_task)(_run_part)
+        # Ray gives a task with num_gpus its own GPUs (CUDA_VISIBLE_DEVICES), never one that a
+        # training worker holds; the part evaluates on CUDA only when it was given one.
+        self._remote = ray.remote(max_retries=0, num_cpus=cpus_per_task, num_gpus=gpus_per_part)(
+            _run_part
+        )
+        self._group = ray.remote(max_retries=0, num_cpus=cpus_per_task, num_gpus=gpus_per_part)(
+            _run_group
+        )
+        self.group_parts = False
         self._refs: dict[str, Any] = {}
         self._cancelled: set[str] = set()
+        self._cancelled_tasks: set[str] = set()
         # Start an eval worker process now, with torch and transformers imported, so the first
         # checkpoint's parts do not pay several seconds of imports (Ray reuses idle workers).
         self._warm = ray.remote(num_cpus=cpus_per_task)(_warm_up).remote()
@@ -78,7 +133,9 @@ class RayBackend:
 
         if not ray.is_initialized():
             ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
-        return cls(spec.evaluation.cpus_per_task)
+        backend = cls(spec.evaluation.cpus_per_task, spec.evaluation.gpus_per_part)
+        backend.group_parts = spec.evaluation.group_parts
+        return backend
 
     def submit(self, job: EvalPart, log_path: Path) -> str:
         name = f"eval:{job.dataset}@{'final' if not job.partial else job.step}"
@@ -86,6 +143,25 @@ class RayBackend:
         job_id = ref.task_id().hex()
         self._refs[job_id] = ref
         return job_id
+
+    def submit_array(self, parts: list[tuple[EvalPart, Path]]) -> list[str]:
+        """A checkpoint's parts: one task with one model load when ``group_parts`` (one return
+        value, hence one outcome, per part); else one task per part. Cancelling a grouped part
+        cancels its group."""
+        if not self.group_parts or len(parts) < 2:
+            return [self.submit(job, log) for job, log in parts]
+        first = parts[0][0]
+        name = f"eval:{len(parts)} parts@{'final' if not first.partial else first.step}"
+        refs: list[Any] = self._group.options(name=name, num_returns=len(parts)).remote(  # type: ignore[assignment]
+            [job.to_json() for job, _ in parts], [str(log) for _, log in parts]
+        )
+        task = refs[0].task_id().hex()
+        ids = []
+        for i, ref in enumerate(refs):
+            job_id = f"{task}:{i}"
+            self._refs[job_id] = ref
+            ids.append(job_id)
+        return ids
 
     def poll(self) -> dict[str, Outcome]:
         if not self._refs:
@@ -106,7 +182,10 @@ class RayBackend:
     def _outcome(self, job_id: str, ref: Any) -> Outcome:
         ray = self._ray
         try:
-            return Succeeded(Path(ray.get(ref)))
+            value = ray.get(ref)
+            if isinstance(value, _PartError):
+                return Failed(value.reason)
+            return Succeeded(Path(value))
         except ray.exceptions.TaskCancelledError:
             return Cancelled()
         except (ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError) as e:
@@ -121,6 +200,10 @@ class RayBackend:
     def cancel(self, job_id: str) -> None:
         if job_id in self._refs:
             self._cancelled.add(job_id)
+            task = job_id.split(":")[0]
+            if task in self._cancelled_tasks:
+                return  # a grouped part's sibling cancelled the task they share
+            self._cancelled_tasks.add(task)
             self._ray.cancel(self._refs[job_id], force=True)
 
     def close(self) -> None:

@@ -185,8 +185,8 @@ class SlurmBackend:
     def from_spec(cls, spec: JobSpec, rundir: RunDir) -> Self:
         ev = spec.evaluation
         extra: dict[str, Any] = dict(ev.slurm.additional)
-        if ev.slurm.gpus_per_task:
-            extra["gpus_per_task"] = ev.slurm.gpus_per_task
+        if ev.gpus_per_part > 0:
+            extra["gpus_per_task"] = math.ceil(ev.gpus_per_part)
         return cls(
             rundir.logs / "slurm",
             partition=ev.slurm.partition,

@@ -107,7 +107,7 @@ class ClassificationKind:
     def evaluate(
         self, part: EvalPart, model: Any, rows: Sequence[Sample], device: Any
     ) -> EvalOutput:
-        from workers.evaluate import dtype_for
+        from workers.evaluate import param_dtype
         from workers.metrics import per_class_accuracy
         from workers.models.classifier import classification_loss
 
@@ -118,7 +118,7 @@ class ClassificationKind:
         for start in range(0, len(rows), part.batch_size):
             chunk = rows[start : start + part.batch_size]
             batch = encoder.encode(chunk, {part.dataset: ds.num_classes})
-            logits = model(**batch.model_inputs(device, dtype_for(device)))
+            logits = model(**batch.model_inputs(device, param_dtype(model)))
             labels = batch.labels.to(device)
             loss, masked = classification_loss(logits, labels, batch.num_classes.to(device))
             k = min(5, ds.num_classes)

@@ -143,12 +143,12 @@ class VQAKind:
         """Greedy answers scored against the reference, and the teacher-forced loss of the
         reference answers."""
         from workers.data.vqa import VQAEncoder, pack, per_sample_loss
-        from workers.evaluate import dtype_for, generate_answers
+        from workers.evaluate import param_dtype, generate_answers
 
         ds = _section(part.dataset_section())
         encoder, cfg = VQAEncoder(Path(part.checkpoint)), ds.image_config()
         attn = str(model.hf_config._attn_implementation)
-        dtype = dtype_for(device)
+        dtype = param_dtype(model)
         records: list[dict[str, Any]] = []
         for start in range(0, len(rows), part.batch_size):
             chunk = rows[start : start + part.batch_size]
