@@ -102,7 +102,8 @@ def test_a_good_job_prints_statistics_and_sample_limits_decoding(
     assert str(digits_train + digits_test) in row  # every image decoded
     code, out = run_validate(job, capsys, "--sample", "3")
     row = next(line for line in out.splitlines() if "digits" in line)
-    assert code == 0 and row.rstrip(" │|").split()[-1] == "6"  # 3 per manifest
+    cells = [c.strip() for c in row.strip().strip("│|").split("│")]
+    assert code == 0 and cells[6] == "6" and cells[7] == "-"  # 3 per manifest; no leak
 
 
 def test_parquet_and_jsonl_manifests_give_the_same_samples(demo_data: Path, tmp_path: Path) -> None:
@@ -118,3 +119,31 @@ def test_parquet_and_jsonl_manifests_give_the_same_samples(demo_data: Path, tmp_
     a = read_manifest(jsonl, "digits", 10)
     b = read_manifest(parquet, "digits", 10)
     assert [(s.id, s.image_path, s.label) for s in a] == [(s.id, s.image_path, s.label) for s in b]
+
+
+def test_eval_images_that_are_training_images_are_reported(
+    tmp_path: Path, demo_data: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Three eval rows reuse a training image's path, two a copy of one under another name: a
+    warning with the counts and examples; the job stays valid (it is a warning, not an error)."""
+    import shutil
+
+    job = demo_job(tmp_path, demo_data, tiny_model)
+    train = [json.loads(x) for x in (demo_data / "faces" / "train.jsonl").open()]
+    evals = [json.loads(x) for x in (demo_data / "faces" / "test.jsonl").open()]
+    for i in range(3):
+        evals[i]["image_path"] = train[i]["image_path"]
+    for i in (3, 4):
+        copy = tmp_path / f"copy{i}.png"
+        shutil.copy(train[10 + i]["image_path"], copy)
+        evals[i]["image_path"] = str(copy)
+    manifest = tmp_path / "faces_test.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in evals))
+    raw = tomllib.loads(job.read_text())
+    raw["datasets"]["faces"]["eval"] = str(manifest)
+    job.write_text(tomli_w.dumps(raw))
+    code, out = run_validate(job, capsys)
+    assert code == 0, out
+    assert "datasets.faces.eval: 5 eval sample(s) use an image that is also in the training" in out
+    assert "(2 same content, 3 same path)" in out
+    assert f"{manifest}:1 image" in out

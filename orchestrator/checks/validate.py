@@ -2,13 +2,16 @@
 
 `orch validate JOB.toml [--sample K]` and `orch submit` (with a sample) run it before any compute
 starts. Each manifest is read with its row checks (parses, required fields, label type and range,
-dataset_name configured and matching, ids unique, images exist); then the images are opened and
-fully decoded in a thread pool, so a truncated or corrupt file is found now, not at step 40,000.
-Every problem is reported with its file and line; nothing is clamped or skipped.
+dataset_name configured and matching, ids unique, images exist; a kind's own checks, such as a VQA
+sample too long for a pack); then the images are opened and fully decoded in a thread pool, so a
+truncated or corrupt file is found now, not at step 40,000. Every problem is reported with its
+file and line; nothing is clamped or skipped. It also warns, with counts and examples, about eval
+samples whose image is a training image too (the same path, or the same content elsewhere).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import random
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +34,70 @@ class DatasetStats:
     share: float  # of the training mix
     eval_subset: int  # samples in a partial eval (eval_ratio)
     images_checked: int
+    leaked: int = 0  # eval samples with an image that is also in the training data
+
+
+def _content_key(path: Path) -> tuple[int, bytes]:
+    """(size, digest of the first 64 KiB): equal for equal files; a match is confirmed on the
+    whole file (``_same_content``)."""
+    with path.open("rb") as f:
+        return path.stat().st_size, hashlib.blake2b(f.read(1 << 16), digest_size=16).digest()
+
+
+def _same_content(a: Path, b: Path) -> bool:
+    return a.stat().st_size == b.stat().st_size and a.read_bytes() == b.read_bytes()
+
+
+@dataclass
+class _TrainImages:
+    """Every training image of the job (all datasets), by path and by content."""
+
+    by_path: dict[Path, str]  # resolved path -> "manifest:line"
+    by_key: dict[tuple[int, bytes], list[tuple[Path, str]]]
+
+    def match(self, path: Path, key: tuple[int, bytes]) -> tuple[str, str] | None:
+        """("same path" | "same content", where in the training data), or None."""
+        where = self.by_path.get(path.resolve())
+        if where is not None:
+            return "same path", where
+        for other, where in self.by_key.get(key, []):
+            if _same_content(path, other):
+                return "same content", where
+        return None
+
+
+def _leaks(
+    train: _TrainImages,
+    name: str,
+    manifest: Path,
+    images: list[tuple[int, Path]],
+    pool: ThreadPoolExecutor,
+) -> int:
+    """Warn (counts and examples) about eval samples whose image is also a training image:
+    a benchmark leaking into its own training set is the most common way a score lies."""
+    keys = list(pool.map(_content_key, [p for _, p in images]))
+    leaked_lines: set[int] = set()
+    how: dict[str, int] = {}
+    examples: list[str] = []
+    for (line, path), key in zip(images, keys, strict=True):
+        found = train.match(path, key)
+        if found is None:
+            continue
+        leaked_lines.add(line)
+        how[found[0]] = how.get(found[0], 0) + 1
+        if len(examples) < 3:
+            examples.append(f"{manifest}:{line} image {path} ({found[0]} as {found[1]})")
+    if leaked_lines:
+        counts = ", ".join(f"{n} {k}" for k, n in sorted(how.items()))
+        logger.warning(
+            "datasets.%s.eval: %d eval sample(s) use an image that is also in the training data "
+            "(%s); the score of these samples measures memory, not skill. E.g.: %s",
+            name,
+            len(leaked_lines),
+            counts,
+            "; ".join(examples),
+        )
+    return len(leaked_lines)
 
 
 def _decode(path: Path) -> str | None:
@@ -51,6 +118,8 @@ def validate_data(
     listing every problem with its file and line."""
     problems: list[str] = []
     stats: list[DatasetStats] = []
+    train = _TrainImages({}, {})
+    evals: dict[str, tuple[Path, list[tuple[int, Path]]]] = {}
     total_weight = sum(d.weight for d in spec.datasets.values())
     configured = list(spec.datasets)
     for name, ds in spec.datasets.items():
@@ -65,11 +134,22 @@ def validate_data(
                 problems.append(f"datasets.{name}.{split}: {e}")
                 continue
             counts[split] = len(rows)
+            check_rows = getattr(kind, "check_rows", None)  # an optional hook of a kind
+            if check_rows is not None:
+                problems += check_rows(spec, name, manifest, rows)
             images = [(line, path) for row in rows for line, path in kind.images(row)]
             problems += [
                 f"{manifest}:{line}: image {p} not found" for line, p in images if not p.is_file()
             ]
             images = [(line, p) for line, p in images if p.is_file()]
+            if split == "train":
+                with ThreadPoolExecutor(threads) as pool:
+                    keys = list(pool.map(_content_key, [p for _, p in images]))
+                for (line, p), key in zip(images, keys, strict=True):
+                    train.by_path.setdefault(p.resolve(), f"{manifest}:{line}")
+                    train.by_key.setdefault(key, []).append((p, f"{manifest}:{line}"))
+            else:
+                evals[name] = (manifest, images)
             if sample is not None and sample < len(images):
                 images = random.Random(f"{seed}:{name}:{split}").sample(images, sample)
             with ThreadPoolExecutor(threads) as pool:
@@ -91,6 +171,11 @@ def validate_data(
                 images_checked=checked,
             )
         )
+    if not problems:
+        with ThreadPoolExecutor(threads) as pool:
+            for st in stats:
+                if st.name in evals:
+                    st.leaked = _leaks(train, st.name, *evals[st.name], pool)
     if problems:
         shown = "\n  ".join(problems[:50])
         more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""
@@ -111,6 +196,7 @@ def render_stats(stats: list[DatasetStats]) -> None:
         "share of mix",
         "partial eval",
         "images checked",
+        "eval leaked",
     ):
         table.add_column(col, justify="left" if col in ("dataset", "kind") else "right")
     for s in stats:
@@ -122,5 +208,6 @@ def render_stats(stats: list[DatasetStats]) -> None:
             f"{100 * s.share:.1f}%",
             str(s.eval_subset),
             str(s.images_checked),
+            str(s.leaked) if s.leaked else "-",
         )
     Console().print(table)

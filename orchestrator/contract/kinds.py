@@ -107,6 +107,10 @@ class DatasetKind(Protocol):
         """What the exported checkpoint records about the dataset (orch_classifier.json)."""
         ...
 
+    # Optional: ``check_rows(spec, name, manifest, rows) -> list[str]``, further problems of a
+    # split's rows found before any compute (each "file:line: ..."), run by `orch validate` and
+    # the pre-flight of `orch submit` (the VQA kind: a sample too long for a pack).
+
 
 _KINDS: dict[str, DatasetKind] = {}
 

@@ -143,7 +143,7 @@ class VQAKind:
         """Greedy answers scored against the reference, and the teacher-forced loss of the
         reference answers."""
         from workers.data.vqa import VQAEncoder, pack, per_sample_loss
-        from workers.evaluate import param_dtype, generate_answers
+        from workers.evaluate import generate_answers, param_dtype
 
         ds = _section(part.dataset_section())
         encoder, cfg = VQAEncoder(Path(part.checkpoint)), ds.image_config()
@@ -188,11 +188,42 @@ class VQAKind:
             examples=[{k: r[k] for k in ("id", "prediction", "reference")} for r in records[:20]],
         )
 
+    def check_rows(
+        self, spec: JobSpec, name: str, manifest: Path, rows: Sequence[VQASample]
+    ) -> list[str]:
+        """Every row tokenised as training will (exact counts, no pixel decoded): a sample
+        that cannot fit a pack is an error with its file, line and id, before any compute."""
+        return pack_budget_problems(
+            spec, manifest, rows, _section(spec.datasets[name]).image_config()
+        )
+
     def doctor(self, spec: JobSpec, name: str, model: Any | None) -> list[Finding]:
         return [] if model is None else [_packed_batch(spec, name, model)]
 
     def head_info(self, ds: DatasetSpec) -> dict[str, Any]:
         return {"kind": self.name, "num_classes": 0, "labels": None}
+
+
+def pack_budget_problems(
+    spec: JobSpec, manifest: Path, rows: Sequence[VQASample], cfg: ImageConfig
+) -> list[str]:
+    """The rows whose training encoding exceeds training.pack_max_tokens / pack_max_images."""
+    from workers.data.budget import sample_budget
+    from workers.data.vqa import VQAEncoder
+
+    tr = spec.training
+    encoder = VQAEncoder(Path(spec.model.path))
+    problems = []
+    for row in rows:
+        tokens, images = sample_budget(encoder, row, cfg)
+        if tokens > tr.pack_max_tokens or images > tr.pack_max_images:
+            problems.append(
+                f"{manifest}:{row.line}: sample {row.id!r} has {tokens} tokens and {images} "
+                f"image(s); a pack holds at most {tr.pack_max_tokens} tokens and "
+                f"{tr.pack_max_images} images (training.pack_max_tokens / pack_max_images): "
+                "shorten the sample or raise the limit"
+            )
+    return problems
 
 
 def _packed_batch(spec: JobSpec, name: str, model: Any) -> Finding:
