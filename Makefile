@@ -47,6 +47,7 @@ test-fast: $(STAMP)
 bench: $(STAMP) $(TINY)/config.json $(DEMO)/COMPLETE
 	PYTHONPATH=. $(PY) bench/controller_1000x50.py
 	PYTHONPATH=. $(PY) bench/eval_latency.py
+	PYTHONPATH=. $(PY) bench/eval_grouping.py
 	PYTHONPATH=. $(PY) bench/loader_vs_decode.py
 	PYTHONPATH=. $(PY) bench/packing.py
 	PYTHONPATH=. $(PY) bench/stream_rss.py
@@ -61,6 +62,7 @@ bench: $(STAMP) $(TINY)/config.json $(DEMO)/COMPLETE
 bench-quick: $(STAMP) $(TINY)/config.json $(DEMO)/COMPLETE
 	PYTHONPATH=. $(PY) bench/controller_1000x50.py --quick
 	PYTHONPATH=. $(PY) bench/eval_latency.py --quick
+	PYTHONPATH=. $(PY) bench/eval_grouping.py --quick
 	PYTHONPATH=. $(PY) bench/loader_vs_decode.py --quick
 	PYTHONPATH=. $(PY) bench/packing.py --quick
 	PYTHONPATH=. $(PY) bench/stream_rss.py --quick
@@ -74,3 +76,21 @@ lint: $(STAMP)
 
 clean:
 	rm -rf runs $(TINY) $(DEMO)
+
+# lmms-eval 0.7.3 in a venv of its own (it pins wandb 0.25, orch 0.31): what
+# tests/golden/make_lmms_metric_cases.py runs under, and what tests/test_lmms_metrics.py checks
+# orch's metrics against when it is there. torch first, pinned, as for $(VENV).
+LMMS_VENV := .venv-lmms
+LMMS_STAMP := $(LMMS_VENV)/.stamp-lmms
+LMMS_PIP := $(LMMS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check
+
+.PHONY: lmms
+lmms: $(LMMS_STAMP)
+
+$(LMMS_STAMP): requirements/lmms.txt pyproject.toml
+	test -x $(LMMS_VENV)/bin/python || python3 -m venv $(LMMS_VENV)
+	$(LMMS_PIP) --upgrade pip
+	$(LMMS_PIP) torch==2.13.0
+	$(LMMS_PIP) -r requirements/lmms.txt
+	$(LMMS_PIP) --no-deps -e .
+	touch $@

@@ -84,6 +84,26 @@ def test_eval_latency_quick(demo_data: Path, tiny_model: Path) -> None:
     assert values["eval_compute_s"] > 0 and values["training_s"] > 0
 
 
+def test_eval_grouping_quick(demo_data: Path, tiny_model: Path) -> None:
+    proc = run_bench(
+        "eval_grouping.py", "--quick", "--demo", str(demo_data), "--model", str(tiny_model)
+    )
+    values = check_numbers(
+        proc,
+        [
+            "eval_parts_per_checkpoint",
+            "eval_load_s_grouped",
+            "eval_load_s_per_part",
+            "eval_load_grouped_vs_per_part",
+            "eval_total_s_grouped",
+            "eval_total_s_per_part",
+            "eval_total_grouped_vs_per_part",
+        ],
+    )
+    assert values["eval_parts_per_checkpoint"] == 2
+    assert values["eval_load_s_grouped"] > 0 and values["eval_load_s_per_part"] > 0
+
+
 def test_loader_vs_decode_quick() -> None:
     proc = run_bench("loader_vs_decode.py", "--quick")
     values = check_numbers(

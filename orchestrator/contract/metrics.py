@@ -26,8 +26,9 @@ SampleRecord = Mapping[str, Any]
 @dataclass(frozen=True)
 class Metric:
     """A named metric. ``score`` maps one sample record to a float; ``aggregation`` says how a
-    dataset's scores become one value (``mean``: the mean, with the standard error of the mean),
-    and how datasets combine into ``overall`` (weighted by their sample counts)."""
+    dataset's scores become one value (``mean``: the mean, with the standard error of the mean,
+    unless ``aggregate`` is given), and how datasets combine into ``overall`` (weighted by their
+    sample counts)."""
 
     name: str
     score: Callable[[SampleRecord], float]
@@ -36,6 +37,10 @@ class Metric:
     """Fields of the sample record the score reads (checked against the kind's records)."""
     aggregation: Literal["mean"] = "mean"
     description: str = ""
+    aggregate: Callable[[Sequence[SampleRecord]], MetricValue] | None = None
+    """A dataset's value from all its records, for a benchmark score that is not the mean of
+    ``score`` (MME's sums over image pairs and categories, MMBench's circular groups); None: the
+    mean of ``score``. Datasets still combine into ``overall`` by ``aggregation``."""
 
 
 @dataclass(frozen=True)
@@ -88,7 +93,10 @@ def mean_with_stderr(scores: Sequence[float]) -> MetricValue:
 
 
 def aggregate(metric: Metric, records: Iterable[SampleRecord]) -> MetricValue:
-    """One dataset's value of ``metric`` over its sample records."""
+    """One dataset's value of ``metric`` over its sample records: ``metric.aggregate`` of them
+    when the metric has one, else the mean of their scores."""
+    if metric.aggregate is not None:
+        return metric.aggregate(list(records))
     return mean_with_stderr([float(metric.score(r)) for r in records])
 
 
