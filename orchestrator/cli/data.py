@@ -1,17 +1,36 @@
-"""`orch data demo|prepare`: build the offline demo datasets, or convert a dataset layout into
-orch manifests (and print the job spec section that uses them)."""
+"""`orch data demo|prepare`: build the offline demo datasets, or convert a dataset layout (or one
+of the benchmarks lmms-eval evaluates, kept offline) into orch manifests, and print the job spec
+section that uses them."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
 from typing import Any
 
 from orchestrator.cli.common import Subparsers
+from orchestrator.contract.errors import OrchError
 
 logger = logging.getLogger("orch")
+
+LAYOUTS = ("folders", "food101", "hf", "vqa-jsonl")
+BENCHMARKS = (
+    "mmbench",
+    "mmmu",
+    "mmstar",
+    "scienceqa",
+    "textvqa",
+    "docvqa",
+    "infovqa",
+    "chartqa",
+    "ocrbench",
+    "mme",
+)
+"""The benchmarks of workers/data/benchmarks (named here so that parsing the command line imports
+no data-plane code; a test keeps the two lists equal)."""
 
 
 def add_parser(sub: Subparsers) -> None:
@@ -20,11 +39,27 @@ def add_parser(sub: Subparsers) -> None:
     d = dsub.add_parser("demo", help="build the offline demo datasets")
     d.add_argument("--out", type=Path, default=Path("data/demo"))
     d.add_argument("--force", action="store_true")
-    d = dsub.add_parser("prepare", help="convert a dataset layout into orch manifests")
-    d.add_argument("kind", choices=["folders", "food101", "hf", "vqa-jsonl"])
-    d.add_argument("src", type=Path)
+    d = dsub.add_parser(
+        "prepare", help="convert a dataset layout or a benchmark into orch manifests"
+    )
+    d.add_argument("kind", choices=[*LAYOUTS, *BENCHMARKS])
+    d.add_argument(
+        "src",
+        type=Path,
+        help="the layout's folder or file; for a benchmark: a Parquet file, a folder of Parquet "
+        "files or a datasets save_to_disk folder",
+    )
     d.add_argument("--out", type=Path, required=True)
-    d.add_argument("--name", required=True, help="dataset name (as in [datasets.NAME])")
+    d.add_argument(
+        "--name",
+        help="dataset name (as in [datasets.NAME]); required for a layout, a benchmark's "
+        "defaults to the benchmark",
+    )
+    d.add_argument(
+        "--split",
+        help="benchmarks: the split to convert when the source holds several (default: the one "
+        "lmms-eval evaluates)",
+    )
     d.add_argument("--max-samples", type=int, help="at most N samples per split")
     d.add_argument("--output-format", choices=["jsonl", "parquet"], default="jsonl")
     d.add_argument("--image-root", type=Path, action="append", default=[])
@@ -56,9 +91,21 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _prepare(args: argparse.Namespace) -> int:
+    common: dict[str, Any] = {"fmt": args.output_format, "max_samples": args.max_samples}
+    if args.kind in BENCHMARKS:
+        from workers.data.benchmarks import prepare_benchmark
+
+        name = _benchmark_name(args)
+        bench = prepare_benchmark(args.kind, args.src, args.out, name, split=args.split, **common)
+        sys.stdout.write(benchmark_tables(bench.tables, bench.split))
+        return 0
+    if args.name is None:
+        raise OrchError(f"orch data prepare {args.kind}: --name is required (the [datasets.NAME])")
+    if args.split is not None:
+        raise OrchError(f"orch data prepare {args.kind}: --split is for benchmarks only")
+
     from workers.data import prepare as prep
 
-    common: dict[str, Any] = {"fmt": args.output_format, "max_samples": args.max_samples}
     if args.kind == "folders":
         done = prep.prepare_folders(
             args.src,
@@ -85,6 +132,48 @@ def _prepare(args: argparse.Namespace) -> int:
         )
     sys.stdout.write(_spec_section(args, done))
     return 0
+
+
+def _benchmark_name(args: argparse.Namespace) -> str:
+    from orchestrator.contract.spec import DATASET_NAME
+
+    name = str(args.name or args.kind)
+    if not DATASET_NAME.match(name):
+        raise OrchError(
+            f"--name {name!r} must match {DATASET_NAME.pattern} (it becomes [datasets.{name}], "
+            "a metric name and a file name)"
+        )
+    return name
+
+
+def _toml_string(value: object) -> str:
+    return json.dumps(str(value), ensure_ascii=False)  # a JSON string is a TOML basic string
+
+
+def benchmark_tables(tables: list[Any], split: str) -> str:
+    """The [datasets.NAME] table of each manifest a benchmark wrote. The spec requires a train
+    manifest of every dataset; a benchmark is an eval set, so ``train`` names the eval manifest
+    too (a job that trains with this table trains on the benchmark: keep it out of training
+    jobs). A training split is the train manifest, and its eval is left to the user."""
+    out = []
+    for t in tables:
+        lines = [f"[datasets.{t.name}]", f'kind = "{t.kind}"']
+        if t.eval is not None:
+            lines += [
+                "# train is required by the spec: it names the eval manifest (an eval set)",
+                f"train = {_toml_string(t.train)}",
+                f"eval = {_toml_string(t.eval)}",
+            ]
+        else:
+            lines += [
+                f"train = {_toml_string(t.train)}",
+                f"# eval = ...  ({split} is a training split)",
+            ]
+        lines.append(f"metrics = [{', '.join(_toml_string(m) for m in t.metrics)}]")
+        rows = f"{t.rows} row{'s' if t.rows != 1 else ''}"
+        lines.append(f"description = {_toml_string(f'{t.description}: {rows}')}")
+        out.append("\n".join(lines) + "\n")
+    return "\n".join(out)
 
 
 def _spec_section(args: argparse.Namespace, done: Any) -> str:
