@@ -202,11 +202,20 @@ def generate_answers(
         mask[i, width - p.n_tokens :] = 1
     eos = encoder.tokenizer.convert_tokens_to_ids("<|im_end|>")
     ids, mask = ids.to(device), mask.to(device)
+    vision: dict[str, torch.Tensor] = {}
+    # Text-only prompts (multiple-choice rows without an image) pass no vision input at all:
+    # generate() runs the vision tower on any pixel_values it is given, even None or empty.
+    if any(p.image_grid_thw.shape[0] for p in prompts):
+        vision = {
+            "pixel_values": torch.cat([p.pixel_values for p in prompts]).to(
+                device, param_dtype(model)
+            ),
+            "image_grid_thw": torch.cat([p.image_grid_thw for p in prompts]).to(device),
+        }
     out = model.vlm.generate(
         input_ids=ids,
         attention_mask=mask,
-        pixel_values=torch.cat([p.pixel_values for p in prompts]).to(device, param_dtype(model)),
-        image_grid_thw=torch.cat([p.image_grid_thw for p in prompts]).to(device),
+        **vision,
         mm_token_type_ids=(ids == encoder.image_token_id).int(),
         max_new_tokens=max_new_tokens,
         do_sample=False,

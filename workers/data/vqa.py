@@ -44,6 +44,10 @@ class Turn:
     user: str
     assistant: str
     ratings: dict[str, int] = field(default_factory=dict)
+    layout: tuple[str | None, ...] | None = None
+    """The first turn's user message as text pieces and image slots (None) in order, for a prompt
+    that places its images inside the text (MMMU's ``<image k>``, workers/data/mcq.py); the slots
+    take the sample's images in order. None: every image first, then ``user``."""
 
 
 @dataclass(frozen=True)
@@ -273,6 +277,17 @@ class EncodedVQA:
         return int(self.image_grid_thw.shape[0])
 
 
+def _user_content(turn: Turn, n_images: int) -> list[dict[str, Any]]:
+    """A user message's content parts: its images, then its text; or its layout's text pieces
+    and image slots, in order."""
+    if turn.layout is None:
+        return [*[{"type": "image"}] * n_images, {"type": "text", "text": turn.user}]
+    slots = sum(part is None for part in turn.layout)
+    if slots != n_images:
+        raise ValueError(f"a turn's layout has {slots} image slot(s) for {n_images} image(s)")
+    return [{"type": "image"} if p is None else {"type": "text", "text": p} for p in turn.layout]
+
+
 class VQAEncoder:
     """Chat template, image processing and label masks from the model directory's own files."""
 
@@ -317,10 +332,8 @@ class VQAEncoder:
         pieces: list[tuple[str, bool]] = []
         done = ""
         for k, turn in enumerate(turns):
-            content: list[dict[str, Any]] = [{"type": "image"}] * (n_images if k == 0 else 0)
-            messages.append(
-                {"role": "user", "content": [*content, {"type": "text", "text": turn.user}]}
-            )
+            content = _user_content(turn, n_images if k == 0 else 0)  # images go with turn 0
+            messages.append({"role": "user", "content": content})
             prompt = self._render(messages, True)
             messages.append({"role": "assistant", "content": turn.assistant})
             full = self._render(messages, False)
@@ -354,6 +367,10 @@ class VQAEncoder:
         return ids, labels
 
     def _vision(self, images: list[Image.Image]) -> tuple[torch.Tensor, torch.Tensor]:
+        if not images:  # a text-only sample (a multiple-choice row without an image)
+            proc = self.image_processor
+            dim = 3 * int(proc.temporal_patch_size) * int(proc.patch_size) ** 2
+            return torch.zeros(0, dim), torch.zeros(0, 3, dtype=torch.long)
         largest = max(w * h for w, h in (im.size for im in images))
         size = {"shortest_edge": self.multiple**2, "longest_edge": max(largest, self.multiple**2)}
         out = self.image_processor(images=images, size=size, return_tensors="pt")
@@ -436,12 +453,14 @@ class PackedBatch:
         self, device: torch.device, dtype: torch.dtype, attn_implementation: str
     ) -> dict[str, Any]:
         mask = self.attention_mask(attn_implementation, dtype)
+        # A batch of text-only samples has no vision input (the vision tower cannot take none).
+        images = self.image_grid_thw.shape[0] > 0
         return {
             "input_ids": self.input_ids.to(device),
             "position_ids": self.position_ids.to(device),
             "attention_mask": None if mask is None else mask.to(device),
-            "pixel_values": self.pixel_values.to(device, dtype),
-            "image_grid_thw": self.image_grid_thw.to(device),
+            "pixel_values": self.pixel_values.to(device, dtype) if images else None,
+            "image_grid_thw": self.image_grid_thw.to(device) if images else None,
         }
 
 
