@@ -94,8 +94,8 @@ BENCHMARKS = {
     # name: (kind, metrics, rows in eval.jsonl, image files)
     "mmbench": ("mcq", ["mmbench_accuracy"], 6, 3),
     "mmmu": ("mcq", ["mmmu_accuracy"], 3, 7),
-    "mmstar": ("mcq", ["mcq_accuracy"], 3, 3),
-    "scienceqa": ("mcq", ["mcq_accuracy"], 3, 2),
+    "mmstar": ("mcq", ["mmstar_accuracy"], 3, 3),
+    "scienceqa": ("mcq", ["scienceqa_accuracy"], 3, 2),
     "textvqa": ("vqa", ["vqa_accuracy", "exact_match"], 3, 2),
     "docvqa": ("vqa", ["anls"], 3, 3),
     "infovqa": ("vqa", ["anls"], 3, 3),

@@ -67,9 +67,10 @@ def job(tmp_path: Path, demo_data: Path, tiny_model: Path, **best: str) -> Path:
             },
         },
         "training": {
-            "max_steps": 30,
-            "checkpoint_every": 15,
+            "max_steps": 10,
+            "checkpoint_every": 5,
             "log_every": 5,
+            "num_workers": 1,  # one rank is enough to prove the plugin; test_e2e runs two
             "batch_size": 8,
             "lr": 2e-3,
             "warmup_steps": 3,
@@ -114,7 +115,7 @@ def test_an_extra_kind_trains_and_evaluates_end_to_end(
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
     (run,) = (tmp_path / "runs").iterdir()
-    for step in (15, 30):
+    for step in (5, 10):
         part = json.loads((run / "eval" / f"step_{step:06d}" / "brightness.json").read_text())
         assert part["kind"] == "regression" and set(part["metrics"]) == {"mse", "mae", "accuracy"}
         assert part["n"] == round(60 * 0.5) and part["metrics"]["mse"] >= 0.0

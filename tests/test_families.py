@@ -90,7 +90,10 @@ def test_family_trains_evaluates_and_exports(
     family_model: tuple[str, Path], tmp_path: Path, demo_data: Path
 ) -> None:
     family, path = family_model
-    job = demo_job(tmp_path, demo_data, path, max_steps=4, checkpoint_every=4, log_every=1)
+    # One rank: the families differ in the model, not in the distributed path (test_e2e: two).
+    job = demo_job(
+        tmp_path, demo_data, path, max_steps=4, checkpoint_every=4, log_every=1, num_workers=1
+    )
     proc = orch("submit", str(job), "--no-dashboard", *FEATURE[family], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-4000:]
     run = only_run(tmp_path)

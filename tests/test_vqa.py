@@ -162,3 +162,36 @@ def test_a_sample_longer_than_a_pack_is_an_error_not_a_truncation() -> None:
     rows = best_fit_rows([100, 100, 60, 50], [1, 1, 1, 1], 160, 18)
     assert sorted(i for r in rows for i in r) == [0, 1, 2, 3]
     assert all(sum([100, 100, 60, 50][i] for i in r) <= 160 for r in rows)
+
+
+def test_benchmark_rows_keep_every_reference_and_draw_groups_whole(tmp_path: Path) -> None:
+    """A benchmark row carries all its gold answers, its category and its group; a partial
+    eval never splits a group (MME scores an image's two questions together)."""
+    from workers.data.vqa import parse_vqa_row
+    from workers.kinds.vqa import KIND
+
+    image = tmp_path / "a.png"
+    image.write_bytes(b"")  # existence is all parse_vqa_row checks
+    rows = []
+    for i in range(40):
+        row = {
+            "id": f"mme/{i}", "dataset_name": "mme", "images": ["a.png"],
+            "texts": [{"user": "is it red ?", "assistant": "Yes" if i % 2 else "No"}],
+            "references": ["Yes" if i % 2 else "No"] * 2, "category": "color",
+            "group": f"img{i // 2}",
+        }  # fmt: skip
+        sample, problems = parse_vqa_row(row, f"m.jsonl:{i + 1}", "mme", tmp_path / "m.jsonl", [])
+        assert not problems and sample is not None
+        rows.append(sample)
+    assert rows[1].gold == ["Yes", "Yes"] and rows[1].category == "color"
+    subset = KIND.eval_subset(rows, 0.5, seed=0)
+    groups: dict[str | None, int] = {}
+    for s in subset:
+        groups[s.group] = groups.get(s.group, 0) + 1
+    assert set(groups.values()) == {2} and 8 <= len(groups) <= 12
+    bad, problems = parse_vqa_row(
+        {**row, "references": []}, "m.jsonl:41", "mme", tmp_path / "m.jsonl", []
+    )
+    assert bad is None and problems == [
+        "m.jsonl:41: references must be a non-empty list of strings"
+    ]

@@ -169,6 +169,7 @@ def benchmark_tables(tables: list[Any], split: str) -> str:
                 f"train = {_toml_string(t.train)}",
                 f"# eval = ...  ({split} is a training split)",
             ]
+        lines += [f"{key} = {_toml_string(value)}" for key, value in t.settings]
         lines.append(f"metrics = [{', '.join(_toml_string(m) for m in t.metrics)}]")
         rows = f"{t.rows} row{'s' if t.rows != 1 else ''}"
         lines.append(f"description = {_toml_string(f'{t.description}: {rows}')}")

@@ -57,6 +57,15 @@ class VQASample:
     images: tuple[Path, ...]
     turns: tuple[Turn, ...]
     line: int = 0  # line (JSONL) or row (Parquet) in its manifest, for messages
+    references: tuple[str, ...] = ()
+    """Every gold answer (TextVQA's ten annotators); none: the last turn's answer alone."""
+    category: str | None = None  # a benchmark's question type (OCRBench, MME, ChartQA)
+    group: str | None = None  # samples scored together (MME: the two questions of an image)
+
+    @property
+    def gold(self) -> list[str]:
+        """The references the metrics score against."""
+        return list(self.references) or [self.turns[-1].assistant]
 
 
 @dataclass
@@ -135,7 +144,27 @@ def parse_vqa_row(
     if problems:
         return None, problems
     line = int(where.rsplit(":", 1)[1]) if where.rsplit(":", 1)[-1].isdigit() else 0
-    return VQASample(str(row["id"]), dataset, tuple(resolved), tuple(turns), line), []
+    references = row.get("references")
+    if references is not None and (
+        not isinstance(references, list)
+        or not references
+        or not all(isinstance(r, str) for r in references)
+    ):
+        return None, [f"{where}: references must be a non-empty list of strings"]
+    extra = {k: row.get(k) for k in ("category", "group")}
+    bad = [k for k, v in extra.items() if v is not None and not isinstance(v, str | int)]
+    if bad:
+        return None, [f"{where}: {', '.join(bad)} must be a string"]
+    return VQASample(
+        str(row["id"]),
+        dataset,
+        tuple(resolved),
+        tuple(turns),
+        line,
+        tuple(references or ()),
+        None if extra["category"] is None else str(extra["category"]),
+        None if extra["group"] is None else str(extra["group"]),
+    ), []
 
 
 def filter_turns(sample: VQASample, min_ratings: dict[str, int], counts: FilterCounts) -> bool:

@@ -105,7 +105,9 @@ class VQAKind:
     name = "vqa"
     spec: type[DatasetSpec] = VQASpec
     default_metrics: tuple[str, ...] = ("accuracy", "exact_match", "loss")
-    record_fields = frozenset({"id", "prediction", "reference", "references", "correct", "loss"})
+    record_fields = frozenset(
+        {"id", "prediction", "reference", "references", "correct", "loss", "category", "group"}
+    )
 
     def read(
         self, name: str, ds: DatasetSpec, split: Split, configured: Sequence[str] = ()
@@ -120,10 +122,20 @@ class VQAKind:
         return [(row.line, p) for p in row.images]
 
     def eval_subset(self, rows: Sequence[VQASample], ratio: float, seed: int) -> list[VQASample]:
-        """Seeded subset, stratified by reference answer."""
+        """Seeded subset, stratified by reference answer; rows of one group (MME's two questions
+        of an image) are drawn together, as their metrics score them together."""
         from workers.data.subset import stratified
 
-        return stratified(rows, ratio, seed, key=lambda s: s.turns[-1].assistant.strip().lower())
+        def key(s: VQASample) -> str:
+            return s.turns[-1].assistant.strip().lower()
+
+        if not any(s.group is not None for s in rows):
+            return stratified(rows, ratio, seed, key=key)
+        units: dict[str, list[VQASample]] = {}
+        for s in rows:
+            units.setdefault(s.group if s.group is not None else f"row:{s.id}", []).append(s)
+        chosen = stratified(list(units.values()), ratio, seed, key=lambda u: key(u[0]))
+        return [s for unit in chosen for s in unit]
 
     def collator(self, spec: JobSpec) -> VQACollator:
         return VQACollator(spec)
@@ -172,19 +184,30 @@ class VQAKind:
                         "id": s.id,
                         "prediction": pred,
                         "reference": ref,
-                        "references": [ref],
+                        "references": s.gold,
                         "correct": float(pred.strip().lower() == ref.strip().lower()),
                         "loss": float(sample_loss),
+                        "category": s.category,
+                        "group": s.group,
                     }
                 )
         by_answer: dict[str, list[float]] = {}
         for r in records:
             by_answer.setdefault(str(r["reference"]).strip().lower(), []).append(r["correct"])
+        breakdowns: dict[str, Any] = {
+            "per_answer_exact_match": {a: sum(v) / len(v) for a, v in sorted(by_answer.items())}
+        }
+        by_category: dict[str, list[float]] = {}
+        for r in records:
+            if r["category"] is not None:
+                by_category.setdefault(str(r["category"]), []).append(r["correct"])
+        if by_category:
+            breakdowns["per_category_exact_match"] = {
+                c: sum(v) / len(v) for c, v in sorted(by_category.items())
+            }
         return EvalOutput(
             records,
-            breakdowns={
-                "per_answer_exact_match": {a: sum(v) / len(v) for a, v in sorted(by_answer.items())}
-            },
+            breakdowns=breakdowns,
             examples=[{k: r[k] for k in ("id", "prediction", "reference")} for r in records[:20]],
         )
 

@@ -51,6 +51,7 @@ class Output:
     metrics: tuple[str, ...]
     table_suffix: str = ""  # the table is [datasets.<name><suffix>]
     description: str = ""
+    settings: tuple[tuple[str, str], ...] = ()  # other keys of the table (e.g. prompt_style)
 
 
 Converted = tuple[str, dict[str, Any]]

@@ -36,6 +36,7 @@ class Table:
     eval: Path | None  # None when the split is a training split
     rows: int
     description: str
+    settings: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -129,6 +130,7 @@ def prepare(
                 eval=None if training else path,
                 rows=len(rows[key]),
                 description=f"{output.description}, {chosen} split",
+                settings=output.settings,
             )
         )
     if ctx.images.shared:

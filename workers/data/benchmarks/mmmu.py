@@ -112,14 +112,17 @@ MMMU = Benchmark(
     optional=IMAGE_COLUMNS[1:],
     outputs={
         "eval": Output(
-            "eval", "mcq", ("mmmu_accuracy",), description="MMMU multiple-choice questions"
+            "eval",
+            "mcq",
+            ("mmmu_accuracy",),
+            description="MMMU multiple-choice questions",
+            settings=(("prompt_style", "mmmu"),),
         ),
-        # lmms-eval scores open answers with MMMU's own normalised matching (eval_open), which
-        # has no orch metric yet: exact match is declared meanwhile.
+        # lmms-eval scores open answers with MMMU's own normalised matching (eval_open).
         "open": Output(
             "open",
             "vqa",
-            ("exact_match",),
+            ("mmmu_open_accuracy",),
             table_suffix="_open",
             description="MMMU open questions",
         ),

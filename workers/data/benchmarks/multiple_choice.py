@@ -138,7 +138,7 @@ MMSTAR = Benchmark(
     split="val",
     required=("index", "question", "answer", "image"),
     optional=("category",),
-    outputs={"eval": Output("eval", "mcq", ("mcq_accuracy",), description="MMStar")},
+    outputs={"eval": Output("eval", "mcq", ("mmstar_accuracy",), description="MMStar")},
     row_id=column_id("index"),
     convert=convert_mmstar,
 )
@@ -179,7 +179,15 @@ SCIENCEQA = Benchmark(
     split="test",
     required=("question", "choices", "answer", "image"),
     optional=("hint", "subject"),
-    outputs={"eval": Output("eval", "mcq", ("mcq_accuracy",), description="ScienceQA-IMG")},
+    outputs={
+        "eval": Output(
+            "eval",
+            "mcq",
+            ("scienceqa_accuracy",),
+            description="ScienceQA-IMG",
+            settings=(("prompt_style", "scienceqa"),),
+        )
+    },
     row_id=ordinal_id,
     convert=convert_scienceqa,
 )
