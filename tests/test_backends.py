@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from orchestrator.eval_backends.base import Failed, Succeeded
+from orchestrator.eval_backends.base import Failed, Outcome, Succeeded
 from orchestrator.eval_backends.local import LocalBackend
 from tests.helpers.evals import comparable, wait
 from tests.helpers.jobs import eval_part
+from tests.helpers.waiting import wait_for
 
 # test_slurm.py and test_slurm_fake.py still import job, wait and comparable from this module;
 # they live in tests/helpers (eval_part in jobs, the rest in evals): import them from there.
@@ -64,12 +65,18 @@ def test_local_and_ray_backends_write_identical_results(
                        manifest=tmp_path / "no.jsonl", dataset="broken"),
              tmp_path / "g" / "broken.log"),
             (eval_part(checkpoint, demo_data, tmp_path / "g" / "all.json", backend="ray",
-                       eval_ratio=1.0, dataset="faces_all"),
+                       eval_ratio=1.0),
              tmp_path / "g" / "all.log"),
         ]  # fmt: skip
         ids = backend.submit_array(grouped)
         assert len(set(ids)) == 3 and len({i.split(":")[0] for i in ids}) == 1  # one task
-        outcomes = {i: wait(backend, i) for i in ids}
+        outcomes: dict[str, Outcome] = {}  # one poll may end every part of the group
+
+        def all_ended() -> bool:
+            outcomes.update(backend.poll())
+            return len(outcomes) == len(ids)
+
+        wait_for(all_ended, 300, "the grouped parts", interval=0.1)
     finally:
         ray.shutdown()
     assert outcomes[ids[0]] == Succeeded(tmp_path / "g" / "faces.json")

@@ -86,6 +86,14 @@ def test_demo_mix_end_to_end(tmp_path: Path, demo_data: Path, demo_run: DemoRun)
     assert wb.summary["final/overall/accuracy"] == pytest.approx(final["overall"]["accuracy"])
     assert wb.config["training"]["max_steps"] == 120
 
+    # Continuing a finished run starts no worker group: nothing is left to train or evaluate.
+    starts = (run / "logs" / "train_events.jsonl").read_text().count('"started"')
+    again = orch("resume", str(run), "--no-dashboard", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "training finished at step 120; it is not started again" in again.stderr
+    assert (run / "logs" / "train_events.jsonl").read_text().count('"started"') == starts
+    assert json.loads((run / "eval" / "final.json").read_text()) == final
+
 
 def _train_workers(parent: int) -> list[psutil.Process]:
     found = []

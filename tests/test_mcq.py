@@ -421,3 +421,27 @@ def test_doctor_names_what_a_prompt_style_leaves_out_and_letters_a_tokenizer_mer
     assert "4 rows packed into 1 row(s), 8 answer tokens supervised" in packed.message
     (letters, _) = KIND.doctor(job(quiz, tiny_model), "quiz", model)
     assert letters.level == "error" and "option letter A" in letters.message
+
+
+def test_a_row_too_long_for_a_pack_is_rejected_before_compute(
+    quiz: Path, letters_model: Path, tmp_path: Path
+) -> None:
+    """orch validate's row check: every row tokenised as training encodes it (prompt, images,
+    answer letter); the too-long one is named by file, line and id, the others pass."""
+    from orchestrator.checks.validate import validate_data
+    from orchestrator.contract.errors import DataError
+
+    rows = [json.loads(x) for x in quiz.read_text().splitlines()]
+    rows[2]["hint"] = "a long hint " * 2000  # line 3
+    manifest = write_rows(tmp_path / "quiz.jsonl", rows)
+    for name in ("img0.png", "img1.png", "img2.png"):
+        (tmp_path / name).write_bytes((quiz.parent / name).read_bytes())
+    base = job(manifest, letters_model)
+    spec = base.model_copy(
+        update={"training": base.training.model_copy(update={"pack_max_tokens": 512})}
+    )
+    with pytest.raises(DataError) as e:
+        validate_data(spec)
+    text = str(e.value)
+    assert f"{manifest}:3: sample 'i0' has " in text and "at most 512 tokens" in text
+    assert text.count("a pack holds at most") == 2  # train and eval name the same manifest

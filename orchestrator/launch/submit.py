@@ -176,9 +176,9 @@ def submit(spec: JobSpec, *, run_name: str | None = None, dashboard: bool = True
     """Run a job to the end in this process; return the exit code."""
     import ray
 
-    from orchestrator.core.controller import Controller
+    from orchestrator.core.controller import Controller, FinishedTraining
     from orchestrator.launch.procs import ProcessRecorder, reap_leftovers
-    from orchestrator.launch.train_run import RayTrainRun
+    from orchestrator.launch.train_run import RayTrainRun, training_finished
     from orchestrator.logging_setup import add_file_log
 
     sizes = preflight(spec)
@@ -198,7 +198,13 @@ def submit(spec: JobSpec, *, run_name: str | None = None, dashboard: bool = True
     backend = make_backend(spec, rundir)
     code = 1
     try:
-        training = RayTrainRun(spec, rundir).start()
+        finished = training_finished(spec, rundir)
+        training: RayTrainRun | FinishedTraining
+        if finished is None:
+            training = RayTrainRun(spec, rundir).start()
+        else:
+            logger.info("training finished at step %d; it is not started again", finished)
+            training = FinishedTraining()
         code = Controller(spec, rundir, backend, tracker, training).run()
     finally:
         backend.close()

@@ -69,8 +69,29 @@ class RayTrainRun:
         self._status = TrainingStatus(TrainingState.SUCCEEDED)
 
     def _last_event(self) -> str | None:
-        path = self.rundir.train_events
-        if not path.is_file():
-            return None
-        lines = [line for line in path.read_text().splitlines() if line.strip()]
-        return str(json.loads(lines[-1]).get("event")) if lines else None
+        last = last_train_event(self.rundir)
+        return None if last is None else str(last.get("event"))
+
+
+def last_train_event(rundir: RunDir) -> dict[str, object] | None:
+    """The training loop's last event (started, checkpoint, preempted, finished), or None."""
+    path = rundir.train_events
+    if not path.is_file():
+        return None
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    return dict(json.loads(lines[-1])) if lines else None
+
+
+def training_finished(spec: JobSpec, rundir: RunDir) -> int | None:
+    """The step a run's training finished at, when it did (and the spec asks for no more),
+    so that continuing the run (a second submission, `orch resume` after a crash during the
+    final eval) does not start a worker group only to find nothing left to train."""
+    last = last_train_event(rundir)
+    if last is None or last.get("event") != "finished":
+        return None
+    step = last.get("step")
+    if not isinstance(step, int):
+        return None
+    if spec.training.max_steps is not None and step < spec.training.max_steps:
+        return None  # the spec asks for more steps than were trained
+    return step

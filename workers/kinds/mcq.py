@@ -182,6 +182,18 @@ class MCQKind:
             records += score(ds, model, encoder, chunk, device)
         return EvalOutput(records, breakdowns=breakdowns(records), examples=records[:20])
 
+    def check_rows(
+        self, spec: JobSpec, name: str, manifest: Path, rows: Sequence[MCQRow]
+    ) -> list[str]:
+        """Every row tokenised as training will (its prompt and answer letter, exact counts, no
+        pixel decoded): a row too long for a pack is an error with file, line and id."""
+        from workers.data.mcq import to_vqa_sample
+        from workers.kinds.vqa import pack_budget_problems
+
+        ds = _section(spec.datasets[name])
+        samples = [to_vqa_sample(r, ds.prompt_style) for r in rows]
+        return pack_budget_problems(spec, manifest, samples, ds.image_config())
+
     def doctor(self, spec: JobSpec, name: str, model: Any | None) -> list[Finding]:
         """Without a model: what the prompt style leaves out of the rows, and the answer
         letters' shares. With one: the option letters are distinct tokens, and a real packed
