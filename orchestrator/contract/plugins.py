@@ -22,11 +22,22 @@ GROUP = "orch.plugins"
 # (its entry points then do not exist).
 BUILTIN = "workers.plugins"
 _loaded: set[str] = set()
+_entry_points: list[str] | None = None
+
+
+def _installed() -> list[str]:
+    """The ``orch.plugins`` entry points, read once per process: scanning every installed
+    distribution's metadata costs milliseconds, and the registries call this on every lookup
+    (the controller merging 1,000 steps spent minutes here)."""
+    global _entry_points
+    if _entry_points is None:
+        _entry_points = [ep.value for ep in entry_points(group=GROUP)]
+    return _entry_points
 
 
 def load_plugins(modules: Iterable[str] = ()) -> None:
     """Import the plugin modules not imported yet (entry points first, then ``modules``)."""
-    names = [BUILTIN] + [ep.value for ep in entry_points(group=GROUP)] + list(modules)
+    names = [BUILTIN, *_installed(), *modules]
     for name in names:
         if name in _loaded:
             continue
