@@ -25,6 +25,7 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("orchestrator/eval_backends/ray_tasks.py", "_run_group"): "the grouped Ray task body",
     ("orchestrator/eval_backends/ray_tasks.py", "_warm_up"): "a Ray worker's warm-up import",
     ("orchestrator/eval_backends/slurm_jobs.py", "run_part"): "the SLURM job body",
+    ("orchestrator/eval_backends/slurm_jobs.py", "run_group"): "the grouped SLURM job body",
     ("orchestrator/checks/doctor.py", "_build_model"): "doctor's real-batch check",
     ("orchestrator/cli/data.py", "_demo"): "`orch data demo` builds data here",
     ("orchestrator/cli/data.py", "_prepare"): "`orch data prepare` converts data here",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -81,6 +82,44 @@ def test_one_job_array_per_checkpoint(
     assert sorted(outcomes) == sorted(ids)
     assert all(isinstance(o, Succeeded) for o in outcomes.values()), outcomes
     assert json.loads((tmp_path / "b.json").read_text())["n"] == 60
+
+
+def test_grouped_parts_share_one_job_and_a_new_controller_adopts_them(
+    slurm: None, tmp_path: Path, checkpoint: Path, demo_data: Path
+) -> None:
+    """evaluation.group_parts: one SLURM job loads the checkpoint once for the checkpoint's
+    parts; a part with bad data fails alone, with its own reason. The job outlives the backend
+    that submitted it (a preempted controller detaches): a new one adopts its parts."""
+    first = SlurmBackend(
+        tmp_path / "slurm", cpus_per_task=1, mem_gb=2, timeout_min=10, group_parts=True
+    )
+    good, bad = tmp_path / "good.json", tmp_path / "bad.json"
+    parts = [
+        (job(checkpoint, demo_data, good), tmp_path / "good.log"),
+        (job(checkpoint, demo_data, bad, manifest=tmp_path / "nope.jsonl"), tmp_path / "bad.log"),
+    ]
+    ids = first.submit_array(parts)
+    slurm_id = ids[0].split(":")[0]
+    assert ids == [f"{slurm_id}:0", f"{slurm_id}:1"] and "_" not in slurm_id  # one job, no array
+    assert first.detach() == ids and first.running() == set()
+    first.close()  # cancels nothing: it follows nothing any more
+    assert squeue(slurm_id), "the detached job was cancelled"
+
+    second = SlurmBackend(tmp_path / "slurm", cpus_per_task=1, mem_gb=2, timeout_min=10)
+    assert all(second.adopt(part, i) for (part, _), i in zip(parts, ids, strict=True))
+    assert not second.adopt(parts[0][0], "999999")  # a job SLURM never had: submit it again
+    outcomes: dict[str, object] = {}
+    deadline = time.time() + 120
+    while len(outcomes) < len(ids) and time.time() < deadline:
+        outcomes |= second.poll()
+        time.sleep(0.1)
+    assert outcomes[ids[0]] == Succeeded(good), outcomes
+    failed = outcomes[ids[1]]
+    assert isinstance(failed, Failed) and "manifest not found" in failed.reason, failed
+    assert "part faces" in failed.reason and not bad.exists()
+    stderr = (tmp_path / "slurm" / slurm_id / f"{slurm_id}_0_log.err").read_text()
+    assert "one model load" in stderr and "for 2 parts" in stderr
+    assert (tmp_path / "good.log").read_text().startswith(f"slurm job {slurm_id}\n")
 
 
 def test_failure_and_cancel_are_typed_outcomes(
@@ -252,11 +291,15 @@ def test_demo_job_submitted_with_cluster_slurm_survives_a_requeue(
             assert part["backend"] == "slurm"  # an eval allocation, not the training one
     ledger = [json.loads(p.read_text()) for p in (run / "ledger").glob("step_*/*.json")]
     assert all(e["status"] == "succeeded" for e in ledger), ledger
-    for step in steps:  # one job array per checkpoint: its parts share an array id
-        arrays = {e["job_id"].split("_")[0] for e in ledger if e["step"] == step}
-        assert len(arrays) == 1, ledger
-    # Accounting (slurmdbd) saw the training allocation and every eval part end well.
-    eval_jobs = sorted({e["job_id"] for e in ledger})
+    # Eval jobs running at the preemption were left running and adopted by the requeued
+    # controller (still running, or finished by then): none was evaluated twice.
+    assert all(e["attempt"] == 1 for e in ledger), ledger
+    assert re.search(r"adopted (finished )?eval", (run / "logs" / "controller.log").read_text())
+    for step in steps:  # group_parts: one SLURM job (one model load) per checkpoint
+        jobs = {e["job_id"].split(":")[0] for e in ledger if e["step"] == step}
+        assert len(jobs) == 1, ledger
+    # Accounting (slurmdbd) saw the training allocation and every eval job end well.
+    eval_jobs = sorted({e["job_id"].split(":")[0] for e in ledger})
     assert accounted_state(job_id) == "COMPLETED"
     assert [accounted_state(j) for j in eval_jobs] == ["COMPLETED"] * len(eval_jobs), eval_jobs
     final = json.loads((run / "eval" / "final.json").read_text())

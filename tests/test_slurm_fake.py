@@ -89,7 +89,7 @@ def finish(
     part's result file)."""
     from submitit.core.utils import cloudpickle_dump
 
-    sjob, part = backend._jobs[job_id]
+    sjob, part, _ = backend._jobs[job_id]
     if status == "success":
         Path(part.out).parent.mkdir(parents=True, exist_ok=True)
         Path(part.out).write_text("{}")
@@ -171,7 +171,7 @@ def test_a_job_that_left_the_queue_without_a_result_is_explained_by_scontrol(
 ) -> None:
     b = SlurmBackend(tmp_path / "slurm")
     [j] = b.submit_array(parts(tmp_path, "faces"))
-    sjob, _ = b._jobs[j]
+    sjob, _, _ = b._jobs[j]
     Path(sjob.paths.stderr).parent.mkdir(parents=True, exist_ok=True)
     Path(sjob.paths.stderr).write_text("loading\nslurmstepd: error: *** JOB CANCELLED ***\n")
     fake.set_state(j, state)

@@ -228,8 +228,9 @@ class EvaluationSpec(_Section):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     """Evaluation dtype. "auto": bfloat16 on a GPU, float32 on the CPU."""
     group_parts: bool = False
-    """Evaluate all of a checkpoint's parts in one task with one model load (Ray backend);
-    results stay one file per part, and a part that fails is retried alone."""
+    """Evaluate all of a checkpoint's parts with one model load (one Ray task, or one SLURM job;
+    the local backend runs parts one by one); results stay one file per part, and a part that
+    fails is retried alone."""
     max_concurrent: int = Field(default=1, ge=1)
     """Eval parts that may run at once (sizes the embedded Ray cluster)."""
     max_attempts: int = Field(default=3, ge=1)

@@ -36,7 +36,13 @@ from orchestrator.core.decide import (
 from orchestrator.core.ledger import Ledger, LedgerEntry, PartStatus
 from orchestrator.core.lmms_import import fold_into, pending_imports
 from orchestrator.core.merge import Best, choose_best, flat_metrics, merge_parts
-from orchestrator.eval_backends.base import ArrayBackend, EvalBackend, Outcome, Succeeded
+from orchestrator.eval_backends.base import (
+    AdoptingBackend,
+    ArrayBackend,
+    EvalBackend,
+    Outcome,
+    Succeeded,
+)
 from orchestrator.tracking import DurableTracker, Tracker
 
 # The decision types are part of the controller's interface (tests, benchmarks, the training
@@ -164,6 +170,7 @@ class Controller:
         self.poll_s = poll_s
         self.ledger = Ledger(rundir)
         self._adopt_finished_parts()
+        self._adopt_running_parts()
         self.merged: dict[int, dict[str, Any]] = self._load_merged()
         self.published = Published.load(rundir)
         self._reconcile_with_tracker()
@@ -181,6 +188,20 @@ class Controller:
                 if value is not None and value.get("step") == e.eval_step:
                     self.ledger.put(e.finished(PartStatus.SUCCEEDED))
                     logger.info("adopted finished eval part %s/%s", e.step or "final", e.dataset)
+
+    def _adopt_running_parts(self) -> None:
+        """Parts a previous controller left running on a backend they outlive (SLURM jobs) are
+        followed, not evaluated a second time beside themselves."""
+        if not isinstance(self.backend, AdoptingBackend):
+            return
+        for e in list(self.ledger.entries.values()):
+            if e.status is not PartStatus.SUBMITTED or e.backend != self.backend.name:
+                continue
+            a = SubmitPart(e.step, e.dataset, e.eval_step, e.attempt)
+            if self.backend.adopt(self._job(a), e.job_id):
+                what = "final" if e.step is None else f"step {e.step}"
+                logger.info("adopted eval %s/%s (%s, attempt %d)", what, e.dataset, e.job_id,
+                            e.attempt)  # fmt: skip
 
     def _reconcile_with_tracker(self) -> None:
         """Trust what the tracker durably holds over our record of what we sent it: rows

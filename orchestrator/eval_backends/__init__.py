@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from orchestrator.eval_backends import local, ray_tasks, slurm_jobs  # noqa: F401  (register)
 from orchestrator.eval_backends.base import (
+    AdoptingBackend,
     ArrayBackend,
     EvalBackend,
     get_backend_class,
@@ -29,6 +30,7 @@ def make_backend(spec: JobSpec, rundir: RunDir, name: str | None = None) -> Eval
 
 
 __all__ = [
+    "AdoptingBackend",
     "ArrayBackend",
     "EvalBackend",
     "get_backend_class",

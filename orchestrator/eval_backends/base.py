@@ -77,6 +77,24 @@ class ArrayBackend(EvalBackend, Protocol):
         ...
 
 
+@runtime_checkable
+class AdoptingBackend(EvalBackend, Protocol):
+    """A backend whose parts outlive the controller that submitted them (SLURM jobs are
+    allocations of their own): a new controller of the run takes over the parts its
+    predecessor left running, rather than evaluating them a second time, and a preempted
+    controller leaves them running for its successor (``detach``)."""
+
+    def adopt(self, job: EvalPart, job_id: str) -> bool:
+        """Follow ``job_id``, submitted by an earlier controller of this run for ``job``, when it
+        is still queued or running or has left its result; False when it is gone (the part is
+        then submitted again)."""
+        ...
+
+    def detach(self) -> list[str]:
+        """Stop following every part without cancelling it; return their job ids."""
+        ...
+
+
 class RegisteredBackend(EvalBackend, Protocol):
     """What the registry holds: a backend class that builds itself from the job spec."""
 

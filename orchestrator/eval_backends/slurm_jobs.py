@@ -1,7 +1,10 @@
 """Eval parts as SLURM jobs through submitit: small allocations of their own, never training's.
 
-Submission goes through submitit (one job, or one job array per checkpoint with an element per
-dataset). Polling does not depend on SLURM accounting (sacct needs slurmdbd and a database,
+Submission goes through submitit: one job array per checkpoint with an element per dataset, or,
+with ``evaluation.group_parts``, one job that loads the checkpoint once and evaluates all of its
+parts (each still its own result file and outcome; a failed part is retried alone).
+
+Polling does not depend on SLURM accounting (sacct needs slurmdbd and a database,
 which many clusters restrict): a part is done when submitit's result file exists; one `squeue`
 call covers every live job; a job that left the queue without a result is explained by
 `scontrol show job` (FAILED, TIMEOUT, OUT_OF_MEMORY, NODE_FAIL, PREEMPTED, CANCELLED).
@@ -175,9 +178,28 @@ def run_part(job: dict[str, Any]) -> str:
     return eval_job.out
 
 
+def run_group(jobs: list[dict[str, Any]]) -> list[str | None]:
+    """The callable of a grouped SLURM job: several parts of one checkpoint, one model load
+    (workers.evaluate.run_evals). One entry per part: None when it succeeded, else its error."""
+    signal.signal(signal.SIGTERM, _stop)
+    from transformers.utils import logging as hf_logging
+
+    from workers.evaluate import run_evals
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    parts = [EvalPart(**job) for job in jobs]
+    logger.info("%d eval parts of step %s: %s", len(parts), parts[0].step,
+                ", ".join(p.dataset for p in parts))  # fmt: skip
+    hf_logging.disable_progress_bar()
+    results = run_evals(parts)
+    return [f"{type(r).__name__}: {r}" if isinstance(r, BaseException) else None for r in results]
+
+
 @register_backend("slurm")
 class SlurmBackend:
-    """Also an ``ArrayBackend``: ``submit_array`` puts a checkpoint's parts in one job array."""
+    """Also an ``ArrayBackend``: ``submit_array`` puts a checkpoint's parts in one job array, or
+    in one job when ``group_parts`` (part ids ``JOBID:i``; cancelling one cancels the job). And
+    an ``AdoptingBackend``: a part's job outlives the controller that submitted it."""
 
     name = "slurm"
 
@@ -194,6 +216,7 @@ class SlurmBackend:
             mem_gb=ev.slurm.mem_gb,
             timeout_min=ev.slurm.timeout_min,
             extra=extra,
+            group_parts=ev.group_parts,
         )
 
     def __init__(
@@ -205,8 +228,10 @@ class SlurmBackend:
         mem_gb: float = 4.0,
         timeout_min: int = 60,
         extra: dict[str, Any] | None = None,
+        group_parts: bool = False,
     ) -> None:
         self.folder = folder
+        self.group_parts = group_parts
         self.executor = _clean_executor_class()(folder=str(folder / "%j"))
         mem = f"{int(mem_gb)}GB" if mem_gb == int(mem_gb) else f"{int(mem_gb * 1024)}MB"
         params: dict[str, Any] = {
@@ -220,31 +245,69 @@ class SlurmBackend:
         self.executor.update_parameters(**params)
         # Options the part's script sets itself, which an SBATCH_* variable would override.
         self.executor.explicit = (*(["partition"] if partition else []), *(extra or {}))
-        self._jobs: dict[str, tuple[Any, EvalPart]] = {}
+        # part id -> (submitit job, part, index in its group's result or None when ungrouped)
+        self._jobs: dict[str, tuple[Any, EvalPart, int | None]] = {}
         self._left_queue: dict[str, float] = {}
-        self._cancelled: set[str] = set()
+        self._cancelled: set[str] = set()  # part ids
+        self._scancelled: set[str] = set()  # SLURM job ids
 
     def submit(self, job: EvalPart, log_path: Path) -> str:
         return self.submit_array([(job, log_path)])[0]
 
     def submit_array(self, parts: list[tuple[EvalPart, Path]]) -> list[str]:
-        """One SLURM job array for several parts (one element each); returns their job ids."""
+        """One SLURM job array for several parts (one element each), or one job for all of them
+        when ``group_parts``; returns their part ids in order."""
         first = parts[0][0]
         name = f"orch-eval-{'final' if not first.partial else first.step}"
         self.executor.update_parameters(job_name=name)
+        if self.group_parts and len(parts) > 1:
+            sjob = self.executor.submit(run_group, [job.to_json() for job, _ in parts])
+            ids = [f"{sjob.job_id}:{i}" for i in range(len(parts))]
+            for i, (part_id, (job, log_path)) in enumerate(zip(ids, parts, strict=True)):
+                self._jobs[part_id] = (sjob, job, i)
+                self._point_log(log_path, sjob)
+            logger.info("submitted SLURM job %s for %d parts", sjob.job_id, len(parts))
+            return ids
         with self.executor.batch():
             submitted = [self.executor.submit(run_part, job.to_json()) for job, _ in parts]
         ids = []
         for sjob, (job, log_path) in zip(submitted, parts, strict=True):
-            self._jobs[sjob.job_id] = (sjob, job)
-            log_path.parent.mkdir(parents=True, exist_ok=True)
-            # The part's log in the run directory points at SLURM's own stdout/stderr files.
-            log_path.write_text(
-                f"slurm job {sjob.job_id}\n{sjob.paths.stdout}\n{sjob.paths.stderr}\n"
-            )
+            self._jobs[sjob.job_id] = (sjob, job, None)
+            self._point_log(log_path, sjob)
             ids.append(sjob.job_id)
         logger.info("submitted SLURM job(s) %s", ", ".join(ids))
         return ids
+
+    def adopt(self, job: EvalPart, job_id: str) -> bool:
+        """Follow a part an earlier controller of the run submitted (a requeued or resumed
+        run): it still runs, or has left its result, in this backend's folder."""
+        from submitit.slurm.slurm import SlurmJob
+
+        slurm_id, grouped, index = job_id.partition(":")
+        sjob: Any = SlurmJob(folder=self.executor.folder, job_id=slurm_id, tasks=(0,))
+        if not sjob.paths.result_pickle.exists():
+            out = subprocess.run(
+                ["squeue", "-h", "-r", "-o", "%i", "-j", slurm_id],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if slurm_id not in out.stdout.split():
+                return False
+        self._jobs[job_id] = (sjob, job, int(index) if grouped else None)
+        return True
+
+    def detach(self) -> list[str]:
+        ids = sorted(self._jobs)
+        self._jobs.clear()
+        self._left_queue.clear()
+        return ids
+
+    @staticmethod
+    def _point_log(log_path: Path, sjob: Any) -> None:
+        """The part's log in the run directory points at SLURM's own stdout/stderr files."""
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_path.write_text(f"slurm job {sjob.job_id}\n{sjob.paths.stdout}\n{sjob.paths.stderr}\n")
 
     def poll(self) -> dict[str, Outcome]:
         if not self._jobs:
@@ -252,15 +315,15 @@ class SlurmBackend:
         queued = self._squeue()
         done: dict[str, Outcome] = {}
         now = time.time()
-        for job_id, (sjob, job) in list(self._jobs.items()):
+        for job_id, (sjob, job, index) in list(self._jobs.items()):
             if sjob.paths.result_pickle.exists():
-                done[job_id] = self._from_result(sjob, job)
-            elif job_id in queued:
+                done[job_id] = self._from_result(sjob, job, index)
+            elif sjob.job_id in queued:
                 continue
             elif now - self._left_queue.setdefault(job_id, now) > RESULT_GRACE_S or (
                 job_id in self._cancelled
             ):
-                outcome = self._from_scontrol(job_id, sjob)
+                outcome = self._from_scontrol(sjob.job_id, sjob, job_id in self._cancelled)
                 if outcome is None:  # still active after all: keep waiting
                     self._left_queue.pop(job_id)
                 else:
@@ -271,7 +334,7 @@ class SlurmBackend:
         return done
 
     def _squeue(self) -> set[str]:
-        ids = ",".join(self._jobs)
+        ids = ",".join(sorted({sjob.job_id for sjob, _, _ in self._jobs.values()}))
         # -r: one line per array element (pending elements are otherwise shown as 23_[1-2]).
         out = subprocess.run(
             ["squeue", "-h", "-r", "-o", "%i", "-j", ids],
@@ -282,25 +345,27 @@ class SlurmBackend:
         # squeue exits 1 when none of the ids is known any more: that means all left the queue.
         return set(out.stdout.split())
 
-    def _from_result(self, sjob: Any, job: EvalPart) -> Outcome:
+    def _from_result(self, sjob: Any, job: EvalPart, index: int | None) -> Outcome:
         from submitit.core.utils import pickle_load
 
         status, payload = pickle_load(sjob.paths.result_pickle)
+        if status == "success" and index is not None and payload[index] is not None:
+            return Failed(f"slurm job {sjob.job_id}, part {job.dataset}: {payload[index]}")
         if status == "success" and Path(job.out).is_file():
             return Succeeded(Path(job.out))
         reason = str(payload).strip().splitlines()
         return Failed(f"slurm job {sjob.job_id}: {reason[-1] if reason else status}")
 
-    def _from_scontrol(self, job_id: str, sjob: Any) -> Outcome | None:
+    def _from_scontrol(self, job_id: str, sjob: Any, cancelled: bool) -> Outcome | None:
         out = subprocess.run(
             ["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True, check=False
         ).stdout
         state = next(
             (f.split("=", 1)[1] for f in out.split() if f.startswith("JobState=")), "UNKNOWN"
         )
-        if state in ACTIVE_STATES and job_id not in self._cancelled:
+        if state in ACTIVE_STATES and not cancelled:
             return None
-        if job_id in self._cancelled or state == "CANCELLED":
+        if cancelled or state == "CANCELLED":
             return Cancelled()
         if state in ("PREEMPTED", "NODE_FAIL", "BOOT_FAIL"):
             return Preempted(f"slurm job {job_id}: {state}")
@@ -310,11 +375,16 @@ class SlurmBackend:
         return set(self._jobs)
 
     def cancel(self, job_id: str) -> None:
-        if job_id in self._jobs:
-            self._cancelled.add(job_id)
-            out = subprocess.run(["scancel", job_id], capture_output=True, text=True, check=False)
-            if out.returncode != 0:  # e.g. it ended meanwhile; poll() reports how it ended
-                logger.warning("scancel %s: %s", job_id, out.stderr.strip() or out.returncode)
+        if job_id not in self._jobs:
+            return
+        self._cancelled.add(job_id)
+        slurm_id = self._jobs[job_id][0].job_id
+        if slurm_id in self._scancelled:
+            return  # a grouped part's sibling cancelled the job they share
+        self._scancelled.add(slurm_id)
+        out = subprocess.run(["scancel", slurm_id], capture_output=True, text=True, check=False)
+        if out.returncode != 0:  # e.g. it ended meanwhile; poll() reports how it ended
+            logger.warning("scancel %s: %s", slurm_id, out.stderr.strip() or out.returncode)
 
     def close(self) -> None:
         for job_id in list(self._jobs):

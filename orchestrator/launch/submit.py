@@ -14,9 +14,10 @@ from typing import Any
 import tomli_w
 
 from orchestrator.contract.errors import RunDirError, SpecError
+from orchestrator.contract.exitcodes import ExitCode
 from orchestrator.contract.layout import RunDir, new_run_name
 from orchestrator.contract.spec import JobSpec
-from orchestrator.eval_backends import make_backend
+from orchestrator.eval_backends import AdoptingBackend, make_backend
 from orchestrator.tracking import make_tracker
 
 logger = logging.getLogger("orch.submit")
@@ -207,6 +208,10 @@ def submit(spec: JobSpec, *, run_name: str | None = None, dashboard: bool = True
             training = FinishedTraining()
         code = Controller(spec, rundir, backend, tracker, training).run()
     finally:
+        if code == ExitCode.PREEMPTED and isinstance(backend, AdoptingBackend):
+            left = backend.detach()  # the requeued or resumed controller adopts them
+            if left:
+                logger.info("%d eval part(s) left running for the next controller", len(left))
         backend.close()
         tracker.finish(code)
         recorder.stop()
