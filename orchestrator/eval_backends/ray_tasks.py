@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
@@ -23,48 +25,15 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def _run_part(job_json: dict[str, Any], log_path: str) -> str:
-    """Runs inside a Ray worker process: evaluate one part, logging to the run directory."""
+@contextmanager
+def _logging_to(log_paths: list[str], failure: str) -> Iterator[None]:
+    """Inside a Ray worker: this process's log lines (and ``failure`` with its traceback, if
+    the block raises) go to each of ``log_paths`` in the run directory, for as long as the block
+    runs (the worker process outlives the task)."""
     import logging as _logging
 
-    from transformers.utils import logging as hf_logging
-
-    from orchestrator.contract.evalpart import EvalPart
-    from workers.evaluate import run_eval
-
-    hf_logging.disable_progress_bar()
-    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    handler = _logging.FileHandler(log_path)
-    handler.setFormatter(_logging.Formatter("%(asctime)s %(name)s: %(message)s"))
-    root = _logging.getLogger()
-    root.addHandler(handler)
-    root.setLevel(_logging.INFO)
-    try:
-        job = EvalPart(**job_json)
-        run_eval(job)
-        return job.out
-    except BaseException:
-        root.exception("eval part failed")
-        raise
-    finally:
-        root.removeHandler(handler)
-        handler.close()
-
-
-def _run_group(jobs_json: list[dict[str, Any]], log_paths: list[str]) -> Any:
-    """Runs inside a Ray worker process: several parts of one checkpoint, one model load
-    (workers.evaluate.run_evals). One return value per part (``num_returns``): the result path,
-    or the part's error as a ``_PartError``, so each part has its own outcome."""
-    import logging as _logging
-
-    from transformers.utils import logging as hf_logging
-
-    from orchestrator.contract.evalpart import EvalPart
-    from workers.evaluate import run_evals
-
-    hf_logging.disable_progress_bar()
     handlers = []
-    for log_path in log_paths:  # the shared load and each part's lines reach every part's log
+    for log_path in log_paths:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         handler = _logging.FileHandler(log_path)
         handler.setFormatter(_logging.Formatter("%(asctime)s %(name)s: %(message)s"))
@@ -74,15 +43,44 @@ def _run_group(jobs_json: list[dict[str, Any]], log_paths: list[str]) -> Any:
         root.addHandler(handler)
     root.setLevel(_logging.INFO)
     try:
-        jobs = [EvalPart(**j) for j in jobs_json]
-        results = run_evals(jobs)
+        yield
     except BaseException:
-        root.exception("eval group failed")
+        root.exception(failure)
         raise
     finally:
         for handler in handlers:
             root.removeHandler(handler)
             handler.close()
+
+
+def _run_part(job_json: dict[str, Any], log_path: str) -> str:
+    """Runs inside a Ray worker process: evaluate one part, logging to the run directory."""
+    from transformers.utils import logging as hf_logging
+
+    from orchestrator.contract.evalpart import EvalPart
+    from workers.evaluate import run_eval
+
+    hf_logging.disable_progress_bar()
+    with _logging_to([log_path], "eval part failed"):
+        job = EvalPart(**job_json)
+        run_eval(job)
+        return job.out
+
+
+def _run_group(jobs_json: list[dict[str, Any]], log_paths: list[str]) -> Any:
+    """Runs inside a Ray worker process: several parts of one checkpoint, one model load
+    (workers.evaluate.run_evals). One return value per part (``num_returns``): the result path,
+    or the part's error as a ``_PartError``, so each part has its own outcome. The shared load
+    and each part's lines reach every part's log."""
+    from transformers.utils import logging as hf_logging
+
+    from orchestrator.contract.evalpart import EvalPart
+    from workers.evaluate import run_evals
+
+    hf_logging.disable_progress_bar()
+    with _logging_to(log_paths, "eval group failed"):
+        jobs = [EvalPart(**j) for j in jobs_json]
+        results = run_evals(jobs)
     out = tuple(
         _PartError(f"{type(r).__name__}: {r}") if isinstance(r, BaseException) else job.out
         for job, r in zip(jobs, results, strict=True)
