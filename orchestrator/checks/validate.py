@@ -15,7 +15,7 @@ import hashlib
 import logging
 import random
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from orchestrator.contract.errors import DataError
@@ -50,17 +50,33 @@ def _same_content(a: Path, b: Path) -> bool:
 
 @dataclass
 class _TrainImages:
-    """Every training image of the job (all datasets), by path and by content."""
+    """Every training image of the job (all datasets), by path; by content only for those whose
+    size some eval image has (the only ones that can be equal), so that a pre-flight reads no
+    image bytes unless a copy may exist."""
 
-    by_path: dict[Path, str]  # resolved path -> "manifest:line"
-    by_key: dict[tuple[int, bytes], list[tuple[Path, str]]]
+    by_path: dict[Path, str] = field(default_factory=dict)  # resolved path -> "manifest:line"
+    by_size: dict[int, list[tuple[Path, str]]] = field(default_factory=dict)
+    by_key: dict[tuple[int, bytes], list[tuple[Path, str]]] = field(default_factory=dict)
 
-    def match(self, path: Path, key: tuple[int, bytes]) -> tuple[str, str] | None:
+    def add(self, path: Path, where: str) -> None:
+        self.by_path.setdefault(path.resolve(), where)
+        self.by_size.setdefault(path.stat().st_size, []).append((path, where))
+
+    def index_content(self, eval_sizes: set[int], pool: ThreadPoolExecutor) -> None:
+        """Content keys of the training images that have the size of an eval image."""
+        files = [f for size in eval_sizes & self.by_size.keys() for f in self.by_size[size]]
+        keys = list(pool.map(_content_key, [f[0] for f in files]))
+        for (path, where), key in zip(files, keys, strict=True):
+            self.by_key.setdefault(key, []).append((path, where))
+
+    def match(self, path: Path) -> tuple[str, str] | None:
         """("same path" | "same content", where in the training data), or None."""
         where = self.by_path.get(path.resolve())
         if where is not None:
             return "same path", where
-        for other, where in self.by_key.get(key, []):
+        if path.stat().st_size not in self.by_size:
+            return None  # no training image of this size: nothing to read
+        for other, where in self.by_key.get(_content_key(path), []):
             if _same_content(path, other):
                 return "same content", where
         return None
@@ -71,16 +87,14 @@ def _leaks(
     name: str,
     manifest: Path,
     images: list[tuple[int, Path]],
-    pool: ThreadPoolExecutor,
 ) -> int:
     """Warn (counts and examples) about eval samples whose image is also a training image:
     a benchmark leaking into its own training set is the most common way a score lies."""
-    keys = list(pool.map(_content_key, [p for _, p in images]))
     leaked_lines: set[int] = set()
     how: dict[str, int] = {}
     examples: list[str] = []
-    for (line, path), key in zip(images, keys, strict=True):
-        found = train.match(path, key)
+    for line, path in images:
+        found = train.match(path)
         if found is None:
             continue
         leaked_lines.add(line)
@@ -118,7 +132,7 @@ def validate_data(
     listing every problem with its file and line."""
     problems: list[str] = []
     stats: list[DatasetStats] = []
-    train = _TrainImages({}, {})
+    train = _TrainImages()
     evals: dict[str, tuple[Path, list[tuple[int, Path]]]] = {}
     total_weight = sum(d.weight for d in spec.datasets.values())
     configured = list(spec.datasets)
@@ -143,11 +157,8 @@ def validate_data(
             ]
             images = [(line, p) for line, p in images if p.is_file()]
             if split == "train":
-                with ThreadPoolExecutor(threads) as pool:
-                    keys = list(pool.map(_content_key, [p for _, p in images]))
-                for (line, p), key in zip(images, keys, strict=True):
-                    train.by_path.setdefault(p.resolve(), f"{manifest}:{line}")
-                    train.by_key.setdefault(key, []).append((p, f"{manifest}:{line}"))
+                for line, p in images:
+                    train.add(p, f"{manifest}:{line}")
             else:
                 evals[name] = (manifest, images)
             if sample is not None and sample < len(images):
@@ -172,10 +183,12 @@ def validate_data(
             )
         )
     if not problems:
+        eval_sizes = {p.stat().st_size for _, images in evals.values() for _, p in images}
         with ThreadPoolExecutor(threads) as pool:
-            for st in stats:
-                if st.name in evals:
-                    st.leaked = _leaks(train, st.name, *evals[st.name], pool)
+            train.index_content(eval_sizes, pool)
+        for st in stats:
+            if st.name in evals:
+                st.leaked = _leaks(train, st.name, *evals[st.name])
     if problems:
         shown = "\n  ".join(problems[:50])
         more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""

@@ -216,3 +216,17 @@ def read_json_or_none(path: Path) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         raise RunDirError(f"{path}: expected a JSON object")
     return value
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The complete records of a JSON-lines channel the training loop appends to (train events,
+    train metrics); [] if absent. Only lines that end with a newline count: the writer appends
+    each record with one write, so a reader may see the last one half written."""
+    if not path.is_file():
+        return []
+    text = path.read_text()
+    complete = text[: text.rfind("\n") + 1]
+    try:
+        return [json.loads(line) for line in complete.splitlines() if line.strip()]
+    except json.JSONDecodeError as e:
+        raise RunDirError(f"{path}: a line is not valid JSON ({e}); not written by orch") from e

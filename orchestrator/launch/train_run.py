@@ -7,12 +7,11 @@ group (FailureConfig.max_failures) resumes.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import traceback
 
-from orchestrator.contract.layout import RunDir
+from orchestrator.contract.layout import RunDir, read_jsonl
 from orchestrator.contract.spec import JobSpec
 from orchestrator.core.controller import TrainingState, TrainingStatus
 
@@ -75,11 +74,8 @@ class RayTrainRun:
 
 def last_train_event(rundir: RunDir) -> dict[str, object] | None:
     """The training loop's last event (started, checkpoint, preempted, finished), or None."""
-    path = rundir.train_events
-    if not path.is_file():
-        return None
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    return dict(json.loads(lines[-1])) if lines else None
+    events = read_jsonl(rundir.train_events)
+    return events[-1] if events else None
 
 
 def training_finished(spec: JobSpec, rundir: RunDir) -> int | None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import time
@@ -11,21 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.contract.exitcodes import ExitCode
-from orchestrator.contract.layout import RunDir, read_json_or_none
+from orchestrator.contract.layout import RunDir, read_json_or_none, read_jsonl
 from orchestrator.contract.records import Scores
 from orchestrator.core.ledger import Ledger
 
 
-def _jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    lines = path.read_text().splitlines()
-    return [json.loads(line) for line in lines if line.strip()]
-
-
 def collect_status(rundir: RunDir) -> dict[str, Any]:
-    events = _jsonl(rundir.train_events)
-    metrics = _jsonl(rundir.train_metrics)
+    events = read_jsonl(rundir.train_events)
+    metrics = read_jsonl(rundir.train_metrics)
     starts = [e for e in events if e["event"] == "started"]
     finished = any(e["event"] == "finished" for e in events)
     parts = Counter(str(e.status) for e in Ledger(rundir).entries.values())

@@ -17,6 +17,14 @@ from orchestrator.contract.errors import DataError
 REQUIRED = ("image_path", "label", "dataset_name")
 
 
+def problems_error(problems: Sequence[str], where: str, max_shown: int) -> DataError:
+    """One DataError for every problem found ``where`` ("in FILE"), the first ``max_shown`` of
+    them listed: a user fixes a file in one pass, not one error per run."""
+    shown = "\n  ".join(problems[:max_shown])
+    more = f"\n  ... and {len(problems) - max_shown} more" if len(problems) > max_shown else ""
+    return DataError(f"{len(problems)} problem(s) {where}:\n  {shown}{more}")
+
+
 @dataclass(frozen=True)
 class Sample:
     id: str
@@ -116,11 +124,7 @@ def read_manifest(
         seen[sid] = lineno
         samples.append(Sample(sid, image, int(checked["label"]), dataset, lineno))
     if problems:
-        shown = "\n  ".join(problems[:max_errors])
-        more = (
-            f"\n  ... and {len(problems) - max_errors} more" if len(problems) > max_errors else ""
-        )
-        raise DataError(f"{len(problems)} problem(s) in {path}:\n  {shown}{more}")
+        raise problems_error(problems, f"in {path}", max_errors)
     if not samples:
         raise DataError(f"{path}: manifest has no samples (datasets.{dataset})")
     return samples

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from orchestrator.contract.errors import DataError
-from workers.data.manifest import Malformed, iter_rows
+from workers.data.manifest import Malformed, iter_rows, problems_error
 from workers.data.vqa import (
     IGNORE,
     EncodedVQA,
@@ -37,7 +37,7 @@ from workers.data.vqa import (
     VQASample,
     pack,
     per_sample_loss,
-    resolve_image,
+    resolve_images,
 )
 
 LETTERS = "ABCDEFGHIJ"
@@ -120,14 +120,7 @@ def parse_mcq_row(
     if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
         problems.append(f"{at}: images must be a list of paths (possibly empty)")
         images = []
-    resolved: list[Path] = []
-    for raw in images:
-        path = resolve_image(raw, manifest, roots)
-        if path is None:
-            tried = ", ".join(str(b) for b in (manifest.parent, *roots))
-            problems.append(f"{at}: image {raw!r} not found (looked in: {tried})")
-        else:
-            resolved.append(path)
+    resolved = resolve_images(images, at, manifest, roots, problems)
     texts = [question, hint or "", *options]
     markers = sorted({int(k) for t in texts for k in MARKER.findall(t)})
     if markers and markers[0] < 1:
@@ -185,11 +178,7 @@ def read_mcq_manifest(
         seen[row.id] = lineno
         rows.append(row)
     if problems:
-        shown = "\n  ".join(problems[:max_errors])
-        more = (
-            f"\n  ... and {len(problems) - max_errors} more" if len(problems) > max_errors else ""
-        )
-        raise DataError(f"{len(problems)} problem(s) in {path}:\n  {shown}{more}")
+        raise problems_error(problems, f"in {path}", max_errors)
     if not rows:
         raise DataError(f"{path}: no rows (datasets.{dataset})")
     return rows

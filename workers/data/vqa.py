@@ -31,7 +31,7 @@ from PIL import Image
 
 from orchestrator.contract.errors import DataError
 from workers.data.encode import IMAGE_PAD, load_rgb, mrope_positions
-from workers.data.manifest import Malformed, iter_rows
+from workers.data.manifest import Malformed, iter_rows, problems_error
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +92,22 @@ def resolve_image(raw: str, manifest: Path, roots: Sequence[Path]) -> Path | Non
     return None
 
 
+def resolve_images(
+    images: Sequence[str], where: str, manifest: Path, roots: Sequence[Path], problems: list[str]
+) -> list[Path]:
+    """Every image of a row found (``resolve_image``); each one that is not becomes a problem
+    naming where it was looked for."""
+    resolved: list[Path] = []
+    for raw in images:
+        path = resolve_image(raw, manifest, roots)
+        if path is None:
+            tried = ", ".join(str(b) for b in (manifest.parent, *roots))
+            problems.append(f"{where}: image {raw!r} not found (looked in: {tried})")
+        else:
+            resolved.append(path)
+    return resolved
+
+
 def parse_vqa_row(
     row: Any, where: str, dataset: str, manifest: Path, roots: Sequence[Path]
 ) -> tuple[VQASample | None, list[str]]:
@@ -111,14 +127,7 @@ def parse_vqa_row(
     if not isinstance(images, list) or not images or not all(isinstance(i, str) for i in images):
         problems.append(f"{where}: images must be a non-empty list of paths")
         images = []
-    resolved: list[Path] = []
-    for raw in images:
-        path = resolve_image(raw, manifest, roots)
-        if path is None:
-            tried = ", ".join(str(b) for b in (manifest.parent, *roots))
-            problems.append(f"{where}: image {raw!r} not found (looked in: {tried})")
-        else:
-            resolved.append(path)
+    resolved = resolve_images(images, where, manifest, roots, problems)
     texts = row["texts"]
     turns: list[Turn] = []
     if not isinstance(texts, list) or not texts:
@@ -214,11 +223,7 @@ def read_vqa_manifest(
         if filter_turns(sample, min_ratings or {}, counts):
             samples.append(sample)
     if problems:
-        shown = "\n  ".join(problems[:max_errors])
-        more = (
-            f"\n  ... and {len(problems) - max_errors} more" if len(problems) > max_errors else ""
-        )
-        raise DataError(f"{len(problems)} problem(s) in {path}:\n  {shown}{more}")
+        raise problems_error(problems, f"in {path}", max_errors)
     if counts.turns_dropped:
         logger.info(
             "%s: quality filter %s dropped %d of %d turns (%d samples left without a turn)",

@@ -18,6 +18,7 @@ from orchestrator.contract.errors import DataError
 from workers.data.benchmarks.common import Benchmark, Context, RowError
 from workers.data.benchmarks.images import Images
 from workers.data.benchmarks.source import read_rows, select_split
+from workers.data.manifest import problems_error
 
 logger = logging.getLogger("orch.prepare")
 
@@ -102,11 +103,10 @@ def prepare(
     if bench.finish is not None:
         bench.finish(ctx)
     if problems:
-        shown = "\n  ".join(problems[:MAX_SHOWN])
-        more = f"\n  ... and {len(problems) - MAX_SHOWN} more" if len(problems) > MAX_SHOWN else ""
-        raise DataError(
-            f"{len(problems)} problem(s) converting {src} as {bench.name} (split {chosen}); no "
-            f"manifest was written:\n  {shown}{more}"
+        raise problems_error(
+            problems,
+            f"converting {src} as {bench.name} (split {chosen}); no manifest was written",
+            MAX_SHOWN,
         )
     main, *_ = bench.outputs
     if not rows[main]:
