@@ -276,8 +276,12 @@ def save_classifier(
     has_lora = any("lora_" in n for n, _ in model.vlm.named_parameters())
     state = merged_state_dict(model.vlm) if has_lora else None
     model.vlm.save_pretrained(out_dir, state_dict=state)  # type: ignore[operator]
+    # clone(): under DeepSpeed the head's tensors are views into the flat buffer of every
+    # parameter, and torch.save writes a view's whole storage (the head file of a 7B model
+    # would hold all 7B weights).
     torch.save(
-        {k: v.detach().cpu() for k, v in model.head.state_dict().items()}, out_dir / HEAD_FILE
+        {k: v.detach().cpu().clone() for k, v in model.head.state_dict().items()},
+        out_dir / HEAD_FILE,
     )
     meta = {"num_labels": model.num_labels, "pooling": model.pooling, "datasets": datasets}
     (out_dir / META_FILE).write_text(json.dumps(meta, indent=2))
