@@ -36,6 +36,14 @@ def test_demo_mix_end_to_end(tmp_path: Path, demo_data: Path, demo_run: DemoRun)
         merged = json.loads((run / "eval" / f"step_{step:06d}.json").read_text())
         assert sorted(merged["datasets"]) == datasets and merged["missing"] == {}
 
+    # The head file holds the head: under DeepSpeed its tensors are views into the flat buffer
+    # of all parameters, and saving a view writes the whole buffer.
+    head_file = run / "checkpoints" / "step_000120" / "hf" / "classifier_head.pt"
+    head = torch.load(head_file, weights_only=True)
+    assert head_file.stat().st_size < sum(v.numel() * v.element_size() for v in head.values()) + (
+        4096
+    )
+
     # Partial eval used eval_ratio (digits 0.5) on a stratified subset; the final used all.
     digits_test = sum(1 for _ in (demo_data / "digits" / "test.jsonl").open())
     part = json.loads((run / "eval" / "step_000040" / "digits.json").read_text())
@@ -126,8 +134,9 @@ def test_a_killed_worker_then_a_killed_controller_lose_nothing(
     the whole controller (driver, embedded Ray, training, eval tasks) and `orch resume`: every
     checkpoint is evaluated, merged and published once, and training continues, not restarts."""
     job = demo_job(
-        tmp_path, demo_data, tiny_model, max_steps=120, checkpoint_every=30, max_failures=1
-    )
+        tmp_path, demo_data, tiny_model, max_steps=120, checkpoint_every=30, max_failures=1,
+        keep_last=1,
+    )  # fmt: skip
     first = orch_popen(
         "submit", str(job), "--no-dashboard", "--run-name", "chaos", cwd=tmp_path, new_session=True
     )
@@ -171,6 +180,14 @@ def test_a_killed_worker_then_a_killed_controller_lose_nothing(
 
     steps = [30, 60, 90, 120]
     assert sorted(int(p.name[5:]) for p in (run / "checkpoints").iterdir()) == steps
+    # training.keep_last = 1: every checkpoint kept its HF weights, only the last its state;
+    # each restart resumed from the latest checkpoint, which always kept it.
+    status = json.loads(orch("status", str(run), "--json", cwd=tmp_path).stdout)
+    assert status["checkpoints"] == steps and status["resumable"] == [120]
+    assert status["disk"]["checkpoints_bytes"] > 0
+    removed = [json.loads(x) for x in (run / "logs" / "retention.jsonl").open()]
+    # (a record is written before its removal: the SIGKILL may have come between the two)
+    assert {(r["step"], r["removed"]) for r in removed} == {(s, "state") for s in (30, 60, 90)}
     starts = [e for e in events() if e["event"] == "started"]
     assert len(starts) == 3, events()
     assert starts[0]["step"] == 0 and starts[0]["resumed_from"] is None

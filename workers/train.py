@@ -26,7 +26,7 @@ from orchestrator.contract import checkpoint as ckpt
 from orchestrator.contract.atomic import atomic_write_json
 from orchestrator.contract.deepspeed import build_deepspeed_config
 from orchestrator.contract.kinds import get_kind
-from orchestrator.contract.layout import RunDir
+from orchestrator.contract.layout import RunDir, append_jsonl
 from orchestrator.contract.spec import JobSpec
 from workers.data.loader import Plan, make_loader
 from workers.data.microbatch import Batcher, StepBatch, load_train_data
@@ -68,7 +68,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     torch.manual_seed(tr.seed)
 
     data = load_train_data(spec)
-    max_steps = resolve_max_steps(spec, {n: len(s) for n, s in data.items()})
+    max_steps = spec.training.steps_for({n: len(s) for n, s in data.items()})
     engine, scheduler = build_engine(spec, world, max_steps)
     step, position, latest = resume(engine, paths, tr.resume_from, rank, world)
     plan = Plan(
@@ -137,7 +137,7 @@ def resume(
     """(step, data position, checkpoint) to continue from: this run's own latest complete
     checkpoint first (a worker-group restart or a requeue), else training.resume_from."""
     step, position = 0, None
-    latest = ckpt.latest_complete(paths.checkpoints) or resume_point(resume_from)
+    latest = ckpt.latest_resumable(paths.checkpoints) or resume_point(resume_from)
     if latest is not None:
         engine.load_checkpoint(str(latest), tag=ckpt.DEEPSPEED_TAG)
         state = json.loads((latest / ckpt.TRAINER_STATE).read_text())
@@ -346,19 +346,16 @@ def resume_point(path: Path | None) -> Path | None:
     if path is None:
         return None
     if (path / ckpt.COMPLETE).is_file():
+        if not ckpt.resumable(path):
+            raise FileNotFoundError(
+                f"training.resume_from: {path} has no DeepSpeed state (removed by retention, "
+                "training.keep_last); --init-from starts a new run from its weights"
+            )
         return path
-    latest = ckpt.latest_complete(path / "checkpoints")
+    latest = ckpt.latest_resumable(path / "checkpoints")
     if latest is None:
-        raise FileNotFoundError(f"training.resume_from: no complete checkpoint in {path}")
+        raise FileNotFoundError(f"training.resume_from: no resumable checkpoint in {path}")
     return latest
-
-
-def resolve_max_steps(spec: JobSpec, sizes: dict[str, int]) -> int:
-    tr = spec.training
-    if tr.max_steps is not None:
-        return tr.max_steps
-    assert tr.epochs is not None
-    return max(1, math.ceil(tr.epochs * sum(sizes.values()) / tr.global_batch))
 
 
 def lr_lambda(spec: JobSpec, max_steps: int) -> Any:
@@ -403,17 +400,6 @@ class RunningStats:
         total = sums.sum(0).tolist()
         row |= {"loss": total[0] / total[2], "accuracy": total[1] / total[2], "n": total[2]}
         return row
-
-
-def append_jsonl(path: Path, row: dict[str, Any]) -> None:
-    # One line per record, written with a single write call so a reader never sees half a line
-    # as complete (the controller only consumes lines that end with a newline).
-    path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps({**row, "time": time.time()}) + "\n"
-    with path.open("a") as f:
-        f.write(line)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 def save_checkpoint(

@@ -130,7 +130,7 @@ def check_data(spec: JobSpec, findings: list[Finding]) -> bool:
     from orchestrator.launch.submit import preflight
 
     try:
-        sizes = preflight(spec)
+        sizes = preflight(spec, run_path=spec.runs_dir)
     except OrchError as e:
         findings.append(Finding("error", "data", str(e), "fix or regenerate the named rows"))
         return False

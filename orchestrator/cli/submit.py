@@ -85,9 +85,9 @@ def _submit_slurm(args: argparse.Namespace, spec: Any) -> int:
     from orchestrator.launch.submit import open_run, preflight
 
     spec = _eval_on_slurm(args, spec)
-    preflight(spec)
     run_name = args.run_name or new_run_name(spec.name)
     run_path = (spec.runs_dir / run_name).resolve()
+    preflight(spec, run_path=run_path)
     rendered = render_sbatch(_sbatch_options(args, run_path))  # a bad option fails here, early
     if args.dry_run:
         sys.stdout.write(rendered)

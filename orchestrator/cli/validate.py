@@ -20,11 +20,24 @@ def add_parser(sub: Subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from orchestrator.checks.disk import check_disk
     from orchestrator.checks.validate import render_stats, validate_data
+    from orchestrator.core.retention import human_bytes
     from orchestrator.launch.submit import preflight
 
     spec = load_job_spec(args)
     preflight(spec, sample=0)  # model, DeepSpeed config, resume point
-    render_stats(validate_data(spec, args.sample))
+    stats = validate_data(spec, args.sample)
+    render_stats(stats)
+    steps = spec.training.steps_for({s.name: s.train for s in stats})
+    size = check_disk(spec, steps, spec.runs_dir)
+    logger.info(
+        "checkpoints: %d over %d steps, %s each (%s DeepSpeed state, %s HF weights), about %s "
+        "at their peak%s",
+        size.checkpoints, steps, human_bytes(size.one_bytes), human_bytes(size.state_bytes),
+        human_bytes(size.hf_bytes), human_bytes(size.peak_bytes),
+        " under retention" if spec.training.retention else " (every one is kept: see "
+        "training.keep_last and keep_weights)",
+    )  # fmt: skip
     logger.info("%s is valid", args.job)
     return 0

@@ -16,6 +16,7 @@ runs/<run>/
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,11 @@ class RunDir:
     def train_events(self) -> Path:
         """Written by the training loop (rank 0): starts, restarts, checkpoints, the end."""
         return self.logs / "train_events.jsonl"
+
+    @property
+    def retention_log(self) -> Path:
+        """Written by the controller: each checkpoint (or checkpoint state) retention removed."""
+        return self.logs / "retention.jsonl"
 
     @property
     def forensics(self) -> Path:
@@ -216,6 +222,18 @@ def read_json_or_none(path: Path) -> dict[str, Any] | None:
     if not isinstance(value, dict):
         raise RunDirError(f"{path}: expected a JSON object")
     return value
+
+
+def append_jsonl(path: Path, row: dict[str, Any]) -> None:
+    """Append one record (stamped with ``time``) to a JSON-lines channel: one line, written with
+    a single write call and fsynced, so that a reader never takes half a line for a record
+    (``read_jsonl`` and the controller only consume lines that end with a newline)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps({**row, "time": time.time()}) + "\n"
+    with path.open("a") as f:
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

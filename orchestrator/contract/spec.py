@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import re
 import tomllib
 from pathlib import Path
@@ -145,6 +146,13 @@ class TrainingSpec(_Section):
     seed: int = 0
     checkpoint_every: int = Field(default=100, ge=1)
     """Save a checkpoint (and evaluate it) every this many steps, and at the last step."""
+    keep_last: int | None = Field(default=None, ge=1)
+    """Retention: the last K checkpoints keep their DeepSpeed state (optimizer included, so
+    training can resume from them); older ones keep only their HF weights. None: every one.
+    The latest always keeps it (training resumes there)."""
+    keep_weights: int | None = Field(default=None, ge=1)
+    """Retention: the last M checkpoints keep their HF weights; older ones are removed whole,
+    except the best one and any whose eval parts have not all ended. None: every one."""
     log_every: int = Field(default=10, ge=1)
     """Report train metrics every this many steps."""
     deepspeed_config: Path = Path("jobs/deepspeed/zero2.json")
@@ -179,11 +187,40 @@ class TrainingSpec(_Section):
     def _steps_or_epochs(self) -> TrainingSpec:
         if (self.max_steps is None) == (self.epochs is None):
             raise ValueError("set exactly one of training.max_steps and training.epochs")
+        if self.keep_weights is not None and self.keep_weights < (self.keep_last or 0):
+            raise ValueError(
+                f"training.keep_weights ({self.keep_weights}) is less than training.keep_last "
+                f"({self.keep_last}): a checkpoint that keeps its state keeps its weights too; "
+                "raise keep_weights or lower keep_last"
+            )
+        if self.keep_weights is not None and self.keep_last is None:
+            raise ValueError(
+                f"training.keep_weights = {self.keep_weights} removes nothing while every "
+                "checkpoint keeps its DeepSpeed state (training.keep_last unset): set "
+                "training.keep_last too (1: only the latest checkpoint stays resumable)"
+            )
         return self
+
+    @property
+    def retention(self) -> bool:
+        """Whether any checkpoint is ever removed."""
+        return self.keep_last is not None or self.keep_weights is not None
 
     @property
     def global_batch(self) -> int:
         return self.batch_size * self.grad_accum * self.num_workers
+
+    def steps_for(self, train_sizes: dict[str, int]) -> int:
+        """Optimiser steps of the run: max_steps, or epochs over the datasets' train rows."""
+        if self.max_steps is not None:
+            return self.max_steps
+        assert self.epochs is not None
+        return max(1, math.ceil(self.epochs * sum(train_sizes.values()) / self.global_batch))
+
+    def checkpoint_steps(self, max_steps: int) -> list[int]:
+        """The steps that save a checkpoint: every checkpoint_every, and the last one."""
+        steps = list(range(self.checkpoint_every, max_steps + 1, self.checkpoint_every))
+        return steps if steps and steps[-1] == max_steps else [*steps, max_steps]
 
 
 class SlurmEvalSpec(_Section):

@@ -36,6 +36,7 @@ from orchestrator.core.decide import (
 from orchestrator.core.ledger import Ledger, LedgerEntry, PartStatus
 from orchestrator.core.lmms_import import fold_into, pending_imports
 from orchestrator.core.merge import Best, choose_best, flat_metrics, merge_parts
+from orchestrator.core.retention import apply_retention, plan_retention
 from orchestrator.eval_backends.base import (
     AdoptingBackend,
     ArrayBackend,
@@ -171,6 +172,8 @@ class Controller:
         self.ledger = Ledger(rundir)
         self._adopt_finished_parts()
         self._adopt_running_parts()
+        for finished in ckpt.finish_removals(self.rundir.checkpoints):
+            logger.warning("retention: finished removing %s (interrupted by a crash)", finished)
         self.merged: dict[int, dict[str, Any]] = self._load_merged()
         self.published = Published.load(rundir)
         self._reconcile_with_tracker()
@@ -271,8 +274,32 @@ class Controller:
         for action in actions:
             if not isinstance(action, SubmitPart):
                 self._act(action, training)
+        if self.spec.training.retention and self.result is None:
+            self._retain(snap)
         self.fold_imports()
         self.flush()
+
+    def _retain(self, snap: Snapshot) -> None:
+        """Checkpoint retention (training.keep_last / keep_weights): never the best one's
+        weights, nor those of a step whose evals have not ended, nor the resume point."""
+        tr = self.spec.training
+        complete = self.rundir.complete_checkpoints()
+        protected = {s for s in complete if snap.during_training and s not in self.merged}
+        best = self._best()
+        if best is not None:
+            protected.add(best.step)
+        elif not self.rundir.final.is_file() and complete:
+            protected.add(max(complete))  # no evals during training: the final eval's step
+        plan = plan_retention(
+            list(complete),
+            {s for s, d in complete.items() if ckpt.resumable(d)},
+            keep_last=tr.keep_last,
+            keep_weights=tr.keep_weights,
+            protected=protected,
+        )
+        if plan:
+            why = f"training.keep_last = {tr.keep_last}, keep_weights = {tr.keep_weights}"
+            apply_retention(self.rundir, plan, why)
 
     def _snapshot(self, training: TrainingState) -> Snapshot:
         best = self._best()

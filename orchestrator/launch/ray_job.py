@@ -77,7 +77,7 @@ def submit_ray_job(
     from orchestrator.launch.submit import open_run, preflight
 
     jobs = client(address)  # fail on an unreachable head before writing anything
-    preflight(spec)
+    preflight(spec, run_path=spec.runs_dir / (run_name or ""))
     rundir = open_run(spec.model_copy(update={"ray_address": "auto"}), run_name)
     taken = {j.submission_id for j in jobs.list_jobs()}
     submission_id, k = f"orch-{rundir.name}", 2

@@ -13,6 +13,7 @@ from typing import Any
 
 import tomli_w
 
+from orchestrator.contract import checkpoint as ckpt
 from orchestrator.contract.errors import RunDirError, SpecError
 from orchestrator.contract.exitcodes import ExitCode
 from orchestrator.contract.layout import RunDir, new_run_name
@@ -23,21 +24,34 @@ from orchestrator.tracking import make_tracker
 logger = logging.getLogger("orch.submit")
 
 
-def preflight(spec: JobSpec, sample: int | None = 64) -> dict[str, int]:
+def preflight(
+    spec: JobSpec, sample: int | None = 64, run_path: Path | None = None
+) -> dict[str, int]:
     """Check everything that can be checked before compute starts; return train sizes.
 
     Every manifest row is checked; ``sample`` images per manifest are decoded (None: all, 0:
-    none, only their existence)."""
+    none, only their existence). With ``run_path`` (the run directory, existing or not), the
+    run's checkpoints must fit on its filesystem (orchestrator/checks/disk.py)."""
+    from orchestrator.checks.disk import check_disk
     from orchestrator.checks.validate import validate_data
     from orchestrator.contract.deepspeed import build_deepspeed_config
     from orchestrator.eval_backends import get_backend_class
 
     resume = spec.training.resume_from
     if resume is not None and not (
-        (resume / "COMPLETE").is_file() or list(resume.glob("checkpoints/step_*/COMPLETE"))
+        ckpt.resumable(resume) or ckpt.latest_resumable(resume / "checkpoints") is not None
     ):
+        weights_only = (resume / ckpt.COMPLETE).is_file() or ckpt.complete_checkpoints(
+            resume / "checkpoints"
+        )
         raise SpecError(
-            f"training.resume_from: {resume} is neither a complete checkpoint nor a run with one"
+            f"training.resume_from: {resume} has no resumable checkpoint"
+            + (
+                " (retention removed the DeepSpeed state, training.keep_last; --init-from "
+                "starts a new run from a checkpoint's weights)"
+                if weights_only
+                else ": it is neither a complete checkpoint nor a run with one"
+            )
         )
     if not (spec.model.path / "config.json").is_file():
         raise SpecError(
@@ -48,7 +62,10 @@ def preflight(spec: JobSpec, sample: int | None = 64) -> dict[str, int]:
     get_backend_class(spec.evaluation.backend)  # a backend from the registry, or the known ones
     if sample == 0:
         return {}
-    return {s.name: s.train for s in validate_data(spec, sample)}
+    sizes = {s.name: s.train for s in validate_data(spec, sample)}
+    if run_path is not None:
+        check_disk(spec, spec.training.steps_for(sizes), run_path)
+    return sizes
 
 
 def open_run(spec: JobSpec, run_name: str | None) -> RunDir:
@@ -182,7 +199,7 @@ def submit(spec: JobSpec, *, run_name: str | None = None, dashboard: bool = True
     from orchestrator.launch.train_run import RayTrainRun, training_finished
     from orchestrator.logging_setup import add_file_log
 
-    sizes = preflight(spec)
+    sizes = preflight(spec, run_path=spec.runs_dir / (run_name or ""))
     logger.info("pre-flight ok: %s", ", ".join(f"{n} {k} train samples" for n, k in sizes.items()))
     rundir = open_run(spec, run_name)
     lock = lock_run(rundir)  # noqa: F841  (held until this process exits)

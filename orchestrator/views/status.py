@@ -9,10 +9,12 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from orchestrator.contract.checkpoint import resumable
 from orchestrator.contract.exitcodes import ExitCode
 from orchestrator.contract.layout import RunDir, read_json_or_none, read_jsonl
 from orchestrator.contract.records import Scores
 from orchestrator.core.ledger import Ledger
+from orchestrator.core.retention import disk_bytes, human_bytes
 
 
 def collect_status(rundir: RunDir) -> dict[str, Any]:
@@ -36,6 +38,12 @@ def collect_status(rundir: RunDir) -> dict[str, Any]:
             "last": metrics[-1] if metrics else None,
         },
         "checkpoints": sorted(rundir.complete_checkpoints()),
+        "resumable": sorted(s for s, d in rundir.complete_checkpoints().items() if resumable(d)),
+        "disk": {
+            "run_bytes": disk_bytes(rundir.path),
+            "checkpoints_bytes": disk_bytes(rundir.checkpoints),
+        },
+        "removed_by_retention": len(read_jsonl(rundir.retention_log)),
         "eval_parts": dict(parts),
         "best": read_json_or_none(rundir.best),
         "final": final["overall"] if final else None,
@@ -141,7 +149,21 @@ def render_status(status: dict[str, Any]) -> None:
             + (f", peak memory {last['peak_mem_gb']:.1f} GiB" if "peak_mem_gb" in last else "")
         )
         table.add_row("throughput", perf)
-    table.add_row("checkpoints", ", ".join(map(str, status["checkpoints"])) or "none")
+    ckpts = status["checkpoints"]
+    weights_only = sorted(set(ckpts) - set(status["resumable"]))
+    table.add_row(
+        "checkpoints",
+        (", ".join(map(str, ckpts)) or "none")
+        + (f" (weights only: {', '.join(map(str, weights_only))})" if weights_only else ""),
+    )
+    disk = status["disk"]
+    removed = status["removed_by_retention"]
+    table.add_row(
+        "disk",
+        f"{human_bytes(disk['run_bytes'])} in the run directory, "
+        f"{human_bytes(disk['checkpoints_bytes'])} of it checkpoints"
+        + (f"; retention removed {removed} (logs/retention.jsonl)" if removed else ""),
+    )
     parts = status["eval_parts"]
     table.add_row("eval parts", ", ".join(f"{k} {v}" for k, v in sorted(parts.items())) or "none")
     best = status["best"]
