@@ -182,5 +182,80 @@ def test_orch_results_reads_a_run_written_before_metrics_were_declared(tmp_path:
     assert out["final"]["partial"] is False
     proc = orch_results(str(run))
     assert proc.returncode == 0, proc.stderr
-    table = proc.stdout
-    assert "digits" in table and "0.7500" in table and "0.5000" in table
+    table = proc.stdout  # without a spec, a dataset's first metric is its primary one
+    assert "digits" in table and "0.7500" in table and "0.5000" not in table
+    every = orch_results(str(run), "--all")
+    assert every.returncode == 0 and "0.7500" in every.stdout and "0.5000" in every.stdout
+
+
+def bench_suite_run(tmp_path: Path) -> Path:
+    """A run of jobs/bench_suite.toml (eleven benchmark datasets, their declared metrics) with
+    two merged steps and a final, laid out as the controller writes them."""
+    import tomli_w
+
+    from orchestrator.contract.layout import RunDir
+    from orchestrator.contract.spec import load_spec
+
+    spec = load_spec(ROOT / "jobs" / "bench_suite.toml")
+    resolved = spec.to_toml_dict()
+    rundir = RunDir(tmp_path / "runs" / "suite")
+    rundir.create(tomli_w.dumps(resolved), resolved)
+
+    def merged(step: int, partial: bool) -> dict:
+        datasets = {}
+        for k, d in enumerate(spec.datasets):
+            metrics = [*spec.declared_metrics(d), "loss"]
+            values = {m: round(0.1 + 0.05 * k + step / 10_000 + 0.001 * i, 4)
+                      for i, m in enumerate(metrics)}  # fmt: skip
+            datasets[d] = {**values, "n": 100, "stderr": {m: 0.01 for m in metrics}}
+        overall_metrics = sorted({m for b in datasets.values() for m in b} - {"n", "stderr"})
+        overall = {m: 0.5 for m in overall_metrics} | {"n": 1100, "stderr": {}}
+        return {"schema": SCHEMA_VERSION, "step": step, "partial": partial,
+                "datasets": datasets, "overall": overall, "missing": {}}  # fmt: skip
+
+    for step in (100, 200):
+        (rundir.eval_dir / f"step_{step:06d}.json").write_text(json.dumps(merged(step, True)))
+    rundir.final.write_text(json.dumps(merged(200, False)))
+    rundir.best.write_text(json.dumps({"step": 200, "metric": "overall_anls", "value": 0.5,
+                                       "mode": "max"}))  # fmt: skip
+    return rundir.path
+
+
+def test_ten_benchmarks_read_in_a_100_column_terminal(tmp_path: Path) -> None:
+    run = bench_suite_run(tmp_path)
+    env = os.environ | {"PYTHONPATH": str(ROOT), "COLUMNS": "100"}
+    cmd = [sys.executable, "-m", "orchestrator.cli", "results", str(run)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 100, proc.stdout
+    assert "…" not in proc.stdout, proc.stdout  # no value or name cut short
+    # Each dataset's primary metric (its first declared one), and no other.
+    out = json.loads(subprocess.run([*cmd, "--json"], capture_output=True, text=True, env=env,
+                                    timeout=120).stdout)  # fmt: skip
+    assert out["primary"]["docvqa"] == "anls" and out["primary"]["textvqa"] == "vqa_accuracy"
+    assert out["primary"]["mme"] == "mme_perception"
+    final = out["final"]["datasets"]
+    for name, metric in out["primary"].items():
+        assert f"{final[name][metric]:.4f}" in proc.stdout, (name, metric)
+    assert f"{final['mme']['mme_cognition']:.4f}" not in proc.stdout  # not primary: not shown
+
+    # --metric: that metric wherever it is reported; the JSON still carries every metric.
+    anls = subprocess.run([*cmd, "--metric", "anls"], capture_output=True, text=True, env=env,
+                          timeout=120)  # fmt: skip
+    assert anls.returncode == 0, anls.stderr
+    assert "docvqa" in anls.stdout and "infovqa" in anls.stdout and "mmbench" not in anls.stdout
+    assert set(final["mme"]) >= {"mme_perception", "mme_cognition", "mme_accuracy_plus"}
+    wrong = subprocess.run([*cmd, "--metric", "bleu"], capture_output=True, text=True, env=env,
+                           timeout=120)  # fmt: skip
+    assert wrong.returncode == 2 and "no dataset reports 'bleu'" in wrong.stderr
+    assert "anls" in wrong.stderr  # the metrics there are
+
+    # --plot: one panel per metric.
+    plot = subprocess.run([*cmd, "--plot"], capture_output=True, text=True, env=env, timeout=120)
+    assert plot.returncode == 0, plot.stderr
+    from PIL import Image
+
+    with Image.open(run / "results.png") as im:
+        width, height = im.size
+    assert height > width / 3 * 2  # several rows of panels for the suite's many metrics

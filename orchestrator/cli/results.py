@@ -18,6 +18,11 @@ def add_parser(sub: Subparsers) -> None:
     add_run_arg(p, latest=True)
     add_runs_dir_arg(p)
     p.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    shown = p.add_mutually_exclusive_group()
+    shown.add_argument(
+        "--metric", metavar="NAME", help="show this metric (default: each dataset's primary one)"
+    )
+    shown.add_argument("--all", action="store_true", help="show every metric of every dataset")
     p.add_argument(
         "--plot",
         type=Path,
@@ -30,11 +35,17 @@ def add_parser(sub: Subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from orchestrator.contract.errors import SpecError
     from orchestrator.contract.layout import find_run
-    from orchestrator.views.results import collect, render
+    from orchestrator.views.results import collect, render, select_columns
 
     rundir = find_run(args.runs_dir, args.run)
     results = collect(rundir)
+    if args.metric is not None:
+        try:
+            select_columns(results, args.metric)
+        except ValueError as e:
+            raise SpecError(f"--metric: {e}") from None
     if args.plot is not None:
         from orchestrator.views.plot import plot_results
 
@@ -43,5 +54,5 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         sys.stdout.write(json.dumps(results, indent=2) + "\n")
     else:
-        render(results)
+        render(results, metric=args.metric, every=args.all)
     return 0

@@ -1,12 +1,12 @@
-"""`orch results --plot`: per-dataset curves over steps, one panel per overall metric, as a
-PNG (no tracker needed). The metrics come from the records, not from this file."""
+"""`orch results --plot`: per-dataset curves over steps, one panel per metric (three to a row),
+as a PNG (no tracker needed). The metrics come from the records, not from this file."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-MAX_PANELS = 4
+PER_ROW = 3
 
 
 def plot_results(results: dict[str, Any], out: Path) -> Path:
@@ -19,12 +19,15 @@ def plot_results(results: dict[str, Any], out: Path) -> Path:
 
     steps = results["steps"]
     _, metrics = _columns(results)
-    metrics = metrics[:MAX_PANELS] or ["loss"]
+    metrics = metrics or ["loss"]
     names = sorted({d for s in steps for d in s["datasets"]})
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4.2), squeeze=False)
+    rows, per_row = -(-len(metrics) // PER_ROW), min(PER_ROW, len(metrics))
+    fig, axes = plt.subplots(rows, per_row, figsize=(5.5 * per_row, 4.2 * rows), squeeze=False)
+    for ax in axes.flat[len(metrics) :]:
+        ax.set_visible(False)
     best = results["best"]["step"] if results["best"] else None
     final = results["final"]
-    for ax, metric in zip(axes[0], metrics, strict=True):
+    for ax, metric in zip(axes.flat, metrics, strict=False):
         for name in [*names, "overall"]:
             xs, ys = [], []
             for s in steps:
