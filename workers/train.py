@@ -9,6 +9,7 @@ launches evaluation or talks to a tracker: the controller watches the files it w
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import math
@@ -402,6 +403,16 @@ class RunningStats:
         return row
 
 
+class CheckpointSpaceError(OSError):
+    """The checkpoint's filesystem filled up while it was being written."""
+
+
+# After a failed write, less free space than this (or than 5 % of a small filesystem) means the
+# disk filled up: torch.save reports a full disk as "RuntimeError: [enforce fail at
+# inline_container.cc] unexpected pos ...", without errno.
+FULL_BELOW_BYTES = 16 << 20
+
+
 def save_checkpoint(
     engine: Any,
     spec: JobSpec,
@@ -410,10 +421,43 @@ def save_checkpoint(
     position: MixturePosition | None,
     rank: int,
 ) -> None:
-    """DeepSpeed state on every rank, HF weights and trainer state on rank 0, COMPLETE last."""
+    """DeepSpeed state on every rank, HF weights and trainer state on rank 0, COMPLETE last.
+    A full disk is a CheckpointSpaceError saying so, the partial checkpoint removed: the
+    previous complete checkpoint is untouched and the run resumes from it."""
+    target = ckpt.checkpoint_dir(paths.checkpoints, step)
+    try:
+        _save_checkpoint(engine, spec, paths, step, position, rank, target)
+    except (OSError, RuntimeError) as e:
+        disk = shutil.disk_usage(paths.checkpoints)
+        free = disk.free
+        full = isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
+        low = free < min(FULL_BELOW_BYTES, disk.total // 20)
+        if not (full or low or "No space left" in str(e)):
+            raise
+        if rank == 0 and target.exists():
+            shutil.rmtree(target)  # never complete; gone, so that it frees what it took
+        previous = ckpt.latest_resumable(paths.checkpoints)
+        raise CheckpointSpaceError(
+            errno.ENOSPC,
+            f"no space left on the filesystem of {paths.checkpoints} while saving checkpoint "
+            f"{step} ({free / 2**20:.1f} MB free; {type(e).__name__}: {e}). The previous "
+            f"complete checkpoint ({previous.name if previous else 'none'}) is intact: free "
+            "space or keep fewer checkpoints (training.keep_last, training.keep_weights), then "
+            f"`orch resume {paths.path}`",
+        ) from e
+
+
+def _save_checkpoint(
+    engine: Any,
+    spec: JobSpec,
+    paths: RunDir,
+    step: int,
+    position: MixturePosition | None,
+    rank: int,
+    target: Path,
+) -> None:
     import deepspeed
 
-    target = ckpt.checkpoint_dir(paths.checkpoints, step)
     if rank == 0 and target.exists() and not (target / ckpt.COMPLETE).exists():
         shutil.rmtree(target)  # a partial write from a failed attempt; never read as valid
     dist.barrier()
