@@ -19,6 +19,7 @@ VERBS: dict[str, tuple[str, list[str]]] = {
     "resume": ("resume", ["run"]),
     "cancel": ("cancel", ["run"]),
     "validate": ("validate", ["job.toml"]),
+    "plan": ("plan", ["job.toml"]),
     "doctor": ("doctor", ["job.toml"]),
     "results": ("results", []),
     "eval": ("eval", ["run"]),
