@@ -125,6 +125,36 @@ def _decode(path: Path) -> str | None:
     return None
 
 
+def _decode_sample(
+    manifest: Path, images: list[tuple[int, Path]], sample: int | None, key: str, threads: int
+) -> tuple[int, list[str]]:
+    """Decode every image (or a seeded sample of ``sample``): (how many, the problems)."""
+    if sample is not None and sample < len(images):
+        images = random.Random(key).sample(images, sample)
+    with ThreadPoolExecutor(threads) as pool:
+        errors = list(pool.map(_decode, [p for _, p in images]))
+    return len(images), [
+        f"{manifest}:{line}: image {path} does not decode ({err})"
+        for (line, path), err in zip(images, errors, strict=True)
+        if err is not None
+    ]
+
+
+def _count_leaks(
+    train: _TrainImages,
+    evals: dict[str, tuple[Path, list[tuple[int, Path]]]],
+    stats: list[DatasetStats],
+    threads: int,
+) -> None:
+    """Each dataset's eval samples whose image is a training image too (warned about)."""
+    eval_sizes = {p.stat().st_size for _, images in evals.values() for _, p in images}
+    with ThreadPoolExecutor(threads) as pool:
+        train.index_content(eval_sizes, pool)
+    for st in stats:
+        if st.name in evals:
+            st.leaked = _leaks(train, st.name, *evals[st.name])
+
+
 def validate_data(
     spec: JobSpec, sample: int | None = None, *, seed: int = 0, threads: int = 8
 ) -> list[DatasetStats]:
@@ -161,16 +191,11 @@ def validate_data(
                     train.add(p, f"{manifest}:{line}")
             else:
                 evals[name] = (manifest, images)
-            if sample is not None and sample < len(images):
-                images = random.Random(f"{seed}:{name}:{split}").sample(images, sample)
-            with ThreadPoolExecutor(threads) as pool:
-                errors = list(pool.map(_decode, [p for _, p in images]))
-            checked += len(images)
-            problems += [
-                f"{manifest}:{line}: image {path} does not decode ({err})"
-                for (line, path), err in zip(images, errors, strict=True)
-                if err is not None
-            ]
+            decoded, bad = _decode_sample(
+                manifest, images, sample, f"{seed}:{name}:{split}", threads
+            )
+            checked += decoded
+            problems += bad
         stats.append(
             DatasetStats(
                 name=name,
@@ -183,12 +208,7 @@ def validate_data(
             )
         )
     if not problems:
-        eval_sizes = {p.stat().st_size for _, images in evals.values() for _, p in images}
-        with ThreadPoolExecutor(threads) as pool:
-            train.index_content(eval_sizes, pool)
-        for st in stats:
-            if st.name in evals:
-                st.leaked = _leaks(train, st.name, *evals[st.name])
+        _count_leaks(train, evals, stats, threads)
     if problems:
         shown = "\n  ".join(problems[:50])
         more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""

@@ -116,25 +116,23 @@ def _lengths(batch: Any, n: int) -> list[int] | None:
     return None
 
 
-def _plan(
+def _per_dataset(
     spec: JobSpec,
     stats: list[Any],
     steps: int,
-    disk: Any,
+    checkpoints: int,
     shapes: dict[str, dict[str, Any]],
-    peak: float | None,
-    mfu: float,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], float, float]:
+    """Each dataset's samples, epochs, eval samples and tokens; the training and eval FLOPs of
+    the datasets whose shapes are known."""
     tr, ev = spec.training, spec.evaluation
-    checkpoints = tr.checkpoint_steps(steps)
     datasets: dict[str, Any] = {}
     train_flops = eval_flops = 0.0
-    known = True
     for st in stats:
         shape = shapes[st.name]
         samples = steps * tr.global_batch * st.share
-        eval_every = st.eval_subset * (len(checkpoints) if ev.during_training else 0)
-        eval_samples = eval_every + (st.eval if ev.final_full else 0)
+        eval_samples = st.eval_subset * checkpoints * ev.during_training
+        eval_samples += st.eval * ev.final_full
         row = {
             "train_rows": st.train,
             "share": st.share,
@@ -148,9 +146,23 @@ def _plan(
             row["train_tokens"] = round(samples * shape["tokens"])
             train_flops += samples * shape["train_flops"]
             eval_flops += eval_samples * shape["train_flops"] / 3  # one forward
-        else:
-            known = False
         datasets[st.name] = row
+    return datasets, train_flops, eval_flops
+
+
+def _plan(
+    spec: JobSpec,
+    stats: list[Any],
+    steps: int,
+    disk: Any,
+    shapes: dict[str, dict[str, Any]],
+    peak: float | None,
+    mfu: float,
+) -> dict[str, Any]:
+    tr, ev = spec.training, spec.evaluation
+    checkpoints = tr.checkpoint_steps(steps)
+    datasets, train_flops, eval_flops = _per_dataset(spec, stats, steps, len(checkpoints), shapes)
+    known = all(shapes[st.name]["known"] for st in stats)
     plan: dict[str, Any] = {
         "steps": steps,
         "global_batch": tr.global_batch,

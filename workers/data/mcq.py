@@ -70,6 +70,35 @@ class MCQRow:
 # --------------------------------------------------------------------------- reading
 
 
+def _check_options(
+    options: Any, answer: Any, at: str, max_options: int, limit_reason: str, problems: list[str]
+) -> list[str]:
+    """2 to 10 non-empty option strings (at most ``max_options``) and an answer letter among
+    theirs; the options, [] when they are not a list of strings."""
+    if not isinstance(options, list) or not all(isinstance(o, str) and o.strip() for o in options):
+        problems.append(f"{at}: options must be a list of non-empty strings")
+        return []
+    if not 2 <= len(options) <= len(LETTERS):
+        problems.append(f"{at}: {len(options)} option(s); a multiple-choice row has 2 to 10")
+    elif len(options) > max_options:
+        problems.append(f"{at}: {len(options)} options; {limit_reason}")
+    letters = LETTERS[: len(options)]
+    if not isinstance(answer, str) or len(answer) != 1 or answer not in letters:
+        problems.append(f"{at}: answer {answer!r} is not one of the option letters {letters}")
+    return options
+
+
+def _check_markers(texts: list[str], images: int, at: str, problems: list[str]) -> None:
+    """``<image k>`` markers count from 1 and name images the row has."""
+    markers = sorted({int(k) for t in texts for k in MARKER.findall(t)})
+    if markers and markers[0] < 1:
+        problems.append(f"{at}: <image {markers[0]}>: image markers count from 1")
+    if markers and markers[-1] > images:
+        problems.append(
+            f"{at}: the text refers to <image {markers[-1]}> but the row has {images} image(s)"
+        )
+
+
 def parse_mcq_row(
     row: Any,
     where: str,
@@ -105,30 +134,14 @@ def parse_mcq_row(
             problems.append(f"{at}: {key} must be a string or null, got {row[key]!r}")
     if not isinstance(hint, str):
         hint = None
-    if not isinstance(options, list) or not all(isinstance(o, str) and o.strip() for o in options):
-        problems.append(f"{at}: options must be a list of non-empty strings")
-        options = []
-    elif not 2 <= len(options) <= len(LETTERS):
-        problems.append(f"{at}: {len(options)} option(s); a multiple-choice row has 2 to 10")
-    elif len(options) > max_options:
-        problems.append(f"{at}: {len(options)} options; {limit_reason}")
-    letters = LETTERS[: len(options)]
+    options = _check_options(options, row["answer"], at, max_options, limit_reason, problems)
     answer = row["answer"]
-    if options and (not isinstance(answer, str) or len(answer) != 1 or answer not in letters):
-        problems.append(f"{at}: answer {answer!r} is not one of the option letters {letters}")
     images = row["images"]
     if not isinstance(images, list) or not all(isinstance(i, str) for i in images):
         problems.append(f"{at}: images must be a list of paths (possibly empty)")
         images = []
     resolved = resolve_images(images, at, manifest, roots, problems)
-    texts = [question, hint or "", *options]
-    markers = sorted({int(k) for t in texts for k in MARKER.findall(t)})
-    if markers and markers[0] < 1:
-        problems.append(f"{at}: <image {markers[0]}>: image markers count from 1")
-    if markers and markers[-1] > len(images):
-        problems.append(
-            f"{at}: the text refers to <image {markers[-1]}> but the row has {len(images)} image(s)"
-        )
+    _check_markers([question, hint or "", *options], len(images), at, problems)
     if problems:
         return None, problems
     line = int(where.rsplit(":", 1)[1]) if where.rsplit(":", 1)[-1].isdigit() else 0

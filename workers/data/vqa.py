@@ -108,6 +108,33 @@ def resolve_images(
     return resolved
 
 
+def parse_turns(texts: Any, where: str, problems: list[str]) -> list[Turn]:
+    """A row's ``texts``: {user, assistant} turns with optional 1-5 ratings; each malformed one
+    becomes a problem."""
+    turns: list[Turn] = []
+    if not isinstance(texts, list) or not texts:
+        problems.append(f"{where}: texts must be a non-empty list of {{user, assistant}} turns")
+        return turns
+    for k, t in enumerate(texts):
+        if not isinstance(t, dict) or not isinstance(t.get("user"), str):
+            problems.append(f"{where}: texts[{k}].user must be a string")
+            continue
+        if not isinstance(t.get("assistant"), str) or not t["assistant"].strip():
+            problems.append(f"{where}: texts[{k}].assistant must be a non-empty string")
+            continue
+        ratings: dict[str, int] = {}
+        for key in RATING_KEYS:
+            value = t.get(key)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 5:
+                problems.append(f"{where}: texts[{k}].{key} must be an integer 1-5, got {value!r}")
+                continue
+            ratings[key] = value
+        turns.append(Turn(t["user"], t["assistant"], ratings))
+    return turns
+
+
 def parse_vqa_row(
     row: Any, where: str, dataset: str, manifest: Path, roots: Sequence[Path]
 ) -> tuple[VQASample | None, list[str]]:
@@ -128,28 +155,7 @@ def parse_vqa_row(
         problems.append(f"{where}: images must be a non-empty list of paths")
         images = []
     resolved = resolve_images(images, where, manifest, roots, problems)
-    texts = row["texts"]
-    turns: list[Turn] = []
-    if not isinstance(texts, list) or not texts:
-        problems.append(f"{where}: texts must be a non-empty list of {{user, assistant}} turns")
-        texts = []
-    for k, t in enumerate(texts):
-        if not isinstance(t, dict) or not isinstance(t.get("user"), str):
-            problems.append(f"{where}: texts[{k}].user must be a string")
-            continue
-        if not isinstance(t.get("assistant"), str) or not t["assistant"].strip():
-            problems.append(f"{where}: texts[{k}].assistant must be a non-empty string")
-            continue
-        ratings: dict[str, int] = {}
-        for key in RATING_KEYS:
-            value = t.get(key)
-            if value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 5:
-                problems.append(f"{where}: texts[{k}].{key} must be an integer 1-5, got {value!r}")
-                continue
-            ratings[key] = value
-        turns.append(Turn(t["user"], t["assistant"], ratings))
+    turns = parse_turns(row["texts"], where, problems)
     if problems:
         return None, problems
     line = int(where.rsplit(":", 1)[1]) if where.rsplit(":", 1)[-1].isdigit() else 0

@@ -191,23 +191,9 @@ class VQAKind:
                         "group": s.group,
                     }
                 )
-        by_answer: dict[str, list[float]] = {}
-        for r in records:
-            by_answer.setdefault(str(r["reference"]).strip().lower(), []).append(r["correct"])
-        breakdowns: dict[str, Any] = {
-            "per_answer_exact_match": {a: sum(v) / len(v) for a, v in sorted(by_answer.items())}
-        }
-        by_category: dict[str, list[float]] = {}
-        for r in records:
-            if r["category"] is not None:
-                by_category.setdefault(str(r["category"]), []).append(r["correct"])
-        if by_category:
-            breakdowns["per_category_exact_match"] = {
-                c: sum(v) / len(v) for c, v in sorted(by_category.items())
-            }
         return EvalOutput(
             records,
-            breakdowns=breakdowns,
+            breakdowns=_breakdowns(records),
             examples=[{k: r[k] for k in ("id", "prediction", "reference")} for r in records[:20]],
         )
 
@@ -287,3 +273,21 @@ def _packed_batch(spec: JobSpec, name: str, model: Any) -> Finding:
 
 
 KIND = VQAKind()
+
+
+def _breakdowns(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Exact match per reference answer, and per category where rows have one."""
+    by_answer: dict[str, list[float]] = {}
+    by_category: dict[str, list[float]] = {}
+    for r in records:
+        by_answer.setdefault(str(r["reference"]).strip().lower(), []).append(r["correct"])
+        if r["category"] is not None:
+            by_category.setdefault(str(r["category"]), []).append(r["correct"])
+    out: dict[str, Any] = {
+        "per_answer_exact_match": {a: sum(v) / len(v) for a, v in sorted(by_answer.items())}
+    }
+    if by_category:
+        out["per_category_exact_match"] = {
+            c: sum(v) / len(v) for c, v in sorted(by_category.items())
+        }
+    return out

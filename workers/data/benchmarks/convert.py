@@ -64,21 +64,11 @@ def _write_manifest(rows: list[dict[str, Any]], path: Path, fmt: str) -> Path:
     return target
 
 
-def prepare(
-    bench: Benchmark,
-    src: Path,
-    out: Path,
-    name: str,
-    *,
-    split: str | None = None,
-    fmt: str = "jsonl",
-    max_samples: int | None = None,
-) -> PreparedBenchmark:
-    """Convert one split of ``bench`` from ``src`` into manifests and images under ``out``."""
-    chosen, files = select_split(src, split, bench.split)
-    images_dir = out / "images"
-    images_dir.mkdir(parents=True, exist_ok=True)
-    ctx = Context(Images(images_dir, src if src.is_dir() else src.parent))
+def _convert_rows(
+    bench: Benchmark, files: list[Path], max_samples: int | None, ctx: Context, name: str
+) -> tuple[dict[str, list[dict[str, Any]]], list[str]]:
+    """Every source row converted, by output; the problems (file, row, id, column) of those
+    that could not be."""
     rows: dict[str, list[dict[str, Any]]] = {key: [] for key in bench.outputs}
     problems: list[str] = []
     first_seen: dict[str, str] = {}
@@ -100,6 +90,35 @@ def prepare(
             continue
         first_seen[row_id] = where
         rows[key].append({"id": row_id, "dataset_name": table, **converted})
+    return rows, problems
+
+
+def _note_images(ctx: Context) -> None:
+    if ctx.images.shared:
+        ctx.note("rows sharing an image another row had written", ctx.images.shared)
+    if ctx.images.key_mismatch:
+        ctx.note(
+            "rows of an image group whose image bytes differ (the first kept)",
+            ctx.images.key_mismatch,
+        )
+
+
+def prepare(
+    bench: Benchmark,
+    src: Path,
+    out: Path,
+    name: str,
+    *,
+    split: str | None = None,
+    fmt: str = "jsonl",
+    max_samples: int | None = None,
+) -> PreparedBenchmark:
+    """Convert one split of ``bench`` from ``src`` into manifests and images under ``out``."""
+    chosen, files = select_split(src, split, bench.split)
+    images_dir = out / "images"
+    images_dir.mkdir(parents=True, exist_ok=True)
+    ctx = Context(Images(images_dir, src if src.is_dir() else src.parent))
+    rows, problems = _convert_rows(bench, files, max_samples, ctx, name)
     if bench.finish is not None:
         bench.finish(ctx)
     if problems:
@@ -133,21 +152,11 @@ def prepare(
                 settings=output.settings,
             )
         )
-    if ctx.images.shared:
-        ctx.note("rows sharing an image another row had written", ctx.images.shared)
-    if ctx.images.key_mismatch:
-        ctx.note(
-            "rows of an image group whose image bytes differ (the first kept)",
-            ctx.images.key_mismatch,
-        )
+    _note_images(ctx)
     logger.info(
-        "prepared %s (split %s): %s; %d images in %s",
-        bench.name,
-        chosen,
-        ", ".join(f"{t.rows} rows -> {t.train}" for t in tables),
-        ctx.images.written,
-        images_dir,
-    )
+        "prepared %s (split %s): %s; %d images in %s", bench.name, chosen,
+        ", ".join(f"{t.rows} rows -> {t.train}" for t in tables), ctx.images.written, images_dir,
+    )  # fmt: skip
     for what, n in sorted(ctx.notes.items()):
         logger.info("%s: %s: %d", bench.name, what, n)
     return PreparedBenchmark(bench.name, chosen, out, tables, ctx.images.written, dict(ctx.notes))
