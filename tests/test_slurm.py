@@ -255,8 +255,9 @@ def test_demo_job_submitted_with_cluster_slurm_survives_a_requeue(
     started = wait_for(lambda: log.is_file() and "Ray head" in log.read_text(), 120, "Ray head")
     logger.info("submit-to-start (sbatch returned -> Ray head up): %.1f s", started)
 
-    first = run / "checkpoints" / "step_000040" / "COMPLETE"
-    wait_for(first.exists, 300, "the first checkpoint")
+    # Signal while the first checkpoint's eval job is queued or running, so that the requeued
+    # controller has a part to adopt (unless that job finishes before training stops).
+    wait_for(lambda: any((run / "ledger" / "step_000040").glob("*.json")), 300, "step 40's eval")
     signalled = time.time()
     subprocess.run(["scancel", "--signal=USR1", "--batch", job_id], check=True)
     events_file = run / "logs" / "train_events.jsonl"
@@ -294,7 +295,11 @@ def test_demo_job_submitted_with_cluster_slurm_survives_a_requeue(
     # Eval jobs running at the preemption were left running and adopted by the requeued
     # controller (still running, or finished by then): none was evaluated twice.
     assert all(e["attempt"] == 1 for e in ledger), ledger
-    assert re.search(r"adopted (finished )?eval", (run / "logs" / "controller.log").read_text())
+    clog = (run / "logs" / "controller.log").read_text()
+    left = sum(int(n) for n in re.findall(r"(\d+) eval part\(s\) left running", clog))
+    adopted = len(re.findall(r"adopted (finished )?eval", clog))
+    logger.info("eval parts left running at the preemption: %d, adopted: %d", left, adopted)
+    assert adopted == left, clog[-3000:]
     for step in steps:  # group_parts: one SLURM job (one model load) per checkpoint
         jobs = {e["job_id"].split(":")[0] for e in ledger if e["step"] == step}
         assert len(jobs) == 1, ledger
