@@ -128,15 +128,17 @@ def _decode(path: Path) -> str | None:
 def _decode_sample(
     manifest: Path, images: list[tuple[int, Path]], sample: int | None, key: str, threads: int
 ) -> tuple[int, list[str]]:
-    """Decode every image (or a seeded sample of ``sample``): (how many, the problems)."""
-    if sample is not None and sample < len(images):
-        images = random.Random(key).sample(images, sample)
+    """Decode every distinct image (or a seeded sample of ``sample`` of them) once, however many
+    rows use it: (how many, the problems, one per row that uses a bad image)."""
+    distinct = list(dict.fromkeys(p for _, p in images))
+    if sample is not None and sample < len(distinct):
+        distinct = random.Random(key).sample(distinct, sample)
     with ThreadPoolExecutor(threads) as pool:
-        errors = list(pool.map(_decode, [p for _, p in images]))
-    return len(images), [
-        f"{manifest}:{line}: image {path} does not decode ({err})"
-        for (line, path), err in zip(images, errors, strict=True)
-        if err is not None
+        errors = dict(zip(distinct, pool.map(_decode, distinct), strict=True))
+    return len(distinct), [
+        f"{manifest}:{line}: image {path} does not decode ({errors[path]})"
+        for line, path in images
+        if errors.get(path) is not None
     ]
 
 
@@ -164,12 +166,14 @@ def validate_data(
     stats: list[DatasetStats] = []
     train = _TrainImages()
     evals: dict[str, tuple[Path, list[tuple[int, Path]]]] = {}
-    total_weight = sum(d.weight for d in spec.datasets.values())
+    total_weight = sum(d.weight for d in spec.trained.values())
     configured = list(spec.datasets)
     for name, ds in spec.datasets.items():
         counts: dict[str, int] = {}
         checked = 0
-        splits: tuple[tuple[Split, Path], ...] = (("train", ds.train), ("eval", ds.eval))
+        splits: list[tuple[Split, Path]] = [("eval", ds.eval)]
+        if ds.train is not None:  # else eval-only
+            splits.insert(0, ("train", ds.train))
         for split, manifest in splits:
             kind = get_kind(ds.kind)
             try:
@@ -202,7 +206,7 @@ def validate_data(
                 kind=ds.kind,
                 train=counts.get("train", 0),
                 eval=counts.get("eval", 0),
-                share=ds.weight / total_weight,
+                share=ds.weight / total_weight if ds.trained else 0.0,
                 eval_subset=max(1, round(counts.get("eval", 0) * ds.eval_ratio)),
                 images_checked=checked,
             )
@@ -236,9 +240,9 @@ def render_stats(stats: list[DatasetStats]) -> None:
         table.add_row(
             s.name,
             s.kind,
-            str(s.train),
+            str(s.train) if s.share else "-",
             str(s.eval),
-            f"{100 * s.share:.1f}%",
+            f"{100 * s.share:.1f}%" if s.share else "eval only",
             str(s.eval_subset),
             str(s.images_checked),
             str(s.leaked) if s.leaked else "-",
