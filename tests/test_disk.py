@@ -16,7 +16,7 @@ import pytest
 from orchestrator.checks.disk import estimate, model_parameters
 from orchestrator.contract import checkpoint as ckpt
 from orchestrator.contract.spec import load_spec
-from orchestrator.core.retention import disk_bytes
+from orchestrator.diskuse import disk_bytes
 from tests.helpers.cli import orch
 from tests.helpers.jobs import demo_job
 from tests.helpers.paths import ROOT

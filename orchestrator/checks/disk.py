@@ -95,7 +95,7 @@ def existing_root(path: Path) -> Path:
 def check_disk(spec: JobSpec, max_steps: int, run_path: Path) -> CheckpointSize:
     """Raise SpecError when the filesystem of ``run_path`` cannot hold the run's checkpoints at
     their peak (what the run directory already holds is counted as available)."""
-    from orchestrator.core.retention import disk_bytes, human_bytes
+    from orchestrator.diskuse import disk_bytes, human_bytes
 
     size = estimate(spec, model_parameters(spec.model.path), max_steps)
     root = existing_root(run_path)

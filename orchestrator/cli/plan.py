@@ -200,7 +200,7 @@ def _render(plan: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from orchestrator.core.retention import human_bytes
+    from orchestrator.diskuse import human_bytes
 
     console = Console()
     table = Table(title=f"{plan['steps']} steps of {plan['global_batch']} samples")

@@ -22,7 +22,7 @@ def add_parser(sub: Subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from orchestrator.checks.disk import check_disk
     from orchestrator.checks.validate import render_stats, validate_data
-    from orchestrator.core.retention import human_bytes
+    from orchestrator.diskuse import human_bytes
     from orchestrator.launch.submit import preflight
 
     spec = load_job_spec(args)

@@ -283,7 +283,7 @@ class Controller:
         """Checkpoint retention (training.keep_last / keep_weights): never the best one's
         weights, nor those of a step whose evals have not ended, nor the resume point."""
         tr = self.spec.training
-        complete = self.rundir.complete_checkpoints()
+        complete = {s: ckpt.checkpoint_dir(self.rundir.checkpoints, s) for s in snap.checkpoints}
         protected = {s for s in complete if snap.during_training and s not in self.merged}
         best = self._best()
         if best is not None:

@@ -15,13 +15,12 @@ HF weights; older ones are removed whole. Whatever the settings, these are never
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from orchestrator.contract import checkpoint as ckpt
 from orchestrator.contract.layout import RunDir, append_jsonl
+from orchestrator.diskuse import disk_bytes, human_bytes
 
 logger = logging.getLogger("orch.retention")
 
@@ -59,18 +58,6 @@ def plan_retention(
     )
 
 
-def disk_bytes(path: Path) -> int:
-    """Bytes of the files under ``path`` (not following links); 0 if it is gone."""
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(root, name)).st_size
-            except FileNotFoundError:
-                continue  # removed while we walked
-    return total
-
-
 def apply_retention(rundir: RunDir, plan: RetentionPlan, why: str) -> None:
     """Carry out ``plan``; each removal is recorded in logs/retention.jsonl before it starts (a
     crash may leave a record of a removal that the next controller finishes, never a removal
@@ -94,11 +81,3 @@ def apply_retention(rundir: RunDir, plan: RetentionPlan, why: str) -> None:
 
 def _record(rundir: RunDir, step: int, removed: str, size: int) -> None:
     append_jsonl(rundir.retention_log, {"step": step, "removed": removed, "bytes": size})
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1024 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")

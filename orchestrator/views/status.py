@@ -14,7 +14,7 @@ from orchestrator.contract.exitcodes import ExitCode
 from orchestrator.contract.layout import RunDir, read_json_or_none, read_jsonl
 from orchestrator.contract.records import Scores
 from orchestrator.core.ledger import Ledger
-from orchestrator.core.retention import disk_bytes, human_bytes
+from orchestrator.diskuse import disk_bytes, human_bytes
 
 
 def collect_status(rundir: RunDir) -> dict[str, Any]:
@@ -29,6 +29,7 @@ def collect_status(rundir: RunDir) -> dict[str, Any]:
     if end is not None and not finished:
         code, why = end  # the controller is gone, so training is not running
         state = "preempted" if code == ExitCode.PREEMPTED else f"stopped (exit {code}: {why})"
+    complete = rundir.complete_checkpoints()
     return {
         "run": rundir.name,
         "run_dir": str(rundir.path),
@@ -37,8 +38,8 @@ def collect_status(rundir: RunDir) -> dict[str, Any]:
             "restarts": max(0, len(starts) - 1),
             "last": metrics[-1] if metrics else None,
         },
-        "checkpoints": sorted(rundir.complete_checkpoints()),
-        "resumable": sorted(s for s, d in rundir.complete_checkpoints().items() if resumable(d)),
+        "checkpoints": sorted(complete),
+        "resumable": sorted(s for s, d in complete.items() if resumable(d)),
         "disk": {
             "run_bytes": disk_bytes(rundir.path),
             "checkpoints_bytes": disk_bytes(rundir.checkpoints),
