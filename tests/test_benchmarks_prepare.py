@@ -121,8 +121,8 @@ def test_each_benchmark_writes_its_manifest_images_and_table(
     table = tables(proc)[name]
     eval_path = out / "eval.jsonl"
     assert table["kind"] == kind and table["metrics"] == metrics
-    # The spec requires a train manifest; a benchmark is an eval set: both name it.
-    assert Path(table["eval"]) == Path(table["train"]) == eval_path
+    # A benchmark is an eval-only dataset: evaluated at every checkpoint, never trained on.
+    assert Path(table["eval"]) == eval_path and "train" not in table
     assert not (out / "train.jsonl").exists()
     rows = manifest(eval_path)
     assert len(rows) == n_rows
@@ -413,9 +413,11 @@ def test_each_printed_table_is_a_valid_job_section(
         if (why := _not_ready(table["kind"], table["metrics"])) is not None:
             pytest.skip(why)
     best = f"{name}_{metrics[0]}"
-    raw = {"name": "t", "model": {"path": "m"}, "datasets": datasets,
+    mix = {"mix": {"kind": "vqa", "train": "t.jsonl", "eval": "e.jsonl"}}  # what a job trains on
+    raw = {"name": "t", "model": {"path": "m"}, "datasets": datasets | mix,
            "training": {"max_steps": 1}, "best": {"metric": best}}  # fmt: skip
-    assert set(validate_spec(raw).datasets) == set(datasets)
+    spec = validate_spec(raw)
+    assert set(spec.datasets) == {*datasets, "mix"} and set(spec.trained) == {"mix"}
 
 
 @pytest.mark.skipif(

@@ -140,3 +140,30 @@ def test_resolved_spec_round_trips_through_json(tmp_path: Path) -> None:
     spec = load_spec(write(tmp_path, MINIMAL))
     again = JobSpec.model_validate(spec.to_toml_dict())
     assert again == spec
+
+
+EVAL_ONLY = """
+[datasets.bench]
+kind = "mcq"
+eval = "bench/eval.jsonl"
+"""
+
+
+def test_a_dataset_without_train_is_eval_only(tmp_path: Path) -> None:
+    spec = load_spec(write(tmp_path, MINIMAL + EVAL_ONLY))
+    assert list(spec.trained) == ["a", "b"] and list(spec.datasets) == ["a", "b", "bench"]
+    assert spec.datasets["bench"].train is None and not spec.datasets["bench"].trained
+    with pytest.raises(SpecError, match=r"eval-only .* no train split"):
+        spec.datasets["bench"].manifest("train")
+
+
+def test_eval_only_mistakes_are_named(tmp_path: Path) -> None:
+    with pytest.raises(
+        SpecError, match=r"datasets\.bench.*weight: an eval-only dataset .* remove weight"
+    ):
+        load_spec(write(tmp_path, MINIMAL + EVAL_ONLY + "weight = 2.0\n"))
+    with pytest.raises(SpecError, match=r"datasets\.a.*train: a classification dataset"):
+        load_spec(write(tmp_path, MINIMAL.replace('train = "a/train.jsonl"\n', "")))
+    only = MINIMAL.split("[datasets.a]")[0] + EVAL_ONLY + "[training]\nmax_steps = 10\n"
+    with pytest.raises(SpecError, match=r"none has a train manifest, so there is nothing"):
+        load_spec(write(tmp_path, only))

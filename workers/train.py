@@ -74,7 +74,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     step, position, latest = resume(engine, paths, tr.resume_from, rank, world)
     plan = Plan(
         sizes={n: len(s) for n, s in data.items()},
-        weights={n: d.weight for n, d in spec.datasets.items()},
+        weights={n: d.weight for n, d in spec.trained.items()},
         seed=tr.seed,
         start_step=step,
         max_steps=max_steps,
@@ -176,7 +176,7 @@ class Loop:
         self.dtype = torch.bfloat16 if self.tr.bf16 else torch.float32
         hf_config = engine.module.hf_config
         self.attn = str(hf_config._attn_implementation)
-        self.stats = RunningStats(sorted(spec.datasets))
+        self.stats = RunningStats(sorted(spec.trained))
         self.perf = Throughput(hf_config, spec.num_labels, int(hf_config.image_token_id), device)
         self.guard: Guard
         self.data_position: MixturePosition | None = None

@@ -151,17 +151,15 @@ def _toml_string(value: object) -> str:
 
 
 def benchmark_tables(tables: list[Any], split: str) -> str:
-    """The [datasets.NAME] table of each manifest a benchmark wrote. The spec requires a train
-    manifest of every dataset; a benchmark is an eval set, so ``train`` names the eval manifest
-    too (a job that trains with this table trains on the benchmark: keep it out of training
-    jobs). A training split is the train manifest, and its eval is left to the user."""
+    """The [datasets.NAME] table of each manifest a benchmark wrote. An eval split is an
+    eval-only dataset (no ``train``: never trained on, evaluated at every checkpoint). A training
+    split is the train manifest, and its eval is left to the user."""
     out = []
     for t in tables:
         lines = [f"[datasets.{t.name}]", f'kind = "{t.kind}"']
         if t.eval is not None:
             lines += [
-                "# train is required by the spec: it names the eval manifest (an eval set)",
-                f"train = {_toml_string(t.train)}",
+                "# eval-only: evaluated at every checkpoint, never trained on",
                 f"eval = {_toml_string(t.eval)}",
             ]
         else:

@@ -80,7 +80,8 @@ def _shapes(spec: JobSpec, k: int) -> dict[str, dict[str, Any]]:
     out: dict[str, dict[str, Any]] = {}
     for name, ds in spec.datasets.items():
         kind = get_kind(ds.kind)
-        rows = kind.read(name, ds, "train", list(spec.datasets))
+        # Shapes of the training rows; an eval-only dataset's from its eval rows.
+        rows = kind.read(name, ds, "train" if ds.trained else "eval", list(spec.datasets))
         picked = random.Random(f"plan:{name}").sample(list(rows), min(k, len(rows)))
         batch = kind.collator(spec)([(name, r) for r in picked])
         lengths = _lengths(batch, len(picked))

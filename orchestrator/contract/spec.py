@@ -101,14 +101,16 @@ class DatasetSpec(_Section):
     kind: str = "classification"
     """The dataset kind: classification (one label per image, the shared head) and vqa
     (question/answer turns, next-token loss on the answers) ship with orch; plugins add more."""
-    train: Path
-    """Training manifest (JSONL or Parquet), in the kind's row format."""
+    train: Path | None = None
+    """Training manifest (JSONL or Parquet), in the kind's row format. Absent: an eval-only
+    dataset (a benchmark), never trained on, evaluated at every checkpoint like the others."""
     eval: Path
     """Evaluation manifest, same format."""
     eval_ratio: float = Field(default=1.0, gt=0.0, le=1.0)
     """Share of the eval manifest used by partial evals during training (stratified, seeded)."""
     weight: float = Field(default=1.0, gt=0.0)
-    """Mixing weight: this dataset's share of training samples is weight / sum(weights)."""
+    """Mixing weight: this dataset's share of training samples is weight / the sum of the
+    trained datasets' weights."""
     description: str = ""
     """Free text, shown in `orch validate` and logged with the run config."""
     image_roots: list[Path] = Field(default_factory=list)
@@ -121,6 +123,28 @@ class DatasetSpec(_Section):
     def head_classes(self) -> int:
         """Classes this dataset uses in the shared classification head (0: none)."""
         return 0
+
+    @property
+    def trained(self) -> bool:
+        """In the training mix (it has a train manifest); else eval-only."""
+        return self.train is not None
+
+    def manifest(self, split: str) -> Path:
+        """The manifest of ``split`` (train or eval)."""
+        if split == "eval":
+            return self.eval
+        if self.train is None:
+            raise SpecError("this dataset is eval-only (no train manifest): it has no train split")
+        return self.train
+
+    @model_validator(mode="after")
+    def _eval_only(self) -> DatasetSpec:
+        if self.train is None and "weight" in self.model_fields_set:
+            raise ValueError(
+                "weight: an eval-only dataset (no train manifest) is not in the training mix; "
+                "remove weight, or add train"
+            )
+        return self
 
 
 class TrainingSpec(_Section):
@@ -373,6 +397,12 @@ class JobSpec(_Section):
 
     @model_validator(mode="after")
     def _cross_checks(self) -> JobSpec:
+        if not self.trained:
+            raise ValueError(
+                "datasets: none has a train manifest, so there is nothing to train on; give at "
+                "least one dataset train (datasets without one are evaluated only); to evaluate "
+                "an existing run's checkpoints use `orch eval RUN`"
+            )
         largest = max(d.head_classes for d in self.datasets.values())
         if self.model.num_labels is not None and self.model.num_labels < largest:
             worst = max(self.datasets, key=lambda n: self.datasets[n].head_classes)
@@ -426,6 +456,11 @@ class JobSpec(_Section):
         if self.model.num_labels is not None:
             return self.model.num_labels
         return max(1, max(d.head_classes for d in self.datasets.values()))
+
+    @property
+    def trained(self) -> dict[str, DatasetSpec]:
+        """The datasets of the training mix (those with a train manifest), in spec order."""
+        return {n: d for n, d in self.datasets.items() if d.trained}
 
     def datasets_of_kind(self, kind: str) -> list[str]:
         return sorted(n for n, d in self.datasets.items() if d.kind == kind)
@@ -535,8 +570,9 @@ def _fixed_paths(section: BaseModel, fix: Any) -> dict[str, Any]:
 
 def _describe(err: Any, raw: dict[str, Any], source: str, lines: dict[str, int]) -> str:
     loc = [str(p) for p in err["loc"]]
-    if len(loc) > 3 and loc[0] == "datasets":
-        # The discriminated union puts the kind in the location: datasets.x.vqa.key
+    if len(loc) >= 3 and loc[0] == "datasets":
+        # The discriminated union puts the kind in the location: datasets.x.vqa.key (or
+        # datasets.x.vqa for a check of the whole dataset table)
         raw_ds = (raw.get("datasets") or {}).get(loc[1])
         if isinstance(raw_ds, dict) and loc[2] == raw_ds.get("kind", "classification"):
             loc = loc[:2] + loc[3:]

@@ -99,7 +99,7 @@ class RegressionKind:
     def read(
         self, name: str, ds: DatasetSpec, split: Split, configured: Sequence[str] = ()
     ) -> list[Row]:
-        path = ds.train if split == "train" else ds.eval
+        path = ds.manifest(split)
         rows, problems = [], []
         for line, text in enumerate(path.read_text().splitlines(), start=1):
             row = json.loads(text)

@@ -69,10 +69,10 @@ class StepBatch:
 
 
 def load_train_data(spec: JobSpec) -> dict[str, Sequence[Any]]:
-    """Every dataset's training rows, read and checked by its kind."""
+    """Every trained dataset's rows, read and checked by its kind (eval-only ones have none)."""
     return {
         name: get_kind(ds.kind).read(name, ds, "train", list(spec.datasets))
-        for name, ds in spec.datasets.items()
+        for name, ds in spec.trained.items()
     }
 
 

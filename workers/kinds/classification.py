@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from orchestrator.contract.evalpart import EvalPart
 from orchestrator.contract.kinds import EvalOutput, Finding, Split
@@ -36,6 +36,16 @@ class ClassificationSpec(DatasetSpec):
     @property
     def head_classes(self) -> int:
         return self.num_classes
+
+    @model_validator(mode="after")
+    def _needs_train(self) -> ClassificationSpec:
+        if self.train is None:
+            raise ValueError(
+                "train: a classification dataset is evaluated through the shared head, which only "
+                "its own training teaches its classes; give it train (eval-only datasets are vqa "
+                "or mcq)"
+            )
+        return self
 
 
 @dataclass
@@ -79,7 +89,7 @@ class ClassificationKind:
         from workers.data.manifest import read_manifest
 
         assert isinstance(ds, ClassificationSpec)
-        path = ds.train if split == "train" else ds.eval
+        path = ds.manifest(split)
         return read_manifest(path, name, ds.num_classes, configured=configured)
 
     def images(self, row: Sample) -> list[tuple[int, Path]]:

@@ -131,7 +131,7 @@ class MCQKind:
         from workers.data.mcq import read_mcq_manifest
 
         m = _section(ds)
-        path = m.train if split == "train" else m.eval
+        path = m.manifest(split)
         if split == "eval" and m.scoring == "generate" and m.option_matching == "mmbench":
             reason = (
                 'option_matching = "mmbench" reads options A-D only (MMBench\'s build_choices '
@@ -199,10 +199,12 @@ class MCQKind:
         letters' shares. With one: the option letters are distinct tokens, and a real packed
         batch has finite losses on the answer letters only."""
         ds = _section(spec.datasets[name])
+        splits: list[Split] = ["train", "eval"]
+        if ds.train is None or ds.train == ds.eval:  # eval-only, or one manifest for both
+            splits = ["eval" if ds.train is None else "train"]
         if model is None:
-            splits: list[Split] = ["train"] if ds.train == ds.eval else ["train", "eval"]
             return _data_findings(name, ds, [r for s in splits for r in self.read(name, ds, s)])
-        rows = self.read(name, ds, "train")
+        rows = self.read(name, ds, splits[0])
         letters = max((r.letters for r in rows), key=len)
         return [_letter_tokens(spec, name, letters), _packed_batch(spec, name, model, rows[:4])]
 

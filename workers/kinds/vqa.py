@@ -115,7 +115,7 @@ class VQAKind:
         from workers.data.vqa import read_vqa_manifest
 
         v = _section(ds)
-        path = v.train if split == "train" else v.eval
+        path = v.manifest(split)
         return read_vqa_manifest(path, name, v.image_roots, v.min_ratings)[0]
 
     def images(self, row: VQASample) -> list[tuple[int, Path]]:
@@ -243,7 +243,8 @@ def _packed_batch(spec: JobSpec, name: str, model: Any) -> Finding:
     from workers.data.vqa import per_sample_loss, read_vqa_manifest
 
     ds = _section(spec.datasets[name])
-    samples, counts = read_vqa_manifest(ds.train, name, ds.image_roots, ds.min_ratings)
+    manifest = ds.train or ds.eval  # an eval-only dataset: its eval rows
+    samples, counts = read_vqa_manifest(manifest, name, ds.image_roots, ds.min_ratings)
     try:
         batch = VQACollator(spec)([(name, s) for s in samples[:4]])
         attn = str(model.hf_config._attn_implementation)
