@@ -167,3 +167,13 @@ def test_eval_only_mistakes_are_named(tmp_path: Path) -> None:
     only = MINIMAL.split("[datasets.a]")[0] + EVAL_ONLY + "[training]\nmax_steps = 10\n"
     with pytest.raises(SpecError, match=r"none has a train manifest, so there is nothing"):
         load_spec(write(tmp_path, only))
+
+
+def test_a_resolved_spec_with_an_eval_only_dataset_validates_again(tmp_path: Path) -> None:
+    """What the training workers and eval parts read: the resolved spec, validated again."""
+    from orchestrator.contract.spec import validate_spec
+
+    spec = load_spec(write(tmp_path, MINIMAL + EVAL_ONLY))
+    again = validate_spec(spec.to_toml_dict())
+    assert again.datasets["bench"].train is None and list(again.trained) == ["a", "b"]
+    assert again.datasets["a"].mix_weight == 1.0 and again.datasets["bench"].mix_weight == 0.0

@@ -74,7 +74,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     step, position, latest = resume(engine, paths, tr.resume_from, rank, world)
     plan = Plan(
         sizes={n: len(s) for n, s in data.items()},
-        weights={n: d.weight for n, d in spec.trained.items()},
+        weights={n: d.mix_weight for n, d in spec.trained.items()},
         seed=tr.seed,
         start_step=step,
         max_steps=max_steps,

@@ -166,7 +166,7 @@ def validate_data(
     stats: list[DatasetStats] = []
     train = _TrainImages()
     evals: dict[str, tuple[Path, list[tuple[int, Path]]]] = {}
-    total_weight = sum(d.weight for d in spec.trained.values())
+    total_weight = sum(d.mix_weight for d in spec.trained.values())
     configured = list(spec.datasets)
     for name, ds in spec.datasets.items():
         counts: dict[str, int] = {}
@@ -206,7 +206,7 @@ def validate_data(
                 kind=ds.kind,
                 train=counts.get("train", 0),
                 eval=counts.get("eval", 0),
-                share=ds.weight / total_weight if ds.trained else 0.0,
+                share=ds.mix_weight / total_weight,
                 eval_subset=max(1, round(counts.get("eval", 0) * ds.eval_ratio)),
                 images_checked=checked,
             )

@@ -108,9 +108,9 @@ class DatasetSpec(_Section):
     """Evaluation manifest, same format."""
     eval_ratio: float = Field(default=1.0, gt=0.0, le=1.0)
     """Share of the eval manifest used by partial evals during training (stratified, seeded)."""
-    weight: float = Field(default=1.0, gt=0.0)
-    """Mixing weight: this dataset's share of training samples is weight / the sum of the
-    trained datasets' weights."""
+    weight: float | None = Field(default=None, gt=0.0)
+    """Mixing weight (default 1): this dataset's share of training samples is its weight / the
+    sum of the trained datasets' weights. An eval-only dataset has none."""
     description: str = ""
     """Free text, shown in `orch validate` and logged with the run config."""
     image_roots: list[Path] = Field(default_factory=list)
@@ -129,6 +129,13 @@ class DatasetSpec(_Section):
         """In the training mix (it has a train manifest); else eval-only."""
         return self.train is not None
 
+    @property
+    def mix_weight(self) -> float:
+        """The mixing weight (1 unless set); 0 for an eval-only dataset."""
+        if self.train is None:
+            return 0.0
+        return 1.0 if self.weight is None else self.weight
+
     def manifest(self, split: str) -> Path:
         """The manifest of ``split`` (train or eval)."""
         if split == "eval":
@@ -139,7 +146,7 @@ class DatasetSpec(_Section):
 
     @model_validator(mode="after")
     def _eval_only(self) -> DatasetSpec:
-        if self.train is None and "weight" in self.model_fields_set:
+        if self.train is None and self.weight is not None:
             raise ValueError(
                 "weight: an eval-only dataset (no train manifest) is not in the training mix; "
                 "remove weight, or add train"
