@@ -147,3 +147,22 @@ def test_eval_images_that_are_training_images_are_reported(
     assert "datasets.faces.eval: 5 eval sample(s) use an image that is also in the training" in out
     assert "(2 same content, 3 same path)" in out
     assert f"{manifest}:1 image" in out
+
+
+def test_vqa_accuracy_on_single_answers_is_a_warning(
+    tmp_path: Path, demo_data: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """VQA accuracy leaves each reference out in turn: a row with one reference scores 0 even
+    when answered right. Declared on such rows it is a warning that names the fix."""
+    from tests.helpers.jobs import vqa_job
+
+    job = vqa_job(tmp_path, demo_data, tiny_model)
+    raw = tomllib.loads(job.read_text())
+    raw["datasets"]["vqa_digits"]["metrics"] = ["vqa_accuracy", "exact_match"]
+    job.write_text(tomli_w.dumps(raw))
+    code, out = run_validate(job, capsys, "--sample", "1")
+    assert code == 0, out
+    rows = sum(1 for _ in (demo_data / "vqa_digits" / "train.jsonl").open())
+    assert f"datasets.vqa_digits: {rows} of {rows} rows have fewer than 4 reference answers" in out
+    assert "give every annotator's answer in references, or report exact_match" in out
+    assert "datasets.vqa_textures:" not in out  # exact match only: nothing to warn about

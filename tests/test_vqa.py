@@ -16,6 +16,7 @@ from workers.data.vqa import (
     ImageConfig,
     VQAEncoder,
     VQASample,
+    before_last_answer,
     best_fit_rows,
     dynamic_resize,
     mrope_positions,
@@ -91,6 +92,26 @@ def test_labels_cover_exactly_the_assistant_answers(demo_data: Path, tiny_model:
     prompt = enc.encode_prompt(sample, ImageConfig(max_side=56, min_side=56))
     assert prompt.target == sample.turns[-1].assistant
     assert torch.equal(prompt.input_ids, e.input_ids[: prompt.n_tokens])
+
+
+def test_the_prompt_cut_from_an_encoding_is_the_encoded_prompt(
+    demo_data: Path, tiny_model: Path
+) -> None:
+    """Evaluation encodes a sample once and cuts the generation prompt out of it: the same
+    tokens and pixels as encoding the prompt on its own, for one turn and for two (both
+    answers supervised: the cut is before the last)."""
+    enc, cfg = VQAEncoder(tiny_model), ImageConfig(max_side=56, min_side=56)
+    two_turns, _ = read_vqa_manifest(
+        demo_data / "vqa_digits" / "test.jsonl", "vqa_digits", [demo_data]
+    )
+    one_turn, _ = read_vqa_manifest(demo_data / "easyvqa" / "test.jsonl", "easyvqa", [demo_data])
+    assert len(two_turns[0].turns) == 2 and len(one_turn[0].turns) == 1
+    for sample in [*two_turns[:5], *one_turn[:5]]:
+        cut = before_last_answer(enc.encode(sample, cfg), sample.turns[-1].assistant)
+        alone = enc.encode_prompt(sample, cfg)
+        assert torch.equal(cut.input_ids, alone.input_ids), sample.id
+        assert torch.equal(cut.pixel_values, alone.pixel_values)
+        assert cut.target == alone.target and (cut.labels == IGNORE).all()
 
 
 def test_mrope_positions_equal_transformers_get_rope_index(

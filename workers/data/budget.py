@@ -63,8 +63,32 @@ def view_sizes(path: Path, cfg: ImageConfig, multiple: int) -> list[tuple[int, i
 
 def sample_budget(encoder: VQAEncoder, sample: VQASample, cfg: ImageConfig) -> tuple[int, int]:
     """(tokens, images) of the sample's training encoding."""
-    patch = encoder.multiple // encoder.merge
-    sizes = [s for p in sample.images for s in view_sizes(p, cfg, encoder.multiple)]
-    grid = torch.tensor([[1, h // patch, w // patch] for w, h in sizes], dtype=torch.long)
-    ids, _ = encoder._tokens(encoder._pieces(sample.turns, len(sizes)), grid.reshape(-1, 3))
-    return len(ids), len(sizes)
+    return BudgetCounter(encoder)(sample, cfg)
+
+
+class BudgetCounter:
+    """``sample_budget`` over many rows: an image's header is read once however many rows use
+    it, and rows with the same texts and image sizes (a benchmark asks the same question of many
+    images) are tokenised once."""
+
+    def __init__(self, encoder: VQAEncoder) -> None:
+        self.encoder = encoder
+        self._views: dict[tuple[Path, ImageConfig], list[tuple[int, int]]] = {}
+        self._tokens: dict[tuple[object, ...], int] = {}
+
+    def views(self, path: Path, cfg: ImageConfig) -> list[tuple[int, int]]:
+        key = (path, cfg)
+        if key not in self._views:
+            self._views[key] = view_sizes(path, cfg, self.encoder.multiple)
+        return self._views[key]
+
+    def __call__(self, sample: VQASample, cfg: ImageConfig) -> tuple[int, int]:
+        enc = self.encoder
+        sizes = [s for p in sample.images for s in self.views(p, cfg)]
+        key = (tuple((t.user, t.assistant, t.layout) for t in sample.turns), tuple(sizes))
+        if key not in self._tokens:
+            patch = enc.multiple // enc.merge
+            grid = torch.tensor([[1, h // patch, w // patch] for w, h in sizes], dtype=torch.long)
+            ids, _ = enc._tokens(enc._pieces(sample.turns, len(sizes)), grid.reshape(-1, 3))
+            self._tokens[key] = len(ids)
+        return self._tokens[key], len(sizes)

@@ -442,6 +442,22 @@ class VQAEncoder:
         )
 
 
+def before_last_answer(full: EncodedVQA, target: str) -> EncodedVQA:
+    """The generation prompt of an encoded sample: its tokens before the last answer, as
+    ``VQAEncoder.encode_prompt`` makes them, without processing the images a second time."""
+    supervised = full.labels != IGNORE
+    if not bool(supervised.any()):
+        raise ValueError(f"sample {full.id!r} has no supervised answer token")
+    start = int(supervised.nonzero()[-1, 0])
+    while start > 0 and bool(supervised[start - 1]):
+        start -= 1
+    ids = full.input_ids[:start]
+    return EncodedVQA(
+        full.id, full.dataset, ids, torch.full_like(ids, IGNORE), full.pixel_values,
+        full.image_grid_thw, target=target,
+    )  # fmt: skip
+
+
 # --------------------------------------------------------------------------- positions, packing
 
 

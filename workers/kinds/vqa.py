@@ -8,6 +8,7 @@ references, correct (exact match), loss``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,9 @@ if TYPE_CHECKING:
     from workers.data.vqa import ImageConfig, PackedBatch, VQAEncoder, VQASample
 
 RATINGS = ("relevance", "image_correspondence", "visual_dependency", "formatting")
+
+
+logger = logging.getLogger(__name__)
 
 
 class VQASpec(DatasetSpec):
@@ -152,9 +156,10 @@ class VQAKind:
     def evaluate(
         self, part: EvalPart, model: Any, rows: Sequence[VQASample], device: Any
     ) -> EvalOutput:
-        """Greedy answers scored against the reference, and the teacher-forced loss of the
-        reference answers."""
-        from workers.data.vqa import VQAEncoder, pack, per_sample_loss
+        """Greedy answers scored against the reference, and (when the dataset reports loss)
+        the teacher-forced loss of the reference answers. Each sample is encoded once: its
+        generation prompt is the encoding cut before the last answer."""
+        from workers.data.vqa import VQAEncoder, before_last_answer, pack, per_sample_loss
         from workers.evaluate import generate_answers, param_dtype
 
         ds = _section(part.dataset_section())
@@ -164,20 +169,26 @@ class VQAKind:
         records: list[dict[str, Any]] = []
         for start in range(0, len(rows), part.batch_size):
             chunk = rows[start : start + part.batch_size]
-            prompts = [encoder.encode_prompt(s, cfg) for s in chunk]
-            answers = generate_answers(model, encoder, prompts, ds.max_new_tokens, device)
             full = [encoder.encode(s, cfg) for s in chunk]
-            packed = pack(
-                full,
-                [[i] for i in range(len(full))],
-                encoder.image_token_id,
-                encoder.merge,
-                encoder.pad_id,
-            )
-            targets = packed.targets.to(device)
-            logits = model(**packed.model_inputs(device, dtype, attn), targets=targets)
-            loss, _ = per_sample_loss(logits, targets, packed.segments.to(device), len(full))
-            for s, pred, sample_loss in zip(chunk, answers, loss.tolist(), strict=True):
+            prompts = [
+                before_last_answer(e, s.turns[-1].assistant)
+                for e, s in zip(full, chunk, strict=True)
+            ]
+            answers = generate_answers(model, encoder, prompts, ds.max_new_tokens, device)
+            losses: list[float | None] = [None] * len(full)
+            if "loss" in part.metrics:
+                packed = pack(
+                    full,
+                    [[i] for i in range(len(full))],
+                    encoder.image_token_id,
+                    encoder.merge,
+                    encoder.pad_id,
+                )
+                targets = packed.targets.to(device)
+                logits = model(**packed.model_inputs(device, dtype, attn), targets=targets)
+                loss, _ = per_sample_loss(logits, targets, packed.segments.to(device), len(full))
+                losses = [float(x) for x in loss.tolist()]
+            for s, pred, sample_loss in zip(chunk, answers, losses, strict=True):
                 ref = s.turns[-1].assistant
                 records.append(
                     {
@@ -186,7 +197,7 @@ class VQAKind:
                         "reference": ref,
                         "references": s.gold,
                         "correct": float(pred.strip().lower() == ref.strip().lower()),
-                        "loss": float(sample_loss),
+                        "loss": sample_loss,
                         "category": s.category,
                         "group": s.group,
                     }
@@ -201,7 +212,9 @@ class VQAKind:
         self, spec: JobSpec, name: str, manifest: Path, rows: Sequence[VQASample]
     ) -> list[str]:
         """Every row tokenised as training will (exact counts, no pixel decoded): a sample
-        that cannot fit a pack is an error with its file, line and id, before any compute."""
+        that cannot fit a pack is an error with its file, line and id, before any compute. A
+        warning when VQA accuracy is declared on rows with too few reference answers."""
+        _warn_few_references(spec, name, manifest, rows)
         return pack_budget_problems(
             spec, manifest, rows, _section(spec.datasets[name]).image_config()
         )
@@ -213,18 +226,39 @@ class VQAKind:
         return {"kind": self.name, "num_classes": 0, "labels": None}
 
 
+LEAVE_ONE_OUT = ("vqa_accuracy", "vqav2_accuracy")
+
+
+def _warn_few_references(
+    spec: JobSpec, name: str, manifest: Path, rows: Sequence[VQASample]
+) -> None:
+    """VQA accuracy averages, over each reference left out, min(1, matches among the others /
+    3): with k references a right answer scores at most min(1, (k - 1) / 3), 0 with one."""
+    declared = [m for m in LEAVE_ONE_OUT if m in spec.declared_metrics(name)]
+    few = [r for r in rows if len(r.gold) < 4]
+    if declared and few:
+        r = few[0]
+        logger.warning(
+            "datasets.%s: %d of %d rows have fewer than 4 reference answers, so %s cannot score "
+            "them 1 (a right answer scores min(1, (k - 1) / 3) with k references, 0 with one): "
+            "give every annotator's answer in references, or report exact_match. E.g. %s:%d "
+            "(id %r, %d reference(s))",
+            name, len(few), len(rows), " and ".join(declared), manifest, r.line, r.id, len(r.gold),
+        )  # fmt: skip
+
+
 def pack_budget_problems(
     spec: JobSpec, manifest: Path, rows: Sequence[VQASample], cfg: ImageConfig
 ) -> list[str]:
     """The rows whose training encoding exceeds training.pack_max_tokens / pack_max_images."""
-    from workers.data.budget import sample_budget
+    from workers.data.budget import BudgetCounter
     from workers.data.vqa import VQAEncoder
 
     tr = spec.training
-    encoder = VQAEncoder(Path(spec.model.path))
+    count = BudgetCounter(VQAEncoder(Path(spec.model.path)))
     problems = []
     for row in rows:
-        tokens, images = sample_budget(encoder, row, cfg)
+        tokens, images = count(row, cfg)
         if tokens > tr.pack_max_tokens or images > tr.pack_max_images:
             problems.append(
                 f"{manifest}:{row.line}: sample {row.id!r} has {tokens} tokens and {images} "
