@@ -50,17 +50,25 @@ def mcq_row(**kw: Any) -> MCQRow:
 
 
 @pytest.fixture(scope="module")
-def letters_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny Qwen2.5-VL with the option letters in its vocabulary (the default tiny
-    vocabulary reads every letter as [UNK], so no two options could be told apart). The
-    vocabulary is patched only while this model is built: a tiny model built later (the
-    session's) must not get the letters."""
+def letters_model(tiny_model: Path) -> Path:
+    """The session's tiny Qwen2.5-VL, whose vocabulary has the option letters (each its own
+    token, "A." read as "A" "."), so that options can be told apart."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_model)
+    assert tok.unk_token_id not in tok("A. cat B. yes C. no D. one")["input_ids"]
+    return tiny_model
+
+
+@pytest.fixture(scope="module")
+def no_letters_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Qwen2.5-VL whose vocabulary reads every option letter as [UNK] (what orch doctor
+    must catch). The vocabulary is patched only while this model is built."""
     import workers.models.tiny as tiny
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(tiny, "WORDS", [*tiny.WORDS, *"ABCDEFGHIJ"])
-        path = tiny.build_tiny_qwen2_5_vl(tmp_path_factory.mktemp("letters") / "tiny")
-    return path
+        mp.setattr(tiny, "WORDS", [w for w in tiny.WORDS if w not in set("ABCDEFGHIJ")])
+        return tiny.build_tiny_qwen2_5_vl(tmp_path_factory.mktemp("no_letters") / "tiny")
 
 
 @pytest.fixture(scope="module")
@@ -407,7 +415,7 @@ def test_a_part_writes_the_mcq_metrics(
 
 
 def test_doctor_names_what_a_prompt_style_leaves_out_and_letters_a_tokenizer_merges(
-    quiz: Path, letters_model: Path, tiny_model: Path, model: VLMClassifier
+    quiz: Path, letters_model: Path, no_letters_model: Path, model: VLMClassifier
 ) -> None:
     spec = job(quiz, letters_model, prompt_style="mmmu")
     findings = KIND.doctor(spec, "quiz", None)
@@ -419,7 +427,7 @@ def test_doctor_names_what_a_prompt_style_leaves_out_and_letters_a_tokenizer_mer
     assert letters.level == packed.level == "ok", (letters, packed)
     # four rows, each supervised on its letter and the end of its turn
     assert "4 rows packed into 1 row(s), 8 answer tokens supervised" in packed.message
-    (letters, _) = KIND.doctor(job(quiz, tiny_model), "quiz", model)
+    (letters, _) = KIND.doctor(job(quiz, no_letters_model), "quiz", model)
     assert letters.level == "error" and "option letter A" in letters.message
 
 

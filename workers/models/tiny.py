@@ -24,14 +24,19 @@ SPECIAL_TOKENS = (
     "<|image_pad|>",
     "<|video_pad|>",
 )
-# A small English vocabulary: prompts, digit and texture names, chat roles. Unknown words map
-# to [UNK]; the classifier only needs the image tokens and a fixed prompt.
+# A small English vocabulary: prompts, digit and texture names, chat roles, easy-vqa's questions
+# and answers, the option letters and lmms-eval's multiple-choice instructions. Unknown words map
+# to [UNK]; the classifier only needs the image tokens and a fixed prompt. Words are only ever
+# appended, so the ids of the earlier ones stay put.
 WORDS = (  # noqa: SIM905  (a sentence of words reads better than a list literal)
     "[UNK] what is in the image ? this a an of which class digit texture face not "
     "zero one two three four five six seven eight nine yes no user assistant system "
     "you are helpful picture photo shows answer with word number . , : "
     "astronaut brick camera cat clock coffee coins colorwheel grass gravel horse hubble "
-    "cells retina rocket text moon page immunohistochemistry microaneurysms"
+    "cells retina rocket text moon page immunohistochemistry microaneurysms "
+    "A B C D E F G H I J ' s option letter from the given choices directly there several options "
+    "shape color contain does present circle rectangle triangle "
+    "red green blue gray teal black yellow brown"
 ).split()
 
 CHAT_TEMPLATE = (
@@ -53,7 +58,10 @@ def build_tokenizer(out_dir: Path) -> dict[str, int]:
     for tok in SPECIAL_TOKENS:
         vocab[tok] = len(vocab)
     tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="[UNK]"))
-    tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    # Words, then punctuation split off them: "A." is "A" ".", "shape?" is "shape" "?".
+    tk.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()]
+    )
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tk,
         unk_token="[UNK]",
