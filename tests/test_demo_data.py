@@ -70,3 +70,53 @@ def test_rebuild_is_a_no_op_unless_forced(tmp_path: Path) -> None:
     assert marker.stat().st_mtime_ns == first
     build_demo(tmp_path, force=True)
     assert marker.stat().st_mtime_ns != first
+
+
+def test_easy_vqa_is_the_packages_real_benchmark(demo_data: Path) -> None:
+    from workers.data.demo_bench import TEST_PER_TYPE, easy_vqa_root
+
+    src = json.loads((easy_vqa_root() / "test" / "questions.json").read_text())
+    everything = manifest(demo_data / "easyvqa" / "test_all.jsonl")
+    assert len(everything) == len(src) == 9673
+    # The package's questions and answers, verbatim, with the question type as the category.
+    for row in everything[::97]:
+        text, answer, image_id = src[int(row["id"].split("/")[-1])]
+        assert row["texts"] == [{"user": text, "assistant": answer}]
+        assert row["images"] == [f"easyvqa/images/test/{image_id}.png"]
+        assert row["references"] == [answer] * 10  # all ten VQA annotators agree
+        asked = "color" if "color" in text else "shape"  # what is the blue shape? -> circle
+        assert row["category"] == ("yes/no" if answer in ("yes", "no") else asked), text
+    # The eval sample: as many of each type; train balanced by type, from the whole split.
+    test = manifest(demo_data / "easyvqa" / "test.jsonl")
+    types = [r["category"] for r in test]
+    assert {t: types.count(t) for t in set(types)} == dict.fromkeys(
+        ("yes/no", "shape", "color"), TEST_PER_TYPE
+    )
+    assert {r["id"] for r in test} <= {r["id"] for r in everything}
+    train = manifest(demo_data / "easyvqa" / "train.jsonl")
+    train_all = manifest(demo_data / "easyvqa" / "train_all.jsonl")
+    assert len(train_all) == 38575 and {r["id"] for r in train} < {r["id"] for r in train_all}
+    counts = {t: sum(r["category"] == t for r in train) for t in ("yes/no", "shape", "color")}
+    assert counts["yes/no"] == (counts["shape"] + counts["color"]) // 2
+    assert counts["shape"] == sum(r["category"] == "shape" for r in train_all)
+    # Train and test images are the package's own 4,000 and 1,000, never shared.
+    train_images = {p for r in train_all for p in r["images"]}
+    test_images = {p for r in everything for p in r["images"]}
+    assert (len(train_images), len(test_images)) == (4000, 1000)
+    assert not train_images & test_images
+    with Image.open(demo_data / train[0]["images"][0]) as im:
+        assert im.size == (64, 64)
+
+
+def test_mcq_twins_ask_for_the_true_class(demo_data: Path) -> None:
+    for name, n_options in (("digits", 10), ("textures", 10), ("faces", 2)):
+        for split in ("train", "test"):
+            rows = manifest(demo_data / f"mcq_{name}" / f"{split}.jsonl")
+            source = manifest(demo_data / name / f"{split}.jsonl")
+            assert len(rows) == len(source)
+            for row, src in zip(rows, source, strict=True):
+                assert len(row["options"]) == n_options == len(set(row["options"]))
+                picked = row["options"]["ABCDEFGHIJ".index(row["answer"])]
+                assert picked == row["category"]  # the letter names the true class
+                assert row["answer"] == "ABCDEFGHIJ"[src["label"]]
+                assert Path(demo_data / row["images"][0]) == Path(src["image_path"])

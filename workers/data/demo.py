@@ -74,6 +74,9 @@ def build_demo(out_dir: Path, *, seed: int = 0, force: bool = False) -> list[Dem
     }
     built = [_build_one(out_dir, name, builders[name], seed, force) for name in DEMO_DATASETS]
     build_demo_vqa(out_dir, force=force)
+    from workers.data.demo_bench import build_demo_bench
+
+    build_demo_bench(out_dir, seed=seed, force=force)
     return built
 
 
