@@ -31,12 +31,19 @@ def demo_job(tmp_path: Path, demo_data: Path, tiny_model: Path, **training: Any)
 
 def vqa_job(tmp_path: Path, demo_data: Path, tiny_model: Path, **training: Any) -> Path:
     """jobs/demo_vqa.toml pointed at the session's data and model, written under tmp_path."""
-    raw = tomllib.loads((ROOT / "jobs" / "demo_vqa.toml").read_text())
+    return job_of("demo_vqa", tmp_path, demo_data, tiny_model, **training)
+
+
+def job_of(name: str, tmp_path: Path, demo_data: Path, tiny_model: Path, **training: Any) -> Path:
+    """jobs/NAME.toml pointed at the session's data and model, written under tmp_path (every
+    dataset's manifests are its demo folder's train.jsonl and test.jsonl)."""
+    raw = tomllib.loads((ROOT / "jobs" / f"{name}.toml").read_text())
     raw["runs_dir"] = str(tmp_path / "runs")
     raw["model"]["path"] = str(tiny_model)
-    for name, ds in raw["datasets"].items():
-        folder = demo_data / name
-        ds["train"] = str(folder / "train.jsonl")
+    for dataset, ds in raw["datasets"].items():
+        folder = demo_data / dataset
+        if "train" in ds:  # else eval-only
+            ds["train"] = str(folder / "train.jsonl")
         ds["eval"] = str(folder / "test.jsonl")
         if "labels" in ds:
             ds["labels"] = str(folder / "labels.json")
