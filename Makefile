@@ -8,6 +8,9 @@ STAMP := $(VENV)/.stamp-stack
 TINY := models/tiny-qwen2.5-vl
 DEMO := data/demo
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
+LMMS_VENV := .venv-lmms
+LMMS_STAMP := $(LMMS_VENV)/.stamp-lmms
+LMMS_PIP := $(LMMS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check
 
 .PHONY: setup run test lint bench clean
 setup: $(STAMP)
@@ -32,7 +35,7 @@ $(STAMP): requirements/stack.txt requirements/dev.txt pyproject.toml
 $(TINY)/config.json: $(STAMP) workers/models/tiny.py
 	$(ORCH) model tiny --out $(TINY)
 
-$(DEMO)/COMPLETE: $(STAMP) workers/data/demo.py
+$(DEMO)/COMPLETE: $(STAMP) workers/data/demo.py workers/data/demo_bench.py
 	$(ORCH) data demo --out $(DEMO)
 	touch $@
 
@@ -50,7 +53,8 @@ test-fast: $(STAMP)
 	$(PY) -m pytest -q -ra --timeout=900 --durations=15 -m "not slow and not e2e and not slurm"
 
 # Benchmarks print name=value lines; each compares against a baseline measured in the same run.
-bench: $(STAMP) $(TINY)/config.json $(DEMO)/COMPLETE
+# orch_eval_vs_lmms runs lmms-eval in its own venv: make bench builds it (make lmms) first.
+bench: $(STAMP) $(TINY)/config.json $(DEMO)/COMPLETE $(LMMS_STAMP)
 	PYTHONPATH=. $(PY) bench/controller_1000x50.py
 	PYTHONPATH=. $(PY) bench/eval_latency.py
 	PYTHONPATH=. $(PY) bench/eval_grouping.py
@@ -58,6 +62,7 @@ bench: $(STAMP) $(TINY)/config.json $(DEMO)/COMPLETE
 	PYTHONPATH=. $(PY) bench/packing.py
 	PYTHONPATH=. $(PY) bench/stream_rss.py
 	PYTHONPATH=. $(PY) bench/orch_vs_handwritten.py
+	PYTHONPATH=. $(PY) bench/orch_eval_vs_lmms.py
 	@if $(PY) -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then \
 		PYTHONPATH=. $(PY) bench/gpu_mfu.py --compile; \
 	else echo "gpu_mfu: skipped (no CUDA device)"; fi
@@ -65,7 +70,7 @@ bench: $(STAMP) $(TINY)/config.json $(DEMO)/COMPLETE
 # Every benchmark's --quick mode (small sizes: it checks that each runs to its end and prints its
 # figures; gpu_mfu's runs a tiny model, on the CPU without CUDA). tests/test_bench.py runs the same.
 .PHONY: bench-quick
-bench-quick: $(STAMP) $(TINY)/config.json $(DEMO)/COMPLETE
+bench-quick: $(STAMP) $(TINY)/config.json $(DEMO)/COMPLETE $(LMMS_STAMP)
 	PYTHONPATH=. $(PY) bench/controller_1000x50.py --quick
 	PYTHONPATH=. $(PY) bench/eval_latency.py --quick
 	PYTHONPATH=. $(PY) bench/eval_grouping.py --quick
@@ -73,6 +78,7 @@ bench-quick: $(STAMP) $(TINY)/config.json $(DEMO)/COMPLETE
 	PYTHONPATH=. $(PY) bench/packing.py --quick
 	PYTHONPATH=. $(PY) bench/stream_rss.py --quick
 	PYTHONPATH=. $(PY) bench/orch_vs_handwritten.py --quick
+	PYTHONPATH=. $(PY) bench/orch_eval_vs_lmms.py --quick
 	PYTHONPATH=. $(PY) bench/gpu_mfu.py --quick
 
 lint: $(STAMP)
@@ -86,9 +92,6 @@ clean:
 # lmms-eval 0.7.3 in a venv of its own (it pins wandb 0.25, orch 0.31): what
 # tests/golden/make_lmms_metric_cases.py runs under, and what tests/test_lmms_metrics.py checks
 # orch's metrics against when it is there. torch first, pinned, as for $(VENV).
-LMMS_VENV := .venv-lmms
-LMMS_STAMP := $(LMMS_VENV)/.stamp-lmms
-LMMS_PIP := $(LMMS_VENV)/bin/python -m pip install --quiet --disable-pip-version-check
 
 .PHONY: lmms
 lmms: $(LMMS_STAMP)

@@ -348,11 +348,11 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pairs", type=int, default=5, help="orch/hand-written pairs (repeats)")
     ap.add_argument("--steps", type=int, default=150)
-    ap.add_argument("--quick", action="store_true", help="1 pair of 30 steps (about a minute)")
+    ap.add_argument("--quick", action="store_true", help="1 pair of 20 steps (about a minute)")
     demo_job.add_arguments(ap)
     args = ap.parse_args()
     if args.quick:
-        args.pairs, args.steps = 1, 30
+        args.pairs, args.steps = 1, 20
     if args.steps <= WARMUP:
         raise SystemExit(f"--steps must exceed the {WARMUP} warm-up steps")
     demo, model = args.demo.resolve(), args.model.resolve()

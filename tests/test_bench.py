@@ -1,63 +1,22 @@
 """Every benchmark's quick mode runs to its end and prints the figures it promises.
 
 Each benchmark runs as `make bench` runs it (the venv's python, PYTHONPATH at the repository
-root), with ``--quick``. Only the figure names and that their values are numbers are checked:
-never a speed (the machine may be shared).
+root), with ``--quick`` (eval_latency measures the session's demo run instead of submitting one
+of its own). Only the figure names and that their values are numbers are checked: never a speed
+(the machine may be shared).
 """
 
 from __future__ import annotations
 
-import math
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-VENV_PY = ROOT / ".venv" / "bin" / "python"
-PY = str(VENV_PY if VENV_PY.is_file() else sys.executable)
+from tests.helpers.bench import PY, check_numbers, figures, run_bench
+from tests.helpers.runs import DemoRun
 
 pytestmark = pytest.mark.slow
-
-
-def run_bench(script: str, *args: str, timeout: float = 850) -> subprocess.CompletedProcess[str]:
-    """Run one benchmark as `make bench` does; ``timeout`` stays under pytest's 900 s."""
-    env = os.environ | {"PYTHONPATH": str(ROOT), "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
-    return subprocess.run(
-        [PY, str(ROOT / "bench" / script), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def figures(stdout: str) -> dict[str, str]:
-    """The ``name=value`` lines of a benchmark's output (the first ``=`` splits)."""
-    out: dict[str, str] = {}
-    for line in stdout.splitlines():
-        name, sep, value = line.partition("=")
-        if sep and name and " " not in name:
-            out[name] = value.strip()
-    return out
-
-
-def check_numbers(proc: subprocess.CompletedProcess[str], names: list[str]) -> dict[str, float]:
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr[-4000:]}"
-    found = figures(proc.stdout)
-    missing = [n for n in names if n not in found]
-    assert not missing, f"missing figures {missing} in:\n{proc.stdout}"
-    values: dict[str, float] = {}
-    for name in names:
-        try:
-            values[name] = float(found[name])
-        except ValueError:
-            pytest.fail(f"{name}={found[name]!r} is not a number")
-        assert math.isfinite(values[name]), f"{name}={found[name]}"
-    return values
 
 
 def test_controller_quick() -> None:
@@ -65,13 +24,14 @@ def test_controller_quick() -> None:
     check_numbers(proc, ["controller_20x5_s", "read_parts_baseline_s", "controller_vs_read_ratio"])
 
 
-def test_eval_latency_quick(demo_data: Path, tiny_model: Path) -> None:
-    proc = run_bench(
-        "eval_latency.py", "--quick", "--demo", str(demo_data), "--model", str(tiny_model)
-    )
+def test_eval_latency_on_the_session_demo_run(demo_run: DemoRun) -> None:
+    """The figures of a real run of the demo job (the session's: 120 steps, three checkpoints),
+    measured as --quick measures the run it submits (make bench-quick runs that one)."""
+    proc = run_bench("eval_latency.py", "--run", str(demo_run.run))
     values = check_numbers(
         proc,
         [
+            "checkpoints",
             "ckpt_to_logged_s",
             "ckpt_to_logged_max_s",
             "eval_compute_s",
@@ -82,6 +42,7 @@ def test_eval_latency_quick(demo_data: Path, tiny_model: Path) -> None:
         ],
     )
     assert values["eval_compute_s"] > 0 and values["training_s"] > 0
+    assert values["checkpoints"] == 3
 
 
 def test_eval_grouping_quick(demo_data: Path, tiny_model: Path) -> None:
@@ -190,7 +151,7 @@ def test_orch_vs_handwritten_quick(demo_data: Path, tiny_model: Path) -> None:
     ratios = ("per_step", "fixed", "wall", "cpu_per_step", "fixed_cpu")
     names += [f"orch_vs_handwritten_{f}" for f in ratios]
     values = check_numbers(proc, names)
-    assert values["runs_per_side"] == 1 and values["steps"] == 30
+    assert values["runs_per_side"] == 1 and values["steps"] == 20
     assert values["orch_per_step_s"] > 0 and values["handwritten_per_step_s"] > 0
     assert (
         values["orch_worker_cpu_per_step_s"] > 0 and values["handwritten_worker_cpu_per_step_s"] > 0
