@@ -286,6 +286,7 @@ def test_a_batch_without_images_carries_a_zero_weighted_vision_anchor(
     batch = KIND.collator(spec)(text_only)
     assert batch.anchored and batch.ids == ["t0", "t1"] and batch.n_computed == 3
     assert batch.image_grid_thw.tolist() == [[1, 2, 2]]  # one merged token
+    assert (batch.pixel_values == batch.pixel_values[0]).all()  # a uniform image: equal patches
     loss, ok = KIND.forward(model, batch, CPU, torch.float32, "sdpa")
     assert loss.shape == ok.shape == (2,)
     loss.sum().backward()

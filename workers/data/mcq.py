@@ -15,15 +15,14 @@ encoder, packing and answer-only loss (workers/data/vqa.py) unchanged.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 
 from orchestrator.contract.errors import DataError
 from workers.data.manifest import Malformed, iter_rows, problems_error
@@ -320,21 +319,15 @@ class MCQBatch(PackedBatch):
 ANCHOR_ID = "orch:vision-anchor"
 
 
-def anchor_image(side: int) -> Path:
-    """A black side x side PNG in the temp directory (written once, atomically)."""
-    from PIL import Image
-
-    path = Path(tempfile.gettempdir()) / f"orch-vision-anchor-{side}.png"
-    if not path.is_file():
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-        Image.new("RGB", (side, side)).save(tmp, format="PNG")
-        os.replace(tmp, path)
-    return path
+def anchor_image(side: int) -> Image.Image:
+    """The anchor's image: black, side x side (one merged token), made in memory."""
+    return Image.new("RGB", (side, side))
 
 
-def anchor_sample(dataset: str, side: int) -> VQASample:
-    """The vision anchor: one blank image of one merged token, one supervised letter."""
-    return VQASample(ANCHOR_ID, dataset, (anchor_image(side),), (Turn("", "A"),))
+def anchor_sample(dataset: str) -> VQASample:
+    """The vision anchor: one supervised letter after one image (``anchor_image``, passed to
+    ``VQAEncoder.encode_decoded``: the sample names no file)."""
+    return VQASample(ANCHOR_ID, dataset, (), (Turn("", "A"),))
 
 
 def as_mcq_batch(packed: PackedBatch, anchored: bool) -> MCQBatch:

@@ -418,7 +418,11 @@ class VQAEncoder:
 
     def encode(self, sample: VQASample, cfg: ImageConfig) -> EncodedVQA:
         """All turns, answers supervised (training)."""
-        images = self.images(sample.images, cfg)
+        return self.encode_decoded(sample, self.images(sample.images, cfg))
+
+    def encode_decoded(self, sample: VQASample, images: list[Image.Image]) -> EncodedVQA:
+        """``encode`` with the sample's images given decoded and sized (sides multiples of
+        ``multiple``) instead of read from its paths: an image made in memory."""
         pixels, grid = self._vision(images)
         ids, labels = self._tokens(self._pieces(sample.turns, len(images)), grid)
         return EncodedVQA(

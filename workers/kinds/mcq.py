@@ -94,8 +94,8 @@ class MCQCollator:
         return self._encoder
 
     def __call__(self, picks: Sequence[tuple[str, Any]]) -> MCQBatch:
-        from workers.data.mcq import anchor_sample, as_mcq_batch, to_vqa_sample
-        from workers.data.vqa import ImageConfig, best_fit_rows, pack
+        from workers.data.mcq import anchor_image, anchor_sample, as_mcq_batch, to_vqa_sample
+        from workers.data.vqa import best_fit_rows, pack
 
         enc, tr = self.encoder, self.spec.training
         encoded = []
@@ -104,8 +104,8 @@ class MCQCollator:
             encoded.append(enc.encode(to_vqa_sample(row, ds.prompt_style), ds.image_config()))
         anchored = not any(e.n_images for e in encoded)
         if anchored:
-            anchor = anchor_sample(picks[0][0], enc.multiple)
-            encoded.append(enc.encode(anchor, ImageConfig(max_side=enc.multiple)))
+            anchor = anchor_sample(picks[0][0])
+            encoded.append(enc.encode_decoded(anchor, [anchor_image(enc.multiple)]))
         rows = best_fit_rows(
             [e.n_tokens for e in encoded],
             [e.n_images for e in encoded],
