@@ -137,8 +137,9 @@ def test_each_benchmark_writes_its_manifest_images_and_table(
     used = {p for r in rows for p in r["images"]}
     assert used <= {str(f) for f in files} and all(Path(p).is_absolute() for p in used)
     if kind == "mcq":
-        assert all(set(r) == {"id", "dataset_name", "images", "question", "hint", "options",
-                              "answer", "category", "group"} for r in rows)  # fmt: skip
+        fields = {"id", "dataset_name", "images", "question", "hint", "options", "answer",
+                  "category", "group"} | ({"text"} if name == "mmstar" else set())  # fmt: skip
+        assert all(set(r) == fields for r in rows)
         assert all(r["answer"] in "ABCDEFGHIJ"[: len(r["options"])] for r in rows)
     else:
         assert all(r["texts"][0]["assistant"] in r["references"] for r in rows)
@@ -224,6 +225,9 @@ def test_mmstar_options_parsed_out_of_the_question(prepared: dict[str, tuple[Any
     assert rows[1]["options"] == ["3:4", "1:2", "2, 3 and 4"] and rows[1]["answer"] == "C"
     assert rows[1]["question"].startswith("Hint: ") and rows[1]["question"].endswith("blue?")
     assert [r["category"] for r in rows] == ["coarse perception", "math", "math"]
+    # The question as MMStar phrases it, kept for its own prompt (prompt_style = "mmstar").
+    assert rows[0]["text"].startswith(rows[0]["question"] + "\nOptions: A: The suitcase")
+    assert tables(prepared["mmstar"][0])["mmstar"]["prompt_style"] == "mmstar"
 
 
 def test_scienceqa_save_to_disk_answer_index_to_letter(

@@ -130,6 +130,30 @@ def part_of(spec: JobSpec, checkpoint: Path, out: Path, **kw: Any) -> EvalPart:
 # (mmbench_doc_to_text, mmmu_doc_to_messages, sqa_doc_to_text, run in its venv).
 
 
+def test_mmstar_prompt_is_lmms_evals() -> None:
+    """mmstar_doc_to_text (default kwargs) on MMStar's own question texts, options inline."""
+    raw = (
+        "Which option describe the object relationship in the image correctly?\nOptions: A: The "
+        "suitcase is on the book., B: The suitcase is beneath the cat., C: The suitcase is "
+        "beneath the bed., D: The suitcase is beneath the book.  "
+    )
+    options = ("The suitcase is on the book.", "The suitcase is beneath the cat.",
+               "The suitcase is beneath the bed.", "The suitcase is beneath the book.")  # fmt: skip
+    post = "\nAnswer with the option's letter from the given choices directly"
+    head = "Which option describe the object relationship in the image correctly?"
+    kept = mcq_row(question=head, options=options, text=raw)
+    assert build_prompt(kept, "mmstar").text == raw.strip() + post
+    # Without the source's text the question is rebuilt in MMStar's form: the same prompt.
+    assert (
+        build_prompt(mcq_row(question=head, options=options), "mmstar").text == raw.strip() + post
+    )
+    asked = "Is the man happy? Please answer yes or no.\nOptions: A: yes, B: no"
+    yes_no = mcq_row(question="q", options=("yes", "no"), text=asked)
+    assert build_prompt(yes_no, "mmstar").text == (
+        f"Is the man happy?\nOptions: A: yes, B: no{post}"
+    )
+
+
 def test_mmbench_prompt_is_lmms_evals() -> None:
     r = mcq_row(question="What is the main color of the object?", hint="Look at the car.",
                 options=("red", "blue", "green"), answer="B")  # fmt: skip
@@ -256,7 +280,7 @@ def test_an_mcq_dataset_validates_and_its_keys_belong_to_it_alone(
     with pytest.raises(SpecError, match=r"datasets\.digits\.scoring: unknown key"):
         validate_spec(raw)
     with pytest.raises(SpecError, match=r"datasets\.quiz\.prompt_style"):
-        job(quiz, letters_model, prompt_style="mmstar")
+        job(quiz, letters_model, prompt_style="seedbench")
     with pytest.raises(SpecError, match=r"top5_accuracy needs sample fields \['top5'\]"):
         job(quiz, letters_model, metrics=["top5_accuracy"])
 

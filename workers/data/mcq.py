@@ -60,6 +60,7 @@ class MCQRow:
     category: str | None = None
     group: str | None = None
     line: int = 0  # line (JSONL) or row (Parquet) in its manifest, for messages
+    text: str | None = None  # the question as its source phrases it, options inline (MMStar)
 
     @property
     def letters(self) -> str:
@@ -128,7 +129,7 @@ def parse_mcq_row(
     if not isinstance(question, str) or not question.strip():
         problems.append(f"{at}: question must be a non-empty string")
         question = ""
-    for key in ("hint", "category", "group"):
+    for key in ("hint", "category", "group", "text"):
         if row.get(key) is not None and not isinstance(row[key], str):
             problems.append(f"{at}: {key} must be a string or null, got {row[key]!r}")
     if not isinstance(hint, str):
@@ -155,6 +156,7 @@ def parse_mcq_row(
         category=row.get("category"),
         group=row.get("group"),
         line=line,
+        text=row.get("text"),
     ), []
 
 
@@ -273,10 +275,27 @@ def scienceqa_prompt(row: MCQRow) -> Prompt:
     return Prompt(f"{context}{row.question}\n{choices}\n{POST_PROMPT}", row.images)
 
 
+MMSTAR_POST_PROMPT = "\nAnswer with the option's letter from the given choices directly"
+"""tasks/mmstar/_default_template_yaml's default post_prompt (no final period)."""
+
+
+def mmstar_prompt(row: MCQRow) -> Prompt:
+    """lmms-eval tasks/mmstar/utils.py ``mmstar_doc_to_text`` with the default kwargs: the
+    question as MMStar phrases it (options inline: "...?\nOptions: A: x, B: y"), stripped,
+    " Please answer yes or no." removed, then the post_prompt. The row's ``text`` is that
+    question (``orch data prepare mmstar`` keeps it); a row without one gets it rebuilt from its
+    question and options in MMStar's form. Images first (``mmstar_doc_to_visual``)."""
+    inline = ", ".join(f"{k}: {o}" for k, o in zip(row.letters, row.options, strict=True))
+    raw = row.text if row.text is not None else f"{row.question}\nOptions: {inline}"
+    text = raw.strip().replace(" Please answer yes or no.", "")
+    return Prompt(f"{text}{MMSTAR_POST_PROMPT}", row.images)
+
+
 PROMPT_STYLES: dict[str, Callable[[MCQRow], Prompt]] = {
     "mmbench": mmbench_prompt,
     "mmmu": mmmu_prompt,
     "scienceqa": scienceqa_prompt,
+    "mmstar": mmstar_prompt,
 }
 
 

@@ -43,11 +43,12 @@ class MCQSpec(DatasetSpec):
     """A multiple-choice dataset of the mix (next-token loss on the answer letter)."""
 
     kind: Literal["mcq"] = "mcq"
-    prompt_style: Literal["mmbench", "mmmu", "scienceqa"] = "mmbench"
+    prompt_style: Literal["mmbench", "mmmu", "scienceqa", "mmstar"] = "mmbench"
     """How a row becomes the prompt, exactly as lmms-eval 0.7.3's task of that name builds it
     (workers/data/mcq.py): mmbench (hint, question, "There are several options:" and the
-    options), mmmu (question and options, images placed at their <image k> markers) or
-    scienceqa ("Context: hint", question, options)."""
+    options), mmmu (question and options, images placed at their <image k> markers),
+    scienceqa ("Context: hint", question, options) or mmstar (the question with its inline
+    options, as MMStar phrases it)."""
     scoring: Literal["generate", "likelihood"] = "generate"
     """Evaluation: generate an answer and read its letter, or pick the letter of highest
     log-likelihood (no generation)."""

@@ -162,8 +162,10 @@ def mcq_row(
     answer: str,
     category: str | None,
     group: str | None,
+    text: str | None = None,
 ) -> dict[str, Any]:
-    """A row of the ``mcq`` kind: options in letter order, the answer a letter among them. The
+    """A row of the ``mcq`` kind: options in letter order, the answer a letter among them
+    (``text``: the question as the source phrases it, for a prompt style that uses it). The
     driver prefixes the id with the dataset name and adds ``dataset_name``."""
     if not 2 <= len(options) <= len(LETTERS):
         raise RowError("options", f"{len(options)} option(s); a multiple-choice row has 2 to 10")
@@ -180,7 +182,7 @@ def mcq_row(
         "answer": answer,
         "category": category,
         "group": group,
-    }
+    } | ({} if text is None else {"text": text})
 
 
 def vqa_row(

@@ -129,6 +129,7 @@ def convert_mmstar(row: SourceRow, ctx: Context, rid: str) -> Converted:
         answer=text(row, "answer").strip().upper(),
         category=optional_text(row, "category"),
         group=None,
+        text=raw,
     )
 
 
@@ -138,7 +139,15 @@ MMSTAR = Benchmark(
     split="val",
     required=("index", "question", "answer", "image"),
     optional=("category",),
-    outputs={"eval": Output("eval", "mcq", ("mmstar_accuracy",), description="MMStar")},
+    outputs={
+        "eval": Output(
+            "eval",
+            "mcq",
+            ("mmstar_accuracy",),
+            description="MMStar",
+            settings=(("prompt_style", "mmstar"),),
+        )
+    },
     row_id=column_id("index"),
     convert=convert_mmstar,
 )
