@@ -2,8 +2,9 @@
 the one-turn VQA samples they train and are scored as.
 
 A row is ``{"id", "dataset_name", "images": [0..n paths], "question", "hint"?, "options": [2..10
-texts, letters A.. in order], "answer": "A".."J", "category"?, "group"?}`` (``hint``,
-``category`` and ``group`` may be null or absent). ``<image k>`` in the question, hint or
+texts, letters A.. in order], "answer": "A".."J", "category"?, "group"?, "text"?}`` (``hint``,
+``category``, ``group`` and ``text``, the question as its source phrases it, may be null or
+absent). ``<image k>`` in the question, hint or
 options is the row's k-th image (``images[k-1]``).
 
 Each prompt mirrors one lmms-eval function (the lmms-eval 0.7.3 wheel, as its tasks build them
