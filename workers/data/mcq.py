@@ -35,8 +35,8 @@ from workers.data.vqa import (
     Turn,
     VQAEncoder,
     VQASample,
-    pack,
-    per_sample_loss,
+    answer_losses,
+    before_last_answer,
     resolve_images,
 )
 
@@ -365,15 +365,7 @@ def as_mcq_batch(packed: PackedBatch, anchored: bool) -> MCQBatch:
 def prompt_of(full: EncodedVQA) -> EncodedVQA:
     """The generation prompt of an encoded one-turn sample: its tokens before the answer (what
     ``VQAEncoder.encode_prompt`` returns, without processing the images again)."""
-    start = first_answer_token(full)
-    return EncodedVQA(
-        full.id,
-        full.dataset,
-        full.input_ids[:start],
-        torch.full((start,), IGNORE),
-        full.pixel_values,
-        full.image_grid_thw,
-    )
+    return before_last_answer(full, "")
 
 
 def first_answer_token(encoded: EncodedVQA) -> int:
@@ -417,17 +409,6 @@ def answer_scores(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean loss, summed log-likelihood) of each sample's answer tokens, teacher-forced, the
     samples packed one per row into one batch."""
-    packed = pack(
-        encoded,
-        [[i] for i in range(len(encoded))],
-        encoder.image_token_id,
-        encoder.merge,
-        encoder.pad_id,
-    )
-    attn = str(model.hf_config._attn_implementation)
-    dtype = next(model.parameters()).dtype
-    targets, segments = packed.targets.to(device), packed.segments.to(device)
-    logits = model(**packed.model_inputs(device, dtype, attn), targets=targets)
-    loss, _ = per_sample_loss(logits, targets, segments, len(encoded))
-    counts = torch.bincount(segments[targets != IGNORE], minlength=len(encoded))
-    return loss, -loss * counts.to(loss.dtype)
+    loss, packed = answer_losses(model, encoder, encoded, device)
+    counts = torch.bincount(packed.segments[packed.targets != IGNORE], minlength=len(encoded))
+    return loss, -loss * counts.to(device=loss.device, dtype=loss.dtype)

@@ -610,3 +610,23 @@ def per_sample_loss(
         0, seg, (logits.argmax(-1) != tgt).to(tok.dtype)
     )
     return sums / counts, wrong == 0
+
+
+def answer_losses(
+    model: Any, encoder: VQAEncoder, encoded: Sequence[EncodedVQA], device: torch.device
+) -> tuple[torch.Tensor, PackedBatch]:
+    """Each sample's mean loss over its answer tokens, teacher-forced, the samples packed one
+    per row into one batch (and that batch, on the CPU)."""
+    packed = pack(
+        encoded,
+        [[i] for i in range(len(encoded))],
+        encoder.image_token_id,
+        encoder.merge,
+        encoder.pad_id,
+    )
+    attn = str(model.hf_config._attn_implementation)
+    dtype = next(model.parameters()).dtype
+    targets, segments = packed.targets.to(device), packed.segments.to(device)
+    logits = model(**packed.model_inputs(device, dtype, attn), targets=targets)
+    loss, _ = per_sample_loss(logits, targets, segments, len(encoded))
+    return loss, packed

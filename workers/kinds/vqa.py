@@ -159,13 +159,11 @@ class VQAKind:
         """Greedy answers scored against the reference, and (when the dataset reports loss)
         the teacher-forced loss of the reference answers. Each sample is encoded once: its
         generation prompt is the encoding cut before the last answer."""
-        from workers.data.vqa import VQAEncoder, before_last_answer, pack, per_sample_loss
-        from workers.evaluate import generate_answers, param_dtype
+        from workers.data.vqa import VQAEncoder, answer_losses, before_last_answer
+        from workers.evaluate import generate_answers
 
         ds = _section(part.dataset_section())
         encoder, cfg = VQAEncoder(Path(part.checkpoint)), ds.image_config()
-        attn = str(model.hf_config._attn_implementation)
-        dtype = param_dtype(model)
         records: list[dict[str, Any]] = []
         for start in range(0, len(rows), part.batch_size):
             chunk = rows[start : start + part.batch_size]
@@ -177,16 +175,7 @@ class VQAKind:
             answers = generate_answers(model, encoder, prompts, ds.max_new_tokens, device)
             losses: list[float | None] = [None] * len(full)
             if "loss" in part.metrics:
-                packed = pack(
-                    full,
-                    [[i] for i in range(len(full))],
-                    encoder.image_token_id,
-                    encoder.merge,
-                    encoder.pad_id,
-                )
-                targets = packed.targets.to(device)
-                logits = model(**packed.model_inputs(device, dtype, attn), targets=targets)
-                loss, _ = per_sample_loss(logits, targets, packed.segments.to(device), len(full))
+                loss, _ = answer_losses(model, encoder, full, device)
                 losses = [float(x) for x in loss.tolist()]
             for s, pred, sample_loss in zip(chunk, answers, losses, strict=True):
                 ref = s.turns[-1].assistant
