@@ -43,9 +43,10 @@ run: $(STAMP) $(TINY)/config.json $(DEMO)/COMPLETE
 	$(ORCH) submit jobs/demo_mix.toml
 	$(ORCH) results
 
-# pytest exits 5 when it collects no test; make fails on it like on any failure.
-test: $(STAMP)
-	$(PY) -m pytest -q -ra --timeout=900 --durations=15
+# pytest exits 5 when it collects no test; make fails on it like on any failure. The lmms-eval
+# environment is built first: its tests fail, rather than skip, without it (ORCH_REQUIRE_LMMS).
+test: $(STAMP) $(LMMS_STAMP)
+	ORCH_REQUIRE_LMMS=1 $(PY) -m pytest -q -ra --timeout=900 --durations=15
 
 # Everything but the slow, e2e and slurm tests (no Ray Train or DeepSpeed run): a few minutes.
 .PHONY: test-fast
@@ -101,5 +102,9 @@ $(LMMS_STAMP): requirements/lmms.txt pyproject.toml
 	$(LMMS_PIP) --upgrade pip
 	$(LMMS_PIP) torch==2.13.0
 	$(LMMS_PIP) -r requirements/lmms.txt
+	# PyPI's torchvision (a CUDA build, pulled in by lmms-eval) fails to import beside torch's
+	# CPU build and breaks transformers' processors; nothing here uses it (lmms-eval imports it
+	# only in video and detection tasks).
+	$(LMMS_VENV)/bin/python -m pip uninstall --yes --quiet torchvision
 	$(LMMS_PIP) --no-deps -e .
 	touch $@

@@ -27,6 +27,7 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("orchestrator/eval_backends/slurm_jobs.py", "run_part"): "the SLURM job body",
     ("orchestrator/eval_backends/slurm_jobs.py", "run_group"): "the grouped SLURM job body",
     ("orchestrator/checks/doctor.py", "_build_model"): "doctor's real-batch check",
+    ("orchestrator/checks/doctor.py", "check_lmms"): "doctor asks the lmms-eval environment",
     ("orchestrator/cli/data.py", "_demo"): "`orch data demo` builds data here",
     ("orchestrator/cli/data.py", "_prepare"): "`orch data prepare` converts data here",
     ("orchestrator/cli/model.py", "run"): "`orch model tiny` builds a model here",

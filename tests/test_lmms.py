@@ -49,6 +49,27 @@ def test_parse_keeps_metrics_stderr_and_n(tmp_path: Path) -> None:
     assert tasks["chartqa"]["n"] == 100
 
 
+def test_parse_keeps_stderr_variants_out_of_the_metrics(tmp_path: Path) -> None:
+    # lmms-eval 0.7 writes METRIC_stderr and METRIC_stderr_clt (and other estimates) per filter.
+    raw = {
+        "results": {"mmstar": {
+            "alias": "mmstar", "average,none": 0.41, "average_stderr,none": 0.012,
+            "average_stderr_clt,none": 0.013, "exact_match,flexible-extract": 0.5,
+            "exact_match_stderr,flexible-extract": 0.05,
+            "exact_match_stderr_clustered,flexible-extract": 0.07,
+        }},
+        "n-samples": {"mmstar": {"original": 1500, "effective": 100}},
+    }  # fmt: skip
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(raw))
+    task = parse_results(path)["mmstar"]
+    assert task["metrics"] == {"average": 0.41, "exact_match/flexible-extract": 0.5}
+    assert task["stderr"] == {"average": 0.012, "exact_match/flexible-extract": 0.05}
+    assert task["stderr_variants"] == {
+        "average": {"clt": 0.013}, "exact_match/flexible-extract": {"clustered": 0.07}
+    }  # fmt: skip
+
+
 def test_parse_rejects_what_is_not_an_lmms_results_file(tmp_path: Path) -> None:
     path = tmp_path / "r.json"
     path.write_text(json.dumps({"foo": 1}))

@@ -25,7 +25,7 @@ from orchestrator.contract.evalpart import EvalPart
 from orchestrator.contract.kinds import get_kind
 from orchestrator.contract.metrics import aggregate, get_metric
 from orchestrator.contract.plugins import load_plugins
-from orchestrator.contract.records import SCHEMA_VERSION
+from orchestrator.contract.records import LMMS_KIND, SCHEMA_VERSION
 
 logger = logging.getLogger("orch.evaluate")
 
@@ -76,6 +76,10 @@ def eval_device(part: EvalPart) -> torch.device:
 @torch.no_grad()
 def run_eval(part: EvalPart) -> dict[str, Any]:
     """Evaluate one part and write its result file; return the result."""
+    if part.kind == LMMS_KIND:  # an lmms-eval task, in lmms-eval's environment
+        from workers.lmms.part import run_lmms_part
+
+        return run_lmms_part(part)
     started_at, t0 = time.time(), time.perf_counter()
     model, device = load_model(part)
     return evaluate_part(part, model, device, started_at, t0, time.perf_counter() - t0)
@@ -89,6 +93,23 @@ def run_evals(parts: list[EvalPart]) -> list[dict[str, Any] | BaseException]:
     part alone)."""
     if not parts:
         return []
+    if any(p.kind == LMMS_KIND for p in parts):
+        # lmms-eval tasks load the checkpoint in their own process: each runs alone, and the
+        # group's dataset parts share one load.
+        native = [p for p in parts if p.kind != LMMS_KIND]
+        done = iter(run_evals(native))
+        out: list[dict[str, Any] | BaseException] = []
+        for p in parts:
+            if p.kind != LMMS_KIND:
+                out.append(next(done))
+                continue
+            try:
+                out.append(run_eval(p))
+            # A task's failure is its own outcome; the group's other parts go on.
+            except Exception as e:
+                logger.exception("lmms-eval part %s of step %d failed", p.dataset, p.step)
+                out.append(e)
+        return out
     first = parts[0]
     for p in parts[1:]:
         if (p.checkpoint, p.model_spec, p.gpus, p.dtype) != (

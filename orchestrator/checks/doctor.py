@@ -21,6 +21,7 @@ def diagnose(job: Path, overrides: list[str], *, model: bool = True) -> list[Fin
         *check_attention(spec),
         *check_schedule(spec),
         *check_deepspeed(spec),
+        *check_lmms(spec),
     ]
     data_ok = check_data(spec, findings)
     if model and data_ok and not any(f.level == "error" for f in findings):
@@ -123,6 +124,42 @@ def check_deepspeed(spec: JobSpec) -> list[Finding]:
             )
         )
     return out
+
+
+def check_lmms(spec: JobSpec) -> list[Finding]:
+    """[evaluation.lmms]: its Python imports lmms-eval and orch's model class, and knows every
+    task (asked in that environment, a few seconds)."""
+    lmms = spec.evaluation.lmms
+    if lmms is None:
+        return []
+    from workers.lmms.part import LmmsPartError, check_environment, lmms_python
+
+    missing = [str(p) for p in lmms.include_path if not p.is_dir()]
+    if missing:
+        return [Finding("error", "lmms", f"evaluation.lmms.include_path: no folder {missing}",
+                        "fix the paths (folders of task YAMLs)")]  # fmt: skip
+    try:
+        python = lmms_python(lmms.model_dump(mode="json"))
+        found = check_environment(python, lmms.tasks, [str(p) for p in lmms.include_path])
+    except LmmsPartError as e:
+        return [Finding("error", "lmms", str(e), "run `make lmms`, or set evaluation.lmms.python")]
+    if found["unknown_tasks"]:
+        return [
+            Finding(
+                "error",
+                "lmms",
+                f"lmms-eval {found['lmms_eval']} knows no task {found['unknown_tasks']}",
+                "check evaluation.lmms.tasks, and include_path for your own task YAMLs",
+            )
+        ]
+    return [
+        Finding(
+            "ok",
+            "lmms",
+            f"lmms-eval {found['lmms_eval']} in {python}: "
+            f"{len(lmms.tasks)} task(s) found, model {lmms.model}",
+        )
+    ]
 
 
 def check_data(spec: JobSpec, findings: list[Finding]) -> bool:

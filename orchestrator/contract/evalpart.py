@@ -68,7 +68,41 @@ def eval_part(
     attempt: int = 1,
     checkpoint_digest: str | None = None,
 ) -> EvalPart:
-    """The eval part of one (checkpoint, dataset): eval_ratio of the set, or all of it."""
+    """The eval part of one (checkpoint, dataset): eval_ratio of the set, or all of it; or of
+    one lmms-eval task (part name ``lmms.<task>``): ``limit`` samples, or ``final_limit``."""
+    from orchestrator.contract.records import LMMS_KIND
+    from orchestrator.contract.spec import lmms_task_of
+
+    task = lmms_task_of(dataset)
+    if task is not None:
+        lmms = spec.evaluation.lmms
+        if lmms is None or task not in lmms.tasks:
+            raise ValueError(f"{dataset}: no such task in evaluation.lmms.tasks")
+        section = lmms.model_dump(mode="json", exclude={"tasks"})
+        return EvalPart(
+            step=step,
+            dataset=dataset,
+            kind=LMMS_KIND,
+            checkpoint=checkpoint,
+            dataset_spec={
+                **section,
+                "task": task,
+                "limit": lmms.final_limit if full else lmms.limit,
+            },
+            model_spec=spec.model.model_dump(mode="json"),
+            eval_ratio=1.0,
+            partial=not full,
+            seed=spec.training.seed,
+            batch_size=lmms.batch_size,
+            out=out,
+            metrics=[],
+            backend=backend,
+            attempt=attempt,
+            plugins=list(spec.plugins),
+            checkpoint_digest=checkpoint_digest,
+            gpus=spec.evaluation.gpus_per_part,
+            dtype=spec.evaluation.dtype,
+        )
     ds = spec.datasets[dataset]
     return EvalPart(
         step=step,

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 SCHEMA_VERSION = 2
+LMMS_KIND = "lmms"  # the kind of an lmms-eval task's part (its results are under "tasks")
 _NOT_METRICS = frozenset({"n", "correct", "stderr", "n_by_metric"})
 
 
@@ -101,9 +102,17 @@ class MergedStep:
     datasets: dict[str, Scores]
     overall: Scores
     missing: dict[str, str] = field(default_factory=dict)
-    tasks: dict[str, Any] = field(default_factory=dict)  # imported lmms-eval task results
+    tasks: dict[str, Any] = field(default_factory=dict)  # lmms-eval task results (run or imported)
 
     def scope(self, name: str) -> Scores | None:
+        """``overall``, a dataset, or ``tasks/<task>`` (an lmms-eval task's metrics)."""
+        if name.startswith("tasks/"):
+            task = self.tasks.get(name[len("tasks/") :])
+            if task is None:
+                return None
+            values = {k: float(v) for k, v in task["metrics"].items()}
+            stderr = {k: float(v) for k, v in (task.get("stderr") or {}).items()}
+            return Scores(int(task.get("n") or 0), values, stderr)
         return self.overall if name == "overall" else self.datasets.get(name)
 
     def value(self, scope: str, metric: str) -> float | None:

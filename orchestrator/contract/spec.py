@@ -264,6 +264,66 @@ class SlurmEvalSpec(_Section):
     """Extra sbatch options, e.g. {account = "proj", qos = "eval"}."""
 
 
+LMMS_TASK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+LMMS_PREFIX = "lmms."
+"""Part names of lmms-eval tasks: ``lmms.<task>`` (a dataset name never holds a dot)."""
+
+
+class LmmsSpec(_Section):
+    """lmms-eval tasks run on every checkpoint, each task one eval part ([evaluation.lmms])."""
+
+    tasks: list[str] = Field(min_length=1)
+    """lmms-eval task (or group) names: a group is one part, its subtasks each a result."""
+    include_path: list[Path] = Field(default_factory=list)
+    """Folders of task YAMLs (yours, or orch's tests/lmms_tasks), searched before lmms-eval's own
+    tasks, which are indexed only when a task is not found there."""
+    limit: int | None = Field(default=None, ge=1)
+    """Samples per task for the evaluation of every checkpoint (lmms-eval's --limit); None: all."""
+    final_limit: int | None = Field(default=None, ge=1)
+    """Samples per task for the final full eval of the best checkpoint; None (default): all."""
+    model: str = "orch"
+    """"orch" (orch's own model class: the checkpoint loaded as orch loads it, dtype and device
+    from the part's resources) or an lmms-eval model name (qwen2_5_vl, qwen3_vl, ...), given
+    pretrained=<checkpoint> and model_args."""
+    model_args: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    """Extra model arguments (orch: max_side, max_new_tokens, attn_implementation)."""
+    batch_size: int = Field(default=1, ge=1)
+    python: Path = Path(".venv-lmms/bin/python")
+    """The Python that has lmms-eval (``make lmms`` builds .venv-lmms with orch in it)."""
+    timeout_min: float = Field(default=60.0, gt=0.0)
+    """A task part running longer is killed and fails (and is retried)."""
+
+    @field_validator("tasks")
+    @classmethod
+    def _task_names(cls, tasks: list[str]) -> list[str]:
+        bad = [t for t in tasks if not LMMS_TASK.match(t)]
+        if bad:
+            raise ValueError(f"task names {bad} must match {LMMS_TASK.pattern}")
+        if len(set(tasks)) != len(tasks):
+            raise ValueError(
+                f"tasks are listed twice: {sorted(t for t in set(tasks) if tasks.count(t) > 1)}"
+            )
+        return tasks
+
+    @field_validator("model_args")
+    @classmethod
+    def _no_pretrained(cls, args: dict[str, Any]) -> dict[str, Any]:
+        if "pretrained" in args:
+            raise ValueError(
+                "pretrained is set by orch (each checkpoint's hf/ directory); remove it"
+            )
+        return args
+
+
+def lmms_part_name(task: str) -> str:
+    return f"{LMMS_PREFIX}{task}"
+
+
+def lmms_task_of(part_name: str) -> str | None:
+    """The lmms-eval task of a part name, or None for a dataset's part."""
+    return part_name[len(LMMS_PREFIX) :] if part_name.startswith(LMMS_PREFIX) else None
+
+
 class EvaluationSpec(_Section):
     """Evaluation of checkpoints, in jobs separate from training."""
 
@@ -306,6 +366,8 @@ class EvaluationSpec(_Section):
     retry_backoff_s: float = Field(default=5.0, ge=0.0)
     """Wait before retry k: retry_backoff_s * 2**(k-1) seconds after the failure."""
     slurm: SlurmEvalSpec = Field(default_factory=SlurmEvalSpec)
+    lmms: LmmsSpec | None = None
+    """lmms-eval tasks evaluated on every checkpoint beside the datasets ([evaluation.lmms])."""
 
     @model_validator(mode="after")
     def _gpus_need_accounting(self) -> EvaluationSpec:
@@ -428,8 +490,13 @@ class JobSpec(_Section):
                         f"{sorted(m.needs - fields)} that a {d.kind} dataset does not record "
                         f"(it records {sorted(fields)})"
                     )
-        _, metric = self.best_target()
+        scope, metric = self.best_target()
         if self.best.mode is None:
+            if scope.startswith("tasks/"):
+                raise ValueError(
+                    f"best.metric {self.best.metric!r} is an lmms-eval task metric, whose "
+                    'direction orch does not know: set best.mode = "max" or "min"'
+                )
             mode = "max" if get_metric(metric).higher_is_better else "min"
             object.__setattr__(self, "best", self.best.model_copy(update={"mode": mode}))
         return self
@@ -447,16 +514,37 @@ class JobSpec(_Section):
         return tuple(seen)
 
     def best_target(self) -> tuple[str, str]:
-        """best.metric as (scope, metric): scope is ``overall`` or a dataset name."""
+        """best.metric as (scope, metric): scope is ``overall``, a dataset name, or
+        ``tasks/<task>`` for an lmms-eval task's metric (best.metric = "tasks/<task>/<metric>",
+        as wandb shows it under eval/)."""
+        lmms = self.evaluation.lmms
+        if self.best.metric.startswith("tasks/"):
+            _, _, rest = self.best.metric.partition("/")
+            task, _, metric = rest.partition("/")
+            if lmms is None or task not in lmms.tasks or not metric:
+                raise ValueError(
+                    f"best.metric {self.best.metric!r}: tasks/<task>/<metric> needs <task> among "
+                    f"evaluation.lmms.tasks ({', '.join(lmms.tasks) if lmms else 'none set'}) "
+                    "and a metric as lmms-eval names it (e.g. tasks/mmstar/average, "
+                    "tasks/textvqa_val/exact_match, <metric>/<filter> for a filter other than none)"
+                )
+            return f"tasks/{task}", metric
         allowed = {f"overall_{m}": ("overall", m) for m in self.all_metrics()}
         for name in self.datasets:
             allowed |= {f"{name}_{m}": (name, m) for m in self.declared_metrics(name)}
         if self.best.metric not in allowed:
             raise ValueError(
                 f"best.metric {self.best.metric!r} is not one of: {', '.join(sorted(allowed))} "
-                "(overall_<metric> or <dataset>_<metric>, for the metrics the datasets report)"
+                "(overall_<metric> or <dataset>_<metric>, for the metrics the datasets report"
+                f"{'; or tasks/<task>/<metric> of an lmms-eval task' if lmms else ''})"
             )
         return allowed[self.best.metric]
+
+    @property
+    def part_names(self) -> tuple[str, ...]:
+        """Every eval part of a checkpoint: the datasets, then lmms.<task> per lmms-eval task."""
+        lmms = self.evaluation.lmms
+        return (*self.datasets, *(lmms_part_name(t) for t in (lmms.tasks if lmms else ())))
 
     @property
     def num_labels(self) -> int:
@@ -546,8 +634,18 @@ def resolve_paths(spec: JobSpec, base: Path) -> JobSpec:
         return p if p.is_absolute() else (base / p).resolve()
 
     datasets = {n: d.model_copy(update=_fixed_paths(d, fix)) for n, d in spec.datasets.items()}
+    evaluation = spec.evaluation
+    if evaluation.lmms is not None:
+        lmms = evaluation.lmms
+        # A venv's python is a symlink that must stay one (resolved, it leaves the venv).
+        python = lmms.python if lmms.python.is_absolute() else base.absolute() / lmms.python
+        lmms = lmms.model_copy(
+            update={"include_path": [fix(p) for p in lmms.include_path], "python": python}
+        )
+        evaluation = evaluation.model_copy(update={"lmms": lmms})
     return spec.model_copy(
         update={
+            "evaluation": evaluation,
             "runs_dir": fix(spec.runs_dir),
             "model": spec.model.model_copy(update={"path": fix(spec.model.path)}),
             "datasets": datasets,

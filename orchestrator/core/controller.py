@@ -20,6 +20,7 @@ from orchestrator.contract import checkpoint as ckpt
 from orchestrator.contract.atomic import atomic_write_json
 from orchestrator.contract.evalpart import EvalPart, eval_part
 from orchestrator.contract.layout import RunDir, read_json_or_none
+from orchestrator.contract.records import MergedStep
 from orchestrator.contract.spec import JobSpec
 from orchestrator.core.decide import (
     PREEMPTED_EXIT,
@@ -304,7 +305,7 @@ class Controller:
     def _snapshot(self, training: TrainingState) -> Snapshot:
         best = self._best()
         return Snapshot(
-            datasets=tuple(self.spec.datasets),
+            datasets=self.spec.part_names,
             checkpoints=tuple(self.rundir.complete_checkpoints()),
             ledger=dict(self.ledger.entries),
             running=frozenset(self.backend.running()),
@@ -411,7 +412,7 @@ class Controller:
     def _parts(self, step: int | None) -> tuple[dict[str, dict[str, object]], dict[str, str]]:
         parts: dict[str, dict[str, object]] = {}
         failed: dict[str, str] = {}
-        for d in self.spec.datasets:
+        for d in self.spec.part_names:
             e = self.ledger.get((step, d))
             value = read_json_or_none(self.rundir.part(step, d))
             if value is not None and e is not None and e.status is PartStatus.SUCCEEDED:
@@ -425,7 +426,7 @@ class Controller:
         merged = merge_parts(
             step,
             parts,
-            self.spec.datasets,
+            self.spec.part_names,
             partial=True,
             failed=failed,
             metrics=self.spec.all_metrics(),
@@ -444,8 +445,12 @@ class Controller:
 
     def _headline(self, merged: dict[str, Any], scope: str) -> str:
         """The best-metric's value for a log line (e.g. "overall accuracy 0.9120")."""
-        _, metric = self.spec.best_target()
-        value = (merged["overall"] if scope == "overall" else merged["datasets"][scope]).get(metric)
+        target, metric = self.spec.best_target()
+        if target.startswith("tasks/"):  # best.metric names an lmms-eval task's metric
+            if scope != "overall":
+                return scope
+            scope = target
+        value = MergedStep.from_json(merged).value(scope, metric)
         shown = "n/a" if value is None else f"{value:.4f}"
         return f"{scope} {metric} {shown}"
 
@@ -495,7 +500,7 @@ class Controller:
         merged = merge_parts(
             eval_step,
             parts,
-            self.spec.datasets,
+            self.spec.part_names,
             partial=False,
             failed=failed,
             metrics=self.spec.all_metrics(),

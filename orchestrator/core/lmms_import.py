@@ -19,6 +19,7 @@ from typing import Any
 from orchestrator.contract.atomic import atomic_write_json
 from orchestrator.contract.errors import DataError
 from orchestrator.contract.layout import RunDir, read_json_or_none
+from orchestrator.contract.lmms import tasks_of
 from orchestrator.contract.records import SCHEMA_VERSION
 
 _TASK_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
@@ -30,35 +31,10 @@ def parse_results(path: Path) -> dict[str, dict[str, Any]]:
         raw = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise DataError(f"{path}: not a readable lmms-eval results file ({e})") from e
-    if not isinstance(raw, dict) or not isinstance(raw.get("results"), dict):
-        raise DataError(f"{path}: expected an lmms-eval results file with a 'results' object")
-    samples = raw.get("n-samples", {})
-    tasks: dict[str, dict[str, Any]] = {}
-    for task, block in raw["results"].items():
-        metrics: dict[str, float] = {}
-        stderr: dict[str, float] = {}
-        for key, value in block.items():
-            if key == "alias" or "," not in key:
-                continue
-            name, _, filt = key.partition(",")
-            label = name if filt in ("none", "") else f"{name}/{filt}"
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                continue  # "N/A" stderrs and non-numeric extras
-            if name.endswith("_stderr"):
-                stderr[label.replace("_stderr", "", 1)] = float(value)
-            else:
-                metrics[label] = float(value)
-        if not metrics:
-            raise DataError(f"{path}: task {task!r} has no numeric metrics")
-        n = samples.get(task, {}).get("effective")
-        tasks[_TASK_NAME.sub("_", task)] = {
-            "metrics": metrics,
-            "stderr": stderr,
-            "n": int(n) if n is not None else None,
-        }
-    if not tasks:
-        raise DataError(f"{path}: no tasks under 'results'")
-    return tasks
+    try:
+        return tasks_of(raw)
+    except DataError as e:
+        raise DataError(f"{path}: {e}") from None
 
 
 def import_results(rundir: RunDir, step: int, path: Path) -> list[Path]:
@@ -107,7 +83,9 @@ def fold_into(merged: dict[str, Any], parts: list[Path]) -> dict[str, float]:
     for path in parts:
         part = read_json_or_none(path)
         assert part is not None
-        tasks[part["task"]] = {k: part[k] for k in ("metrics", "stderr", "n", "source")}
+        tasks[part["task"]] = {
+            k: part[k] for k in ("metrics", "stderr", "stderr_variants", "n", "source") if k in part
+        }
         for name, value in part["metrics"].items():
             if not math.isnan(value):
                 flat[f"tasks/{part['task']}/{name}"] = value

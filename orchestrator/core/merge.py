@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
 from orchestrator.contract.metrics import MetricValue, combine
-from orchestrator.contract.records import BestRecord, MergedStep, PartRecord, Scores
+from orchestrator.contract.records import LMMS_KIND, BestRecord, MergedStep, PartRecord, Scores
 
 Best = BestRecord
 
@@ -36,13 +36,20 @@ def merge_parts(
     them (as NaN: a metric over nothing is undefined, never 0).
     """
     datasets: dict[str, Scores] = {}
+    tasks: dict[str, Any] = {}
     for name in sorted(parts):
         part = PartRecord.from_json(parts[name], name)
         if part.step != step:
             raise ValueError(f"part {name} is for step {part.step}, not {step}")
-        datasets[name] = part.scores
+        if part.kind == LMMS_KIND:  # an lmms-eval task: its (sub)tasks, outside ``overall``
+            for task, block in part.raw["tasks"].items():
+                tasks[task] = {**block, "source": "lmms-eval", "part": name}
+        else:
+            datasets[name] = part.scores
     missing = {n: (failed or {}).get(n, "no result") for n in expected if n not in parts}
-    merged = MergedStep(step, partial, datasets, overall(datasets.values(), metrics), missing)
+    merged = MergedStep(
+        step, partial, datasets, overall(datasets.values(), metrics), missing, tasks
+    )
     return merged.to_json()
 
 
@@ -96,4 +103,10 @@ def flat_metrics(merged: Mapping[str, Any]) -> dict[str, float]:
             if not math.isnan(value):
                 out[f"{scope}/{key}"] = value
         out[f"{scope}/n"] = float(block.n)
+    for task, entry in rec.tasks.items():
+        for key, value in entry["metrics"].items():
+            if not math.isnan(value):
+                out[f"tasks/{task}/{key}"] = float(value)
+        if entry.get("n") is not None:
+            out[f"tasks/{task}/n"] = float(entry["n"])
     return out

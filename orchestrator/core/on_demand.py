@@ -49,9 +49,11 @@ def evaluate_on_demand(
     datasets: list[str],
     full: bool,
 ) -> dict[str, Any]:
-    unknown = sorted(set(datasets) - set(spec.datasets))
+    unknown = sorted(set(datasets) - set(spec.part_names))
     if unknown:
         raise RunDirError(f"--datasets: unknown {unknown}; the run has {sorted(spec.datasets)}")
+    if not datasets:
+        raise RunDirError("nothing to evaluate: give --datasets or --lmms-tasks")
     folder = rundir.ondemand(step, full)
     jobs: dict[str, str] = {}
     for name in datasets:

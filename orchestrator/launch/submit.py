@@ -60,6 +60,13 @@ def preflight(
         )
     build_deepspeed_config(spec.training, spec.training.num_workers)
     get_backend_class(spec.evaluation.backend)  # a backend from the registry, or the known ones
+    if spec.evaluation.lmms is not None:
+        from orchestrator.checks.doctor import check_lmms
+
+        # Its Python, orch's model class and every task, before any checkpoint needs them.
+        for finding in check_lmms(spec):
+            if finding.level == "error":
+                raise SpecError(f"evaluation.lmms: {finding.message}; {finding.fix}")
     if sample == 0:
         return {}
     sizes = {s.name: s.train for s in validate_data(spec, sample)}

@@ -431,7 +431,11 @@ class VQAEncoder:
 
     def encode_prompt(self, sample: VQASample, cfg: ImageConfig) -> EncodedVQA:
         """Every turn but the last answer, ending with the generation prompt (evaluation)."""
-        images = self.images(sample.images, cfg)
+        return self.encode_prompt_decoded(sample, self.images(sample.images, cfg))
+
+    def encode_prompt_decoded(self, sample: VQASample, images: list[Image.Image]) -> EncodedVQA:
+        """``encode_prompt`` with the sample's images given decoded and sized (an image that
+        comes in memory: lmms-eval's ``doc_to_visual``)."""
         pixels, grid = self._vision(images)
         pieces = self._pieces(sample.turns, len(images))[:-1]
         ids, _ = self._tokens(pieces, grid)
