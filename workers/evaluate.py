@@ -94,22 +94,20 @@ def run_evals(parts: list[EvalPart]) -> list[dict[str, Any] | BaseException]:
     if not parts:
         return []
     if any(p.kind == LMMS_KIND for p in parts):
-        # lmms-eval tasks load the checkpoint in their own process: each runs alone, and the
-        # group's dataset parts share one load.
-        native = [p for p in parts if p.kind != LMMS_KIND]
-        done = iter(run_evals(native))
-        out: list[dict[str, Any] | BaseException] = []
-        for p in parts:
-            if p.kind != LMMS_KIND:
-                out.append(next(done))
-                continue
-            try:
-                out.append(run_eval(p))
-            # A task's failure is its own outcome; the group's other parts go on.
-            except Exception as e:
-                logger.exception("lmms-eval part %s of step %d failed", p.dataset, p.step)
-                out.append(e)
-        return out
+        # lmms-eval tasks share one lmms-eval process (one load with orch's model class), the
+        # group's dataset parts one load of their own.
+        from workers.lmms.part import run_lmms_parts
+
+        native = iter(run_evals([p for p in parts if p.kind != LMMS_KIND]))
+        tasks = [p for p in parts if p.kind == LMMS_KIND]
+        try:
+            done = iter(run_lmms_parts(tasks))
+        # The lmms-eval process failed as a whole (it could not start, or timed out): the error
+        # is every task's outcome; the group's dataset parts keep theirs.
+        except Exception as e:
+            logger.exception("lmms-eval parts of step %d failed", tasks[0].step)
+            done = iter([e] * len(tasks))
+        return [next(done) if p.kind == LMMS_KIND else next(native) for p in parts]
     first = parts[0]
     for p in parts[1:]:
         if (p.checkpoint, p.model_spec, p.gpus, p.dtype) != (

@@ -4,10 +4,11 @@
 
     .venv-lmms/bin/python -m workers.lmms.entry --check '["task"]' '["include/path"]'
 
-REQUEST holds the checkpoint, the task, include_path, limit, model, model_args, batch_size,
-device, dtype and the output folder. lmms-eval runs through its Python API
-(``simple_evaluate``) with its own task registry; what it returns is written as
-``OUT/results.json`` and ``OUT/samples.jsonl`` (one line per document, keyed by ``doc_id``).
+REQUEST holds the checkpoint, include_path, model, model_args, batch_size, device, dtype and
+the tasks, each with its limit and output folder. The model is loaded once; each task runs
+through lmms-eval's Python API (``simple_evaluate``) with its own task registry, and what it
+returns is written as ``OUT/results.json`` and ``OUT/samples.jsonl`` (one line per document,
+keyed by ``doc_id``), or its exception as ``OUT/error.txt``.
 Nothing here decides whether the task succeeded: the orch side (``workers.lmms.part``) checks the
 files. Offline: no hub, no dataset download; the HF cache is the part's own.
 """
@@ -32,19 +33,20 @@ def offline(hf_home: Path) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def task_manager(include_path: list[str], task: str) -> Any:
-    """lmms-eval's task registry: the include_path folders alone when they hold the task
+def task_manager(include_path: list[str], tasks: list[str]) -> Any:
+    """lmms-eval's task registry: the include_path folders alone when they hold the tasks
     (indexing lmms-eval's ~340 built-in folders costs seconds), else with the built-in tasks."""
     from lmms_eval.tasks import TaskManager
 
     if include_path:
         manager = TaskManager("WARNING", include_path=include_path, include_defaults=False)
-        if task in manager.all_tasks:
+        if all(t in manager.all_tasks for t in tasks):
             return manager
     manager = TaskManager("WARNING", include_path=include_path or None, include_defaults=True)
-    if task not in manager.all_tasks:
+    unknown = [t for t in tasks if t not in manager.all_tasks]
+    if unknown:
         raise SystemExit(
-            f"lmms-eval knows no task {task!r} (include_path {include_path or 'none'}); "
+            f"lmms-eval knows no task {unknown} (include_path {include_path or 'none'}); "
             "check evaluation.lmms.tasks and include_path"
         )
     return manager
@@ -101,58 +103,70 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] == "--check":
         return check(json.loads(args[1]), json.loads(args[2]))
-    request = Path(args[0])
-    req = json.loads(request.read_text())
-    out = Path(req["out_dir"])
-    out.mkdir(parents=True, exist_ok=True)
+    req = json.loads(Path(args[0]).read_text())
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     offline(Path(req["hf_home"]))
     t0 = time.perf_counter()
     import torch
-    from lmms_eval.evaluator import simple_evaluate
 
     if req.get("threads"):
         torch.set_num_threads(int(req["threads"]))
+    from lmms_eval.evaluator import simple_evaluate
+
     import_s = time.perf_counter() - t0
-    manager = task_manager(req["include_path"], req["task"])
+    manager = task_manager(req["include_path"], [t["task"] for t in req["tasks"]])
     t1 = time.perf_counter()
     model, model_args = model_of(req)
     load_s = time.perf_counter() - t1
-    t2 = time.perf_counter()
-    results = simple_evaluate(
-        model=model,
-        model_args=model_args or None,
-        tasks=[req["task"]],
-        task_manager=manager,
-        limit=req["limit"],
-        batch_size=req["batch_size"],
-        device=req["device"],
-        log_samples=True,
-        verbosity="WARNING",
-    )
-    evaluate_s = time.perf_counter() - t2
-    if results is None:
-        raise SystemExit("simple_evaluate returned nothing (this process is not rank 0)")
+    for i, item in enumerate(req["tasks"]):
+        out = Path(item["out_dir"])
+        out.mkdir(parents=True, exist_ok=True)
+        t2 = time.perf_counter()
+        try:
+            results = simple_evaluate(
+                model=model,
+                model_args=model_args or None,
+                tasks=[item["task"]],
+                task_manager=manager,
+                limit=item["limit"],
+                batch_size=req["batch_size"],
+                device=req["device"],
+                log_samples=True,
+                verbosity="WARNING",
+            )
+        # One task's crash is its own part's failure (written for orch to read); the next
+        # task of the checkpoint still runs on the loaded model.
+        except Exception as e:
+            logger.exception("task %s failed", item["task"])
+            (out / "error.txt").write_text(f"{type(e).__name__}: {e}\n")
+            continue
+        if results is None:
+            (out / "error.txt").write_text("simple_evaluate returned nothing (not rank 0)\n")
+            continue
+        timing = {"import_s": import_s if i == 0 else 0.0, "load_s": load_s if i == 0 else 0.0,
+                  "evaluate_s": time.perf_counter() - t2}  # fmt: skip
+        write_results(out, results, timing)
+        logger.info("%s: results written to %s", item["task"], out)
+    return 0
+
+
+def write_results(out: Path, results: dict[str, Any], timing: dict[str, float]) -> None:
+    import importlib.metadata
+
     samples = results.pop("samples", {}) or {}
     with (out / "samples.jsonl.tmp").open("w") as f:
         for task, rows in samples.items():
             for row in sorted(rows, key=lambda r: int(r["doc_id"])):
                 f.write(json.dumps({"task": task, **row}, default=jsonable) + "\n")
     (out / "samples.jsonl.tmp").replace(out / "samples.jsonl")
-    import importlib.metadata
-
     results["orch"] = {
-        "import_s": import_s,
-        "load_s": load_s,
-        "evaluate_s": evaluate_s,
+        **timing,
         "lmms_eval_version": importlib.metadata.version("lmms_eval"),
         "samples_per_task": {t: len(r) for t, r in samples.items()},
     }
     tmp = out / "results.json.tmp"
     tmp.write_text(json.dumps(results, indent=1, default=jsonable))
     tmp.replace(out / "results.json")
-    logger.info("%s: results written to %s", req["task"], out)
-    return 0
 
 
 if __name__ == "__main__":

@@ -60,39 +60,90 @@ def lmms_python(section: dict[str, Any]) -> Path:
 
 def run_lmms_part(part: EvalPart) -> dict[str, Any]:
     """Evaluate one lmms-eval task on the part's checkpoint; write and return its result."""
-    from workers.evaluate import dtype_for, eval_device, provenance
+    (result,) = run_lmms_parts([part])
+    if isinstance(result, BaseException):
+        raise result
+    return result
 
+
+def run_lmms_parts(parts: list[EvalPart]) -> list[dict[str, Any] | BaseException]:
+    """Several lmms-eval tasks of one checkpoint in one lmms-eval process (one import, one model
+    load with orch's model class); each task is evaluated on its own, so one that crashes costs
+    only its own part. Each part writes its own result; a failed one's error takes its place."""
+    from workers.evaluate import dtype_for, eval_device
+
+    first = parts[0]
+    shared = ("checkpoint", "gpus", "dtype", "batch_size")
+    section_keys = ("python", "model", "model_args", "include_path")
+    for p in parts[1:]:
+        if any(getattr(p, k) != getattr(first, k) for k in shared) or any(
+            p.dataset_spec[k] != first.dataset_spec[k] for k in section_keys
+        ):
+            raise ValueError(f"lmms-eval parts {first.dataset} and {p.dataset} cannot share a run")
     started_at, t0 = time.time(), time.perf_counter()
-    section = part.dataset_spec
-    task = str(section["task"])
-    device = eval_device(part)
-    dtype = str(dtype_for(device, part.dtype)).removeprefix("torch.")
+    section = first.dataset_spec
+    device = eval_device(first)
+    dtype = str(dtype_for(device, first.dtype)).removeprefix("torch.")
     python = lmms_python(section)
-    out = Path(part.out)
-    with tempfile.TemporaryDirectory(prefix=f"orch-lmms-{task}-") as work:
+    names = ",".join(str(p.dataset_spec["task"]) for p in parts)
+    results: list[dict[str, Any] | BaseException] = []
+    with tempfile.TemporaryDirectory(prefix="orch-lmms-") as work:
         req = {
-            "checkpoint": part.checkpoint,
-            "task": task,
+            "checkpoint": first.checkpoint,
             "include_path": [str(p) for p in section["include_path"]],
-            "limit": section["limit"],
             "model": section["model"],
             "model_args": section["model_args"],
-            "batch_size": part.batch_size,
+            "batch_size": first.batch_size,
             "device": device.type,
             "dtype": dtype,
-            "out_dir": str(Path(work) / "out"),
             "hf_home": os.environ.get("HF_HOME") or str(Path(work) / "hf_home"),
             "threads": int(os.environ.get("OMP_NUM_THREADS") or 0) or None,
+            "tasks": [
+                {
+                    "task": p.dataset_spec["task"],
+                    "limit": p.dataset_spec["limit"],
+                    "out_dir": str(Path(work) / f"out{i}"),
+                }
+                for i, p in enumerate(parts)
+            ],
         }
         request = Path(work) / "request.json"
         request.write_text(json.dumps(req))
-        wall, output = run_entry(python, request, task, float(section["timeout_min"]) * 60)
-        raw = read_results(Path(req["out_dir"]), task, section["limit"], output)
-        samples = samples_path(out)
-        samples.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(Path(req["out_dir"]) / "samples.jsonl", samples.with_suffix(".tmp"))
-        samples.with_suffix(".tmp").replace(samples)
-    tasks = {name: block for name, block in tasks_of(raw).items()}
+        timeout_s = sum(float(p.dataset_spec["timeout_min"]) * 60 for p in parts)
+        wall, output = run_entry(python, request, names, timeout_s)
+        for i, (part, item) in enumerate(zip(parts, req["tasks"], strict=True)):
+            try:
+                raw = read_results(Path(item["out_dir"]), item["task"], item["limit"], output)
+                results.append(
+                    _write_part(part, raw, Path(item["out_dir"]), wall, device.type, dtype,
+                                (started_at, t0) if i == 0 else (time.time(), time.perf_counter()))
+                )  # fmt: skip
+            except LmmsPartError as e:
+                logger.error("%s step %d failed: %s", part.dataset, part.step, e)
+                results.append(e)
+    return results
+
+
+def _write_part(
+    part: EvalPart,
+    raw: dict[str, Any],
+    out_dir: Path,
+    wall: float,
+    device: str,
+    dtype: str,
+    started: tuple[float, float],
+) -> dict[str, Any]:
+    """The part's result (and its samples beside it) from what lmms-eval returned."""
+    from workers.evaluate import provenance
+
+    section = part.dataset_spec
+    task = str(section["task"])
+    out = Path(part.out)
+    samples = samples_path(out)
+    samples.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(out_dir / "samples.jsonl", samples.with_suffix(".tmp"))
+    samples.with_suffix(".tmp").replace(samples)
+    tasks = tasks_of(raw)
     main = tasks.get(task) or {}
     n = main.get("n") or sum(int(b["n"] or 0) for b in tasks.values())
     timing = raw.get("orch", {})
@@ -117,10 +168,10 @@ def run_lmms_part(part: EvalPart) -> dict[str, Any]:
             "import_s": timing.get("import_s"),
             "load_s": timing.get("load_s"),
             "evaluate_s": timing.get("evaluate_s"),
-            "process_s": wall,
+            "process_s": wall,  # of the lmms-eval process (shared by a group's parts)
         },
-        **provenance(part, started_at, t0, float(timing.get("load_s") or 0.0)),
-        "device": {"type": device.type, "dtype": dtype},
+        **provenance(part, *started, float(timing.get("load_s") or 0.0)),
+        "device": {"type": device, "dtype": dtype},
     }
     atomic_write_json(out, result)
     shown = ", ".join(f"{k} {v:.4f}" for k, v in result["metrics"].items())
@@ -240,6 +291,9 @@ def error_line(lines: Any) -> str:
 def read_results(out_dir: Path, task: str, limit: int | None, output: list[str]) -> dict[str, Any]:
     """The results lmms-eval wrote, checked complete for ``task``."""
     path = out_dir / "results.json"
+    error = out_dir / "error.txt"  # the task's exception, as the entry caught it
+    if error.is_file():
+        raise LmmsPartError(f"lmms-eval {task} failed: {error.read_text().strip()}")
     if not path.is_file():
         raise LmmsPartError(f"lmms-eval {task} wrote no results: {error_line(output)}")
     raw = json.loads(path.read_text())

@@ -86,6 +86,10 @@ class OrchLmms(lmms):
     def world_size(self) -> int:
         return 1
 
+    def clean(self) -> None:
+        """lmms-eval calls this after each ``simple_evaluate`` to drop the model; orch evaluates
+        a checkpoint's tasks one after another on one load, and the process ends after them."""
+
     def loglikelihood(self, requests: list[Instance]) -> list[tuple[float, bool]]:
         raise NotImplementedError(
             "orch's lmms-eval model answers generate_until tasks only; for a loglikelihood "
