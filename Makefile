@@ -45,13 +45,16 @@ run: $(STAMP) $(TINY)/config.json $(DEMO)/COMPLETE
 
 # pytest exits 5 when it collects no test; make fails on it like on any failure. The lmms-eval
 # environment is built first: its tests fail, rather than skip, without it (ORCH_REQUIRE_LMMS).
+# Tests run on every core (pytest-xdist), a whole module per worker: a module's fixtures (the
+# local SLURM, a Ray head) start once, and the session fixtures at most once per worker.
+XDIST := -n auto --maxprocesses 4 --dist loadscope
 test: $(STAMP) $(LMMS_STAMP)
-	ORCH_REQUIRE_LMMS=1 $(PY) -m pytest -q -ra --timeout=900 --durations=15
+	ORCH_REQUIRE_LMMS=1 $(PY) -m pytest -q -ra --timeout=900 --durations=15 $(XDIST)
 
 # Everything but the slow, e2e and slurm tests (no Ray Train or DeepSpeed run): a few minutes.
 .PHONY: test-fast
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -ra --timeout=900 --durations=15 -m "not slow and not e2e and not slurm"
+	$(PY) -m pytest -q -ra --timeout=900 --durations=15 $(XDIST) -m "not slow and not e2e and not slurm"
 
 # Benchmarks print name=value lines; each compares against a baseline measured in the same run.
 # orch_eval_vs_lmms runs lmms-eval in its own venv: make bench builds it (make lmms) first.
@@ -64,6 +67,7 @@ bench: $(STAMP) $(TINY)/config.json $(DEMO)/COMPLETE $(LMMS_STAMP)
 	PYTHONPATH=. $(PY) bench/stream_rss.py
 	PYTHONPATH=. $(PY) bench/orch_vs_handwritten.py
 	PYTHONPATH=. $(PY) bench/orch_eval_vs_lmms.py
+	PYTHONPATH=. $(PY) bench/lmms_part_overhead.py
 	@if $(PY) -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then \
 		PYTHONPATH=. $(PY) bench/gpu_mfu.py --compile; \
 	else echo "gpu_mfu: skipped (no CUDA device)"; fi
@@ -80,6 +84,7 @@ bench-quick: $(STAMP) $(TINY)/config.json $(DEMO)/COMPLETE $(LMMS_STAMP)
 	PYTHONPATH=. $(PY) bench/stream_rss.py --quick
 	PYTHONPATH=. $(PY) bench/orch_vs_handwritten.py --quick
 	PYTHONPATH=. $(PY) bench/orch_eval_vs_lmms.py --quick
+	PYTHONPATH=. $(PY) bench/lmms_part_overhead.py --quick
 	PYTHONPATH=. $(PY) bench/gpu_mfu.py --quick
 
 lint: $(STAMP)

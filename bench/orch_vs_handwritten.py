@@ -119,7 +119,7 @@ def train_fn(cfg):
     if rank == 0:
         Path(OUT, "bench_timing.json").write_text(json.dumps(stamps))
 
-ray.init(num_cpus=4)
+ray.init(address="local", num_cpus=4)
 TorchTrainer(train_fn, scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
              run_config=RunConfig(storage_path=OUT)).fit()
 ray.shutdown()

@@ -71,15 +71,6 @@ def test_gpus_need_a_backend_that_accounts_for_them(tmp_path: Path) -> None:
         validate_spec(spec(tmp_path, slurm={"gpus_per_task": 1}))
 
 
-def test_slurm_parts_ask_for_their_gpus(tmp_path: Path) -> None:
-    from orchestrator.contract.layout import RunDir
-    from orchestrator.eval_backends.slurm_jobs import SlurmBackend
-
-    s = validate_spec(spec(tmp_path, backend="slurm", gpus_per_part=0.5))
-    backend = SlurmBackend.from_spec(s, RunDir(tmp_path / "run"))
-    assert backend.executor.parameters["additional_parameters"]["gpus_per_task"] == 1
-
-
 def test_a_cpu_part_in_bf16_records_its_device_and_dtype(
     tmp_path: Path, checkpoint: Path, demo_data: Path
 ) -> None:

@@ -142,6 +142,60 @@ def test_doctor_says_whether_lmms_eval_can_run_the_tasks(
     assert finding.level == "error" and "make lmms" in finding.message, finding
 
 
+FAMILIES_SCRIPT = """
+import json, sys
+from PIL import Image
+from lmms_eval.api.instance import Instance
+from workers.lmms.models.orch import OrchLmms
+
+out = {}
+for path in sys.argv[2:]:
+    model = OrchLmms(pretrained=path, batch_size=2)
+    model.task_dict = {"t": {"test": [{"image": sys.argv[1]}, {"image": sys.argv[1]}]}}
+    visual = lambda doc: [Image.open(doc["image"]).convert("RGB")]
+    requests = [
+        Instance("generate_until", (text, {"max_new_tokens": 3, "until": ["\\n"]}, visual, i,
+                                    "t", "test"), idx=0,
+                 metadata={"task": "t", "doc_id": i, "repeats": 1})
+        for i, text in enumerate(["what is in the image?", "what colour is it?"])
+    ]
+    out[path] = {"answers": model.generate_until(requests),
+                 "model_type": model.model.vlm.config.model_type}
+print(json.dumps(out))
+"""
+
+
+def test_orchs_model_class_loads_and_generates_for_each_family(
+    tmp_path: Path, demo_data: Path
+) -> None:
+    """Qwen2-VL, Qwen2.5-VL and Qwen3-VL checkpoints through orch's lmms-eval model class, in
+    lmms-eval's environment, with lmms-eval's own request objects."""
+    from tests.helpers.lmms import lmms_cli_env
+    from workers.models.classifier import build_classifier, save_classifier
+    from workers.models.tiny import FAMILIES, build_tiny
+
+    python = require_lmms()
+    dirs = []
+    for family in FAMILIES:
+        base = build_tiny(tmp_path / family / "base", family)
+        hf = tmp_path / family / "hf"
+        save_classifier(build_classifier(base, 2, "mean", "sdpa"), hf, base,
+                        {"faces": {"num_classes": 2, "labels": None}})  # fmt: skip
+        dirs.append(str(hf))
+    image = next((demo_data / "easyvqa" / "images" / "test").iterdir())
+    proc = subprocess.run(
+        [str(python), "-c", FAMILIES_SCRIPT, str(image), *dirs],
+        env=lmms_cli_env(tmp_path / "hf_home"), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    types = [out[d]["model_type"] for d in dirs]
+    assert types == ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"]
+    for d in dirs:  # two prompts batched, each answered (an untrained model's words)
+        answers = out[d]["answers"]
+        assert len(answers) == 2 and all(isinstance(a, str) for a in answers), answers
+
+
 def test_a_task_that_crashes_is_a_failed_part_retried_then_missing(
     tmp_path: Path, demo_data: Path, tiny_model: Path, checkpoint: Path, lmms_tasks: Path
 ) -> None:

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,17 +33,22 @@ ADDRESS = f"http://127.0.0.1:{DASHBOARD}"
 def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """A Ray head with its own HOME (its auth token lands in HOME/.ray/auth_token)."""
     home = tmp_path_factory.mktemp("home")
+    # Short: Ray's socket paths under it must fit in 107 bytes (pytest's own temp paths, under
+    # pytest-xdist, do not).
+    ray_tmp = tempfile.mkdtemp(prefix="orch-ray-", dir="/tmp")
     env = os.environ | {
         "HOME": str(home),
         "ORCH_RAY_PORT": str(PORT),
         "ORCH_RAY_DASHBOARD_PORT": str(DASHBOARD),
-        "ORCH_RAY_TMP": str(tmp_path_factory.mktemp("ray")),
+        "ORCH_RAY_TMP": ray_tmp,
     }
     env.pop("RAY_AUTH_MODE", None)
     env.pop("RAY_AUTH_TOKEN", None)
-    up = subprocess.run([str(RAY_SH), "up"], env=env, capture_output=True, text=True, timeout=180)
-    assert up.returncode == 0, up.stdout + up.stderr
     try:
+        up = subprocess.run(
+            [str(RAY_SH), "up"], env=env, capture_output=True, text=True, timeout=180
+        )
+        assert up.returncode == 0, up.stdout + up.stderr
         again = subprocess.run([str(RAY_SH), "up"], env=env, capture_output=True, text=True)
         assert again.returncode == 0 and "already up" in again.stdout  # idempotent
         yield env
@@ -50,6 +57,7 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
         assert down.returncode == 0, down.stderr
     status = subprocess.run([str(RAY_SH), "status"], env=env, capture_output=True, text=True)
     assert status.returncode == 1 and "stopped" in status.stdout
+    shutil.rmtree(ray_tmp)
 
 
 def orch(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -465,3 +465,15 @@ def test_status_reads_the_controllers_durable_end_and_training_stopped(tmp_path:
         "state": "not run",
         "detail": "training did not finish (training failed)",
     }
+
+
+def test_slurm_parts_ask_for_their_gpus(fake: FakeSlurm, tmp_path: Path) -> None:
+    from orchestrator.contract.spec import validate_spec
+
+    s = validate_spec({
+        "name": "t", "runs_dir": str(tmp_path), "model": {"path": str(tmp_path / "m")},
+        "datasets": {"a": {"train": "x", "eval": "x", "num_classes": 2}},
+        "training": {"max_steps": 3}, "evaluation": {"backend": "slurm", "gpus_per_part": 0.5},
+    })  # fmt: skip
+    backend = SlurmBackend.from_spec(s, RunDir(tmp_path / "run"))
+    assert backend.executor.parameters["additional_parameters"]["gpus_per_task"] == 1

@@ -39,6 +39,9 @@ up() {
     echo "ray.sh: already up (dashboard http://127.0.0.1:$DASHBOARD_PORT)"
     return
   fi
+  # Ray's unix sockets live under TMP/session_<date>_<pid>/sockets/ and an AF_UNIX path holds
+  # 107 bytes at most: a longer TMP starts a head whose dashboard never answers.
+  [ ${#TMP} -le 40 ] || die "ORCH_RAY_TMP=$TMP is too long for Ray's socket paths (40 characters at most here): use a short folder such as /tmp/orch-ray-NAME"
   mkdir -p "$TMP"
   # Ray 2.60's `ray start --head` runs without authentication when no token exists yet: make one
   # (~/.ray/auth_token, mode 600 by umask below) and require it.

@@ -164,6 +164,7 @@ def _plan(
     checkpoints = tr.checkpoint_steps(steps)
     datasets, train_flops, eval_flops = _per_dataset(spec, stats, steps, len(checkpoints), shapes)
     known = all(shapes[st.name]["known"] for st in stats)
+    eval_rounds = len(checkpoints) * ev.during_training + ev.final_full
     plan: dict[str, Any] = {
         "steps": steps,
         "global_batch": tr.global_batch,
@@ -174,7 +175,7 @@ def _plan(
             "hf_bytes": disk.hf_bytes,
             "peak_bytes": disk.peak_bytes,
         },
-        "eval_parts": len(spec.datasets) * (len(checkpoints) * ev.during_training + ev.final_full),
+        "eval_parts": len(spec.part_names) * eval_rounds,  # datasets and lmms-eval tasks
         "flops": {"train": train_flops if known else None, "eval": eval_flops if known else None},
         "assumptions": {
             "peak_flops_per_worker": peak,

@@ -142,6 +142,9 @@ def init_embedded_ray(cpus: int, dashboard: bool) -> Any:
     for attempt in range(1, RAY_START_ATTEMPTS + 1):
         try:
             return ray.init(
+                # "local": always a new cluster of this run's own. Without an address, ray.init
+                # joins whatever cluster `ray start` last started on this machine.
+                address="local",
                 num_cpus=cpus,
                 include_dashboard=dashboard,
                 dashboard_host="127.0.0.1",

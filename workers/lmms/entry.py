@@ -138,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         # task of the checkpoint still runs on the loaded model.
         except Exception as e:
             logger.exception("task %s failed", item["task"])
-            (out / "error.txt").write_text(f"{type(e).__name__}: {e}\n")
+            message = " ".join(str(e).split())  # one line: it becomes the part's reason
+            (out / "error.txt").write_text(f"{type(e).__name__}: {message}\n")
             continue
         if results is None:
             (out / "error.txt").write_text("simple_evaluate returned nothing (not rank 0)\n")
