@@ -48,7 +48,9 @@ run: $(STAMP) $(TINY)/config.json $(DEMO)/COMPLETE
 # Tests run on every core (pytest-xdist), a whole module per worker: a module's fixtures (the
 # local SLURM, a Ray head) start once, and the session fixtures at most once per worker.
 XDIST := -n auto --maxprocesses 4 --dist loadscope
-test: $(STAMP) $(LMMS_STAMP)
+# The two environments are independent: they build side by side (-j2).
+test:
+	$(MAKE) --no-print-directory -j2 $(STAMP) $(LMMS_STAMP)
 	ORCH_REQUIRE_LMMS=1 $(PY) -m pytest -q -ra --timeout=900 --durations=15 $(XDIST)
 
 # Everything but the slow, e2e and slurm tests (no Ray Train or DeepSpeed run): a few minutes.

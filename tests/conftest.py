@@ -7,10 +7,12 @@ helpers) live in ``tests/helpers``; test modules import them from there, never f
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -70,15 +72,40 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Pa
 
 @pytest.fixture(scope="session")
 def demo_run(
-    tmp_path_factory: pytest.TempPathFactory, demo_data: Path, tiny_model: Path
+    tmp_path_factory: pytest.TempPathFactory, demo_data: Path, tiny_model: Path, worker_id: str
 ) -> DemoRun:
+    """Under pytest-xdist the run is made once for all workers (the first to ask makes it under a
+    lock in the session's shared temp folder; the others read it back), not once per worker."""
+    import json
+    import subprocess
+
+    from filelock import FileLock
+
     from tests.helpers.cli import only_run, orch
 
-    where = tmp_path_factory.mktemp("demo_run")
-    job = demo_job(where, demo_data, tiny_model, max_steps=120, checkpoint_every=40)
-    proc = orch("submit", str(job), "--no-dashboard", cwd=where)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    return DemoRun(job, only_run(where), proc)
+    if worker_id == "master":  # no xdist
+        where = tmp_path_factory.mktemp("demo_run")
+        lock: Any = contextlib.nullcontext()
+    else:
+        shared = tmp_path_factory.getbasetemp().parent  # this session's, shared by its workers
+        where, lock = shared / "demo_run", FileLock(str(shared / "demo_run.lock"))
+    with lock:
+        record = where / "demo_run.json"
+        if record.is_file():
+            saved = json.loads(record.read_text())
+            proc = subprocess.CompletedProcess(saved["args"], saved["returncode"],
+                                               saved["stdout"], saved["stderr"])  # fmt: skip
+            return DemoRun(Path(saved["job"]), Path(saved["run"]), proc)
+        where.mkdir(parents=True, exist_ok=True)
+        job = demo_job(where, demo_data, tiny_model, max_steps=120, checkpoint_every=40)
+        proc = orch("submit", str(job), "--no-dashboard", cwd=where)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+        run = only_run(where)
+        record.write_text(json.dumps({
+            "job": str(job), "run": str(run), "args": proc.args, "returncode": proc.returncode,
+            "stdout": proc.stdout, "stderr": proc.stderr,
+        }))  # fmt: skip
+        return DemoRun(job, run, proc)
 
 
 @pytest.fixture(autouse=True)
