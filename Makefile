@@ -47,7 +47,7 @@ run: $(STAMP) $(TINY)/config.json $(DEMO)/COMPLETE
 # environment is built first: its tests fail, rather than skip, without it (ORCH_REQUIRE_LMMS).
 # Tests run on every core (pytest-xdist), a whole module per worker: a module's fixtures (the
 # local SLURM, a Ray head) start once, and the session fixtures at most once per worker.
-XDIST := -n auto --maxprocesses 4 --dist loadscope
+XDIST := -n logical --maxprocesses 4 --dist loadscope
 # The two environments are independent: they build side by side (-j2).
 test:
 	$(MAKE) --no-print-directory -j2 $(STAMP) $(LMMS_STAMP)
