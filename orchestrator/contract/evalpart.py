@@ -73,54 +73,42 @@ def eval_part(
     from orchestrator.contract.records import LMMS_KIND
     from orchestrator.contract.spec import lmms_task_of
 
+    shared: dict[str, Any] = {
+        "step": step,
+        "dataset": dataset,
+        "checkpoint": checkpoint,
+        "model_spec": spec.model.model_dump(mode="json"),
+        "partial": not full,
+        "seed": spec.training.seed,
+        "out": out,
+        "backend": backend,
+        "attempt": attempt,
+        "plugins": list(spec.plugins),
+        "checkpoint_digest": checkpoint_digest,
+        "gpus": spec.evaluation.gpus_per_part,
+        "dtype": spec.evaluation.dtype,
+    }
     task = lmms_task_of(dataset)
     if task is not None:
         lmms = spec.evaluation.lmms
         if lmms is None or task not in lmms.tasks:
             raise ValueError(f"{dataset}: no such task in evaluation.lmms.tasks")
         section = lmms.model_dump(mode="json", exclude={"tasks"})
+        limit = lmms.final_limit if full else lmms.limit
         return EvalPart(
-            step=step,
-            dataset=dataset,
             kind=LMMS_KIND,
-            checkpoint=checkpoint,
-            dataset_spec={
-                **section,
-                "task": task,
-                "limit": lmms.final_limit if full else lmms.limit,
-            },
-            model_spec=spec.model.model_dump(mode="json"),
+            dataset_spec={**section, "task": task, "limit": limit},
             eval_ratio=1.0,
-            partial=not full,
-            seed=spec.training.seed,
             batch_size=lmms.batch_size,
-            out=out,
             metrics=[],
-            backend=backend,
-            attempt=attempt,
-            plugins=list(spec.plugins),
-            checkpoint_digest=checkpoint_digest,
-            gpus=spec.evaluation.gpus_per_part,
-            dtype=spec.evaluation.dtype,
+            **shared,
         )
     ds = spec.datasets[dataset]
     return EvalPart(
-        step=step,
-        dataset=dataset,
         kind=ds.kind,
-        checkpoint=checkpoint,
         dataset_spec=ds.model_dump(mode="json"),
-        model_spec=spec.model.model_dump(mode="json"),
         eval_ratio=1.0 if full else ds.eval_ratio,
-        partial=not full,
-        seed=spec.training.seed,
         batch_size=spec.evaluation.batch_size,
-        out=out,
         metrics=list(spec.declared_metrics(dataset)),
-        backend=backend,
-        attempt=attempt,
-        plugins=list(spec.plugins),
-        checkpoint_digest=checkpoint_digest,
-        gpus=spec.evaluation.gpus_per_part,
-        dtype=spec.evaluation.dtype,
+        **shared,
     )
