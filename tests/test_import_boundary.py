@@ -32,6 +32,7 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("orchestrator/cli/data.py", "_prepare"): "`orch data prepare` converts data here",
     ("orchestrator/cli/model.py", "run"): "`orch model tiny` builds a model here",
     ("orchestrator/cli/plan.py", "_shapes"): "`orch plan` encodes sample rows as training does",
+    ("orchestrator/checks/validate.py", "_index"): "the pre-flight indexes the rows training reads",
 }
 
 

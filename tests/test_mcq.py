@@ -244,10 +244,10 @@ def test_every_bad_row_is_reported_with_its_file_line_and_id(tmp_path: Path) -> 
         (5, "marker", "the text refers to <image 2> but the row has 1 image(s)"),
         (6, "gone", "image 'nope.png' not found (looked in: "),
         (7, "noq", "missing field(s) question"),
-        (8, "ok", "duplicate id (first on line 1)"),
     ]
     for line, rid, problem in expected:
         assert f"{manifest}:{line} (id {rid!r}): {problem}" in msg, (line, msg)
+    assert f"{manifest}:8: duplicate id 'ok' (first on line 1)" in msg, msg
     manifest = write_rows(tmp_path / "good.jsonl", rows[:1])
     (good,) = read_mcq_manifest(manifest, "quiz")
     assert good.images == ((tmp_path / "a.png").resolve(),) and good.line == 1

@@ -15,6 +15,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from orchestrator.contract.kinds import get_kind
 from orchestrator.contract.metrics import aggregate, get_metric
 from orchestrator.contract.plugins import load_plugins
 from orchestrator.contract.records import LMMS_KIND, SCHEMA_VERSION
+from orchestrator.contract.spec import DatasetSpec
 
 logger = logging.getLogger("orch.evaluate")
 
@@ -147,6 +149,16 @@ def load_model(part: EvalPart) -> tuple[torch.nn.Module, torch.device]:
     return model, device
 
 
+def eval_rows(part: EvalPart, ds: DatasetSpec) -> Sequence[Any]:
+    """A part's eval rows: their index (built by the pre-flight, or now), or, for a part
+    without one, the manifest read whole."""
+    if part.index_root is None:
+        return get_kind(part.kind).read(part.dataset, ds, "eval", ())
+    from workers.data.index import ensure_index
+
+    return ensure_index(part.dataset, ds, "eval", (), Path(part.index_root))
+
+
 @torch.no_grad()
 def evaluate_part(
     part: EvalPart,
@@ -160,7 +172,7 @@ def evaluate_part(
     load_plugins(part.plugins)
     kind = get_kind(part.kind)
     ds = part.dataset_section()
-    rows = kind.eval_subset(kind.read(part.dataset, ds, "eval", ()), part.eval_ratio, part.seed)
+    rows = kind.eval_subset(eval_rows(part, ds), part.eval_ratio, part.seed)
     output = kind.evaluate(part, model, rows, device)
     values = {m: aggregate(get_metric(m), output.records) for m in part.metrics}
     result = {

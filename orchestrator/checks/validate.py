@@ -6,17 +6,27 @@ dataset_name configured and matching, ids unique, images exist; a kind's own che
 sample too long for a pack); then the images are opened and fully decoded in a thread pool, so a
 truncated or corrupt file is found now, not at step 40,000. Every problem is reported with its
 file and line; nothing is clamped or skipped. It also warns, with counts and examples, about eval
-samples whose image is a training image too (the same path, or the same content elsewhere).
+samples whose image is a training image too (the same file, or the same content elsewhere).
+
+Everything streams, so that a ten-million-row manifest is checked in the memory of a small one:
+the rows go through their index (workers/data/index.py: built here, in one pass, and then
+opened by training and evaluation), every image is stat'ed as its row passes, the images to
+decode are a bottom-k sample chosen on the way, and the training images are streamed past the
+eval images (the small side, held in memory) to find the leaks. Each split logs its rows/s.
 """
 
 from __future__ import annotations
 
 import hashlib
+import heapq
 import logging
-import random
+import os
+import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from orchestrator.contract.errors import DataError
 from orchestrator.contract.kinds import Split, get_kind
@@ -49,69 +59,72 @@ def _same_content(a: Path, b: Path) -> bool:
 
 
 @dataclass
-class _TrainImages:
-    """Every training image of the job (all datasets), by path; by content only for those whose
-    size some eval image has (the only ones that can be equal), so that a pre-flight reads no
-    image bytes unless a copy may exist."""
-
-    by_path: dict[Path, str] = field(default_factory=dict)  # resolved path -> "manifest:line"
-    by_size: dict[int, list[tuple[Path, str]]] = field(default_factory=dict)
-    by_key: dict[tuple[int, bytes], list[tuple[Path, str]]] = field(default_factory=dict)
-
-    def add(self, path: Path, where: str) -> None:
-        self.by_path.setdefault(path.resolve(), where)
-        self.by_size.setdefault(path.stat().st_size, []).append((path, where))
-
-    def index_content(self, eval_sizes: set[int], pool: ThreadPoolExecutor) -> None:
-        """Content keys of the training images that have the size of an eval image."""
-        files = [f for size in eval_sizes & self.by_size.keys() for f in self.by_size[size]]
-        keys = list(pool.map(_content_key, [f[0] for f in files]))
-        for (path, where), key in zip(files, keys, strict=True):
-            self.by_key.setdefault(key, []).append((path, where))
-
-    def match(self, path: Path) -> tuple[str, str] | None:
-        """("same path" | "same content", where in the training data), or None."""
-        where = self.by_path.get(path.resolve())
-        if where is not None:
-            return "same path", where
-        if path.stat().st_size not in self.by_size:
-            return None  # no training image of this size: nothing to read
-        for other, where in self.by_key.get(_content_key(path), []):
-            if _same_content(path, other):
-                return "same content", where
-        return None
+class _EvalImage:
+    dataset: str
+    manifest: Path
+    line: int
+    path: Path
 
 
-def _leaks(
-    train: _TrainImages,
-    name: str,
-    manifest: Path,
-    images: list[tuple[int, Path]],
-) -> int:
-    """Warn (counts and examples) about eval samples whose image is also a training image:
-    a benchmark leaking into its own training set is the most common way a score lies."""
-    leaked_lines: set[int] = set()
-    how: dict[str, int] = {}
-    examples: list[str] = []
-    for line, path in images:
-        found = train.match(path)
-        if found is None:
-            continue
-        leaked_lines.add(line)
-        how[found[0]] = how.get(found[0], 0) + 1
-        if len(examples) < 3:
-            examples.append(f"{manifest}:{line} image {path} ({found[0]} as {found[1]})")
-    if leaked_lines:
-        counts = ", ".join(f"{n} {k}" for k, n in sorted(how.items()))
+@dataclass
+class _EvalImages:
+    """Every eval image of the job, by file (device and inode: the same file under any path)
+    and by size, so that the training images can be streamed past them: a training image is
+    read only when an eval image has its size (the only ones that can be equal). Memory grows
+    with the eval sets, which are small, never with the training data."""
+
+    by_file: dict[tuple[int, int], list[_EvalImage]] = field(default_factory=dict)
+    by_size: dict[int, list[_EvalImage]] = field(default_factory=dict)
+    found: dict[tuple[str, int], tuple[str, str, Path]] = field(default_factory=dict)
+    """(eval dataset, eval line) -> (how, where in the training data, eval image)."""
+    _keys: dict[Path, tuple[int, bytes]] = field(default_factory=dict)
+
+    def add(self, image: _EvalImage, st: os.stat_result) -> None:
+        self.by_file.setdefault((st.st_dev, st.st_ino), []).append(image)
+        self.by_size.setdefault(st.st_size, []).append(image)
+
+    def _key(self, path: Path) -> tuple[int, bytes]:
+        if path not in self._keys:
+            self._keys[path] = _content_key(path)
+        return self._keys[path]
+
+    def check_train(self, path: Path, st: os.stat_result, where: str) -> None:
+        """Record the eval images that are this training image (the same file or its bytes)."""
+        same = self.by_file.get((st.st_dev, st.st_ino), [])
+        for image in same:
+            self.found.setdefault((image.dataset, image.line), ("same path", where, image.path))
+        others = [i for i in self.by_size.get(st.st_size, []) if i not in same]
+        if not others:
+            return
+        key = _content_key(path)
+        for image in others:
+            if self._key(image.path) == key and _same_content(path, image.path):
+                self.found.setdefault(
+                    (image.dataset, image.line), ("same content", where, image.path)
+                )
+
+    def report(self, name: str, manifest: Path) -> int:
+        """Warn (counts and examples) about eval samples whose image is also a training image:
+        a benchmark leaking into its own training set is the most common way a score lies."""
+        mine = sorted((line, f) for (d, line), f in self.found.items() if d == name)
+        if not mine:
+            return 0
+        how: dict[str, int] = {}
+        for _, (kind, _, _) in mine:
+            how[kind] = how.get(kind, 0) + 1
+        examples = [
+            f"{manifest}:{line} image {path} ({kind} as {where})"
+            for line, (kind, where, path) in mine[:3]
+        ]
         logger.warning(
             "datasets.%s.eval: %d eval sample(s) use an image that is also in the training data "
             "(%s); the score of these samples measures memory, not skill. E.g.: %s",
             name,
-            len(leaked_lines),
-            counts,
+            len(mine),
+            ", ".join(f"{n} {k}" for k, n in sorted(how.items())),
             "; ".join(examples),
         )
-    return len(leaked_lines)
+        return len(mine)
 
 
 def _decode(path: Path) -> str | None:
@@ -125,99 +138,159 @@ def _decode(path: Path) -> str | None:
     return None
 
 
-def _decode_sample(
-    manifest: Path, images: list[tuple[int, Path]], sample: int | None, key: str, threads: int
-) -> tuple[int, list[str]]:
-    """Decode every distinct image (or a seeded sample of ``sample`` of them) once, however many
-    rows use it: (how many, the problems, one per row that uses a bad image)."""
-    distinct = list(dict.fromkeys(p for _, p in images))
-    if sample is not None and sample < len(distinct):
-        distinct = random.Random(key).sample(distinct, sample)
-    with ThreadPoolExecutor(threads) as pool:
-        errors = dict(zip(distinct, pool.map(_decode, distinct), strict=True))
-    return len(distinct), [
-        f"{manifest}:{line}: image {path} does not decode ({errors[path]})"
-        for line, path in images
-        if errors.get(path) is not None
-    ]
+class _ImageSample:
+    """The images to decode, chosen while the rows stream past: every distinct image, or with
+    ``k`` the k distinct images of smallest seeded hash (a bottom-k sample: each image equally
+    likely, the same choice on every run with the seed, and memory for k images only)."""
+
+    def __init__(self, k: int | None, key: str) -> None:
+        self.k, self.salt = k, key.encode()
+        self.heap: list[tuple[int, str]] = []  # (-hash, path): the k smallest hashes
+        self.chosen: set[str] = set()
+        self.uses: dict[str, list[int]] = {}  # chosen image -> the lines that use it
+
+    def offer(self, line: int, path: Path) -> None:
+        p = str(path)
+        if p in self.chosen:
+            self.uses[p].append(line)
+            return
+        if self.k is None:
+            self.chosen.add(p)
+            self.uses[p] = [line]
+            return
+        if self.k <= 0:
+            return
+        h = int.from_bytes(hashlib.blake2b(p.encode(), digest_size=8, key=self.salt).digest())
+        if len(self.heap) < self.k:
+            heapq.heappush(self.heap, (-h, p))
+        elif h < -self.heap[0][0]:
+            _, out = heapq.heapreplace(self.heap, (-h, p))
+            self.chosen.discard(out)
+            del self.uses[out]
+        else:
+            return
+        self.chosen.add(p)
+        self.uses[p] = [line]
+
+    def decode(self, manifest: Path, threads: int) -> tuple[int, list[str]]:
+        """(images decoded, one problem per row that uses a bad image)."""
+        paths = sorted(self.chosen)
+        with ThreadPoolExecutor(threads) as pool:
+            errors = dict(zip(paths, pool.map(_decode, map(Path, paths)), strict=True))
+        bad = [
+            (line, f"{manifest}:{line}: image {p} does not decode ({err})")
+            for p, err in errors.items()
+            if err is not None
+            for line in self.uses[p]
+        ]
+        return len(paths), [m for _, m in sorted(bad)]
 
 
-def _count_leaks(
-    train: _TrainImages,
-    evals: dict[str, tuple[Path, list[tuple[int, Path]]]],
-    stats: list[DatasetStats],
+@dataclass
+class _Split:
+    name: str
+    split: Split
+    manifest: Path
+    rows: int = 0
+    images: int = 0
+    seconds: float = 0.0
+
+
+def _index(spec: JobSpec, name: str, split: Split) -> Sequence[Any]:
+    """The rows of a split, through their index (built here when the job has none yet, and then
+    reused by training and evaluation: workers/data/index.py)."""
+    from workers.data.index import open_index
+
+    return open_index(spec, name, split)
+
+
+def _check_split(
+    spec: JobSpec,
+    part: _Split,
+    sample: int | None,
+    seed: int,
     threads: int,
-) -> None:
-    """Each dataset's eval samples whose image is a training image too (warned about)."""
-    eval_sizes = {p.stat().st_size for _, images in evals.values() for _, p in images}
-    with ThreadPoolExecutor(threads) as pool:
-        train.index_content(eval_sizes, pool)
-    for st in stats:
-        if st.name in evals:
-            st.leaked = _leaks(train, st.name, *evals[st.name])
+    evals: _EvalImages,
+    problems: list[str],
+) -> int:
+    """Stream one split: its rows (through the index), a kind's own checks, that every image is
+    there, the sample of images decoded, and each training image against the eval images.
+    Returns the number of images decoded."""
+    t0 = time.perf_counter()
+    ds = spec.datasets[part.name]
+    kind = get_kind(ds.kind)
+    try:
+        rows = _index(spec, part.name, part.split)
+    except DataError as e:
+        problems.append(f"datasets.{part.name}.{part.split}: {e}")
+        return 0
+    part.rows = len(rows)
+    check_rows = getattr(kind, "check_rows", None)  # an optional hook of a kind
+    if check_rows is not None:
+        problems += check_rows(spec, part.name, part.manifest, rows)
+    chosen = _ImageSample(sample, f"{seed}:{part.name}:{part.split}")
+    for row in rows:
+        for line, path in kind.images(row):
+            try:
+                st = path.stat()
+            except OSError:
+                problems.append(f"{part.manifest}:{line}: image {path} not found")
+                continue
+            part.images += 1
+            if part.split == "train":
+                evals.check_train(path, st, f"{part.manifest}:{line}")
+            else:
+                evals.add(_EvalImage(part.name, part.manifest, line, path), st)
+            chosen.offer(line, path)
+    decoded, bad = chosen.decode(part.manifest, threads)
+    problems += bad
+    part.seconds = time.perf_counter() - t0
+    logger.info(
+        "datasets.%s.%s: %d rows and %d images checked, %d decoded, in %.1f s (%.0f rows/s)",
+        part.name,
+        part.split,
+        part.rows,
+        part.images,
+        decoded,
+        part.seconds,
+        part.rows / max(part.seconds, 1e-9),
+    )
+    return decoded
 
 
 def validate_data(
     spec: JobSpec, sample: int | None = None, *, seed: int = 0, threads: int = 8
 ) -> list[DatasetStats]:
     """Check every row and every image (or ``sample`` images per manifest); raise DataError
-    listing every problem with its file and line."""
+    listing every problem with its file and line. Every split streams (memory does not grow
+    with the manifests): the eval splits first, so that the training images stream past them."""
     problems: list[str] = []
-    stats: list[DatasetStats] = []
-    train = _TrainImages()
-    evals: dict[str, tuple[Path, list[tuple[int, Path]]]] = {}
+    evals = _EvalImages()
     total_weight = sum(d.mix_weight for d in spec.trained.values())
-    configured = list(spec.datasets)
-    for name, ds in spec.datasets.items():
-        counts: dict[str, int] = {}
-        checked = 0
-        splits: list[tuple[Split, Path]] = [("eval", ds.eval)]
-        if ds.train is not None:  # else eval-only
-            splits.insert(0, ("train", ds.train))
-        for split, manifest in splits:
-            kind = get_kind(ds.kind)
-            try:
-                rows = kind.read(name, ds, split, configured)
-            except DataError as e:
-                problems.append(f"datasets.{name}.{split}: {e}")
-                continue
-            counts[split] = len(rows)
-            check_rows = getattr(kind, "check_rows", None)  # an optional hook of a kind
-            if check_rows is not None:
-                problems += check_rows(spec, name, manifest, rows)
-            images = [(line, path) for row in rows for line, path in kind.images(row)]
-            problems += [
-                f"{manifest}:{line}: image {p} not found" for line, p in images if not p.is_file()
-            ]
-            images = [(line, p) for line, p in images if p.is_file()]
-            if split == "train":
-                for line, p in images:
-                    train.add(p, f"{manifest}:{line}")
-            else:
-                evals[name] = (manifest, images)
-            decoded, bad = _decode_sample(
-                manifest, images, sample, f"{seed}:{name}:{split}", threads
-            )
-            checked += decoded
-            problems += bad
-        stats.append(
-            DatasetStats(
-                name=name,
-                kind=ds.kind,
-                train=counts.get("train", 0),
-                eval=counts.get("eval", 0),
-                share=ds.mix_weight / total_weight,
-                eval_subset=max(1, round(counts.get("eval", 0) * ds.eval_ratio)),
-                images_checked=checked,
-            )
-        )
-    if not problems:
-        _count_leaks(train, evals, stats, threads)
+    parts = [_Split(n, "eval", ds.eval) for n, ds in spec.datasets.items()]
+    parts += [_Split(n, "train", ds.train) for n, ds in spec.datasets.items() if ds.train]
+    checked: dict[str, int] = {}
+    for part in parts:
+        n = _check_split(spec, part, sample, seed, threads, evals, problems)
+        checked[part.name] = checked.get(part.name, 0) + n
     if problems:
         shown = "\n  ".join(problems[:50])
         more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""
         raise DataError(f"{len(problems)} data problem(s):\n  {shown}{more}")
-    return stats
+    counts = {(p.name, p.split): p.rows for p in parts}
+    return [
+        DatasetStats(
+            name=name,
+            kind=ds.kind,
+            train=counts.get((name, "train"), 0),
+            eval=counts[(name, "eval")],
+            share=ds.mix_weight / total_weight,
+            eval_subset=max(1, round(counts[(name, "eval")] * ds.eval_ratio)),
+            images_checked=checked[name],
+            leaked=evals.report(name, ds.eval),
+        )
+        for name, ds in spec.datasets.items()
+    ]
 
 
 def render_stats(stats: list[DatasetStats]) -> None:

@@ -34,6 +34,7 @@ class EvalPart:
     checkpoint_digest: str | None = None  # recorded when the checkpoint was saved
     gpus: float = 0.0  # GPUs the backend gives the part (evaluation.gpus_per_part): CUDA or CPU
     dtype: str = "auto"  # evaluation.dtype
+    index_root: str | None = None  # where the eval rows are indexed (None: read the manifest)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -70,6 +71,7 @@ def eval_part(
 ) -> EvalPart:
     """The eval part of one (checkpoint, dataset): eval_ratio of the set, or all of it; or of
     one lmms-eval task (part name ``lmms.<task>``): ``limit`` samples, or ``final_limit``."""
+    from orchestrator.contract.layout import index_root
     from orchestrator.contract.records import LMMS_KIND
     from orchestrator.contract.spec import lmms_task_of
 
@@ -110,5 +112,6 @@ def eval_part(
         eval_ratio=1.0 if full else ds.eval_ratio,
         batch_size=spec.evaluation.batch_size,
         metrics=list(spec.declared_metrics(dataset)),
+        index_root=str(index_root(spec.runs_dir)),
         **shared,
     )

@@ -187,6 +187,12 @@ class RunDir:
         atomic_write_json(self.spec_json, spec_json)
 
 
+def index_root(runs_dir: Path) -> Path:
+    """Where the rows of a job's manifests are indexed (workers/data/index.py), beside its runs:
+    a folder without spec.json, so never taken for a run."""
+    return Path(runs_dir) / ".index"
+
+
 def new_run_name(job_name: str) -> str:
     return f"{job_name}-{time.strftime('%Y%m%d-%H%M%S')}"
 

@@ -36,6 +36,6 @@ def orch_popen(*args: str, cwd: Path, new_session: bool = False) -> subprocess.P
 
 def only_run(tmp_path: Path) -> Path:
     """The single run directory under ``tmp_path/runs``."""
-    runs = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
+    runs = [p for p in (tmp_path / "runs").iterdir() if (p / "spec.json").is_file()]
     assert len(runs) == 1, runs
     return runs[0]

@@ -6,11 +6,15 @@ with one bad row is rejected whole, before any compute is spent.
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Iterator, Sequence
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
+
+import numpy as np
 
 from orchestrator.contract.errors import DataError
 
@@ -94,6 +98,124 @@ def _check_row(
     return row
 
 
+class Row(Protocol):
+    """What the manifest machinery needs of a kind's row: its id and its line."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def line(self) -> int: ...
+
+
+R = TypeVar("R", bound=Row)
+
+
+def id_key(sid: str) -> int:
+    """A 64-bit key of an id: what ``UniqueIds`` keeps of it."""
+    return int.from_bytes(
+        hashlib.blake2b(sid.encode(), digest_size=8).digest(), "little", signed=True
+    )
+
+
+class UniqueIds:
+    """The ids of a streamed manifest, checked for repeats in 8 bytes a row (a dict of the ids
+    would take ~100 bytes a row: a GB for ten million rows). Rows are numbered in the order they
+    are added; ``repeats`` gives the numbers of the rows whose keys repeat, which the caller
+    looks up to compare the ids themselves (two ids with one key are not a duplicate)."""
+
+    def __init__(self) -> None:
+        self._keys = array("q")
+
+    def add(self, sid: str) -> None:
+        self._keys.append(id_key(sid))
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def repeats(self) -> list[list[int]]:
+        """Groups (each in row order) of the rows that share a key."""
+        if len(self._keys) < 2:
+            return []
+        keys = np.frombuffer(self._keys, dtype=np.int64)
+        order = np.argsort(keys, kind="stable")
+        same = np.flatnonzero(keys[order[1:]] == keys[order[:-1]])
+        groups: dict[int, list[int]] = {}
+        for j in same.tolist():
+            group = groups.setdefault(int(keys[order[j]]), [int(order[j])])
+            group.append(int(order[j + 1]))
+        return list(groups.values())
+
+
+def duplicate_problems(ids: UniqueIds, lookup: Callable[[int], Row], path: Path) -> list[str]:
+    """One problem per row whose id an earlier row of ``path`` has, in line order."""
+    found: list[tuple[int, str]] = []
+    for group in ids.repeats():
+        first: dict[str, int] = {}
+        for row in map(lookup, group):
+            if row.id in first:
+                found.append(
+                    (
+                        row.line,
+                        f"{path}:{row.line}: duplicate id {row.id!r} (first on line "
+                        f"{first[row.id]})",
+                    )
+                )
+            else:
+                first[row.id] = row.line
+    return [message for _, message in sorted(found)]
+
+
+def checked_list(rows: Iterable[R], problems: list[str], path: Path, max_errors: int) -> list[R]:
+    """Every row of a kind's stream (``rows``, which appends each bad row's problem to
+    ``problems``), its ids checked unique; DataError listing the problems, if any."""
+    out: list[R] = []
+    ids = UniqueIds()
+    for row in rows:
+        ids.add(row.id)
+        out.append(row)
+    problems += duplicate_problems(ids, out.__getitem__, path)
+    if problems:
+        raise problems_error(problems, f"in {path}", max_errors)
+    return out
+
+
+def manifest_path(path: Path, dataset: str) -> Path:
+    """``path``, or DataError when the manifest is not there."""
+    if not path.is_file():
+        raise DataError(f"{path}: manifest not found (datasets.{dataset})")
+    return path
+
+
+def iter_manifest(
+    path: Path,
+    dataset: str,
+    num_classes: int,
+    problems: list[str],
+    *,
+    configured: Sequence[str] = (),
+) -> Iterator[Sample]:
+    """The checked rows of one classification manifest (JSONL or Parquet), streamed; each bad
+    row's problem, with its file and line, is appended to ``problems``. Ids are not checked
+    here (``checked_list``, ``workers.data.index``). DataError at the end when nothing was read
+    and nothing was wrong."""
+    manifest_path(path, dataset)
+    n = 0
+    for lineno, row in iter_rows(path):
+        checked = _check_row(row, f"{path}:{lineno}", dataset, num_classes, configured)
+        if isinstance(checked, str):
+            problems.append(checked)
+            continue
+        image = Path(checked["image_path"])
+        if not image.is_absolute():
+            image = (path.parent / image).resolve()
+        sid = str(checked.get("id", f"{dataset}:{path.name}:{lineno}"))
+        n += 1
+        yield Sample(sid, image, int(checked["label"]), dataset, lineno)
+    if not n and not problems:
+        raise DataError(f"{path}: manifest has no samples (datasets.{dataset})")
+
+
 def read_manifest(
     path: Path,
     dataset: str,
@@ -104,27 +226,6 @@ def read_manifest(
 ) -> list[Sample]:
     """Read and check one manifest (JSONL or Parquet); raise DataError listing up to max_errors
     problems, each with its file and line."""
-    if not path.is_file():
-        raise DataError(f"{path}: manifest not found (datasets.{dataset})")
-    samples: list[Sample] = []
     problems: list[str] = []
-    seen: dict[str, int] = {}
-    for lineno, row in iter_rows(path):
-        checked = _check_row(row, f"{path}:{lineno}", dataset, num_classes, configured)
-        if isinstance(checked, str):
-            problems.append(checked)
-            continue
-        image = Path(checked["image_path"])
-        if not image.is_absolute():
-            image = (path.parent / image).resolve()
-        sid = str(checked.get("id", f"{dataset}:{path.name}:{lineno}"))
-        if sid in seen:
-            problems.append(f"{path}:{lineno}: duplicate id {sid!r} (first on line {seen[sid]})")
-            continue
-        seen[sid] = lineno
-        samples.append(Sample(sid, image, int(checked["label"]), dataset, lineno))
-    if problems:
-        raise problems_error(problems, f"in {path}", max_errors)
-    if not samples:
-        raise DataError(f"{path}: manifest has no samples (datasets.{dataset})")
-    return samples
+    rows = iter_manifest(path, dataset, num_classes, problems, configured=configured)
+    return checked_list(rows, problems, path, max_errors)

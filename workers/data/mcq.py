@@ -17,7 +17,7 @@ encoder, packing and answer-only loss (workers/data/vqa.py) unchanged.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 
 from orchestrator.contract.errors import DataError
-from workers.data.manifest import Malformed, iter_rows, problems_error
+from workers.data.manifest import Malformed, checked_list, iter_rows, manifest_path
 from workers.data.vqa import (
     IGNORE,
     EncodedVQA,
@@ -161,23 +161,21 @@ def parse_mcq_row(
     ), []
 
 
-def read_mcq_manifest(
+def iter_mcq_manifest(
     path: Path,
     dataset: str,
+    problems: list[str],
     image_roots: Sequence[Path] = (),
     *,
     max_options: int = len(LETTERS),
     limit_reason: str = "",
-    max_errors: int = 20,
-) -> list[MCQRow]:
-    """Read and check one multiple-choice manifest; every problem is reported with its file,
-    line and row id, all of them in one DataError. ``max_options`` (with ``limit_reason``, shown
-    in the message) is a tighter limit a scoring rule needs."""
-    if not path.is_file():
-        raise DataError(f"{path}: manifest not found (datasets.{dataset})")
-    rows: list[MCQRow] = []
-    problems: list[str] = []
-    seen: dict[str, int] = {}
+) -> Iterator[MCQRow]:
+    """The checked rows of one multiple-choice manifest, streamed; each bad row's problems (with
+    its file, line and row id) are appended to ``problems``. ``max_options`` (with
+    ``limit_reason``, shown in the message) is a tighter limit a scoring rule needs. Ids are
+    checked by the caller (``checked_list``, the index)."""
+    manifest_path(path, dataset)
+    n = 0
     for lineno, raw in iter_rows(path):
         where = f"{path}:{lineno}"
         if isinstance(raw, Malformed):
@@ -187,16 +185,28 @@ def read_mcq_manifest(
         if row is None:
             problems.extend(errs)
             continue
-        if row.id in seen:
-            problems.append(f"{where} (id {row.id!r}): duplicate id (first on line {seen[row.id]})")
-            continue
-        seen[row.id] = lineno
-        rows.append(row)
-    if problems:
-        raise problems_error(problems, f"in {path}", max_errors)
-    if not rows:
+        n += 1
+        yield row
+    if not n and not problems:
         raise DataError(f"{path}: no rows (datasets.{dataset})")
-    return rows
+
+
+def read_mcq_manifest(
+    path: Path,
+    dataset: str,
+    image_roots: Sequence[Path] = (),
+    *,
+    max_options: int = len(LETTERS),
+    limit_reason: str = "",
+    max_errors: int = 20,
+) -> list[MCQRow]:
+    """Read and check one multiple-choice manifest; every problem is reported in one
+    DataError."""
+    problems: list[str] = []
+    rows = iter_mcq_manifest(
+        path, dataset, problems, image_roots, max_options=max_options, limit_reason=limit_reason
+    )
+    return checked_list(rows, problems, path, max_errors)
 
 
 # --------------------------------------------------------------------------- prompts

@@ -69,11 +69,11 @@ class StepBatch:
 
 
 def load_train_data(spec: JobSpec) -> dict[str, Sequence[Any]]:
-    """Every trained dataset's rows, read and checked by its kind (eval-only ones have none)."""
-    return {
-        name: get_kind(ds.kind).read(name, ds, "train", list(spec.datasets))
-        for name, ds in spec.trained.items()
-    }
+    """Every trained dataset's rows (eval-only ones have none): its memory-mapped index
+    (workers/data/index.py), built by the pre-flight, or now if it is not there."""
+    from workers.data.index import open_index
+
+    return {name: open_index(spec, name, "train") for name in spec.trained}
 
 
 class Batcher:

@@ -21,7 +21,7 @@ transformers' own ``get_rope_index`` in the tests).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from PIL import Image
 
 from orchestrator.contract.errors import DataError
 from workers.data.encode import IMAGE_PAD, load_rgb, mrope_positions
-from workers.data.manifest import Malformed, iter_rows, problems_error
+from workers.data.manifest import Malformed, checked_list, iter_rows, manifest_path
 
 logger = logging.getLogger(__name__)
 
@@ -196,21 +196,19 @@ def filter_turns(sample: VQASample, min_ratings: dict[str, int], counts: FilterC
     return True
 
 
-def read_vqa_manifest(
+def iter_vqa_manifest(
     path: Path,
     dataset: str,
+    problems: list[str],
+    counts: FilterCounts,
     image_roots: Sequence[Path] = (),
     min_ratings: dict[str, int] | None = None,
-    *,
-    max_errors: int = 20,
-) -> tuple[list[VQASample], FilterCounts]:
-    """Read, check and filter one VQA manifest; every problem is reported with file and line."""
-    if not path.is_file():
-        raise DataError(f"{path}: manifest not found (datasets.{dataset})")
-    samples: list[VQASample] = []
-    problems: list[str] = []
-    seen: dict[str, int] = {}
-    counts = FilterCounts()
+) -> Iterator[VQASample]:
+    """The checked and filtered samples of one VQA manifest, streamed; each bad row's problems
+    are appended to ``problems`` and what the quality filter removed is added to ``counts``
+    (logged at the end). Ids are checked by the caller (``checked_list``, the index)."""
+    manifest_path(path, dataset)
+    n = 0
     for lineno, row in iter_rows(path):
         where = f"{path}:{lineno}"
         if isinstance(row, Malformed):
@@ -220,16 +218,9 @@ def read_vqa_manifest(
         if sample is None:
             problems.extend(errs)
             continue
-        if sample.id in seen:
-            problems.append(
-                f"{where}: duplicate id {sample.id!r} (first on line {seen[sample.id]})"
-            )
-            continue
-        seen[sample.id] = lineno
         if filter_turns(sample, min_ratings or {}, counts):
-            samples.append(sample)
-    if problems:
-        raise problems_error(problems, f"in {path}", max_errors)
+            n += 1
+            yield sample
     if counts.turns_dropped:
         logger.info(
             "%s: quality filter %s dropped %d of %d turns (%d samples left without a turn)",
@@ -239,9 +230,23 @@ def read_vqa_manifest(
             counts.turns_dropped + counts.turns_kept,
             counts.samples_dropped,
         )
-    if not samples:
+    if not n and not problems:
         raise DataError(f"{path}: no samples left (datasets.{dataset}; check min_ratings)")
-    return samples, counts
+
+
+def read_vqa_manifest(
+    path: Path,
+    dataset: str,
+    image_roots: Sequence[Path] = (),
+    min_ratings: dict[str, int] | None = None,
+    *,
+    max_errors: int = 20,
+) -> tuple[list[VQASample], FilterCounts]:
+    """Read, check and filter one VQA manifest; every problem is reported with file and line."""
+    problems: list[str] = []
+    counts = FilterCounts()
+    rows = iter_vqa_manifest(path, dataset, problems, counts, image_roots, min_ratings)
+    return checked_list(rows, problems, path, max_errors), counts
 
 
 # --------------------------------------------------------------------------- images

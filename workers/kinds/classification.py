@@ -6,7 +6,7 @@ Per-sample eval records: ``id, label, prediction, correct, top5, loss``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -86,11 +86,25 @@ class ClassificationKind:
     def read(
         self, name: str, ds: DatasetSpec, split: Split, configured: Sequence[str] = ()
     ) -> list[Sample]:
-        from workers.data.manifest import read_manifest
+        from workers.data.manifest import checked_list
+
+        problems: list[str] = []
+        rows = self.stream(name, ds, split, configured, problems)
+        return checked_list(rows, problems, ds.manifest(split), 20)
+
+    def stream(
+        self,
+        name: str,
+        ds: DatasetSpec,
+        split: Split,
+        configured: Sequence[str],
+        problems: list[str],
+    ) -> Iterator[Sample]:
+        from workers.data.manifest import iter_manifest
 
         assert isinstance(ds, ClassificationSpec)
         path = ds.manifest(split)
-        return read_manifest(path, name, ds.num_classes, configured=configured)
+        return iter_manifest(path, name, ds.num_classes, problems, configured=configured)
 
     def images(self, row: Sample) -> list[tuple[int, Path]]:
         return [(row.line, row.image_path)]

@@ -18,7 +18,7 @@ options, category, group, correct, loss``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -129,7 +129,21 @@ class MCQKind:
     def read(
         self, name: str, ds: DatasetSpec, split: Split, configured: Sequence[str] = ()
     ) -> list[MCQRow]:
-        from workers.data.mcq import read_mcq_manifest
+        from workers.data.manifest import checked_list
+
+        problems: list[str] = []
+        rows = self.stream(name, ds, split, configured, problems)
+        return checked_list(rows, problems, ds.manifest(split), 20)
+
+    def stream(
+        self,
+        name: str,
+        ds: DatasetSpec,
+        split: Split,
+        configured: Sequence[str],
+        problems: list[str],
+    ) -> Iterator[MCQRow]:
+        from workers.data.mcq import iter_mcq_manifest
 
         m = _section(ds)
         path = m.manifest(split)
@@ -138,10 +152,15 @@ class MCQKind:
                 'option_matching = "mmbench" reads options A-D only (MMBench\'s build_choices '
                 'and can_infer_text); use option_matching = "mcq"'
             )
-            return read_mcq_manifest(
-                path, name, m.image_roots, max_options=MMBENCH_OPTIONS, limit_reason=reason
+            return iter_mcq_manifest(
+                path,
+                name,
+                problems,
+                m.image_roots,
+                max_options=MMBENCH_OPTIONS,
+                limit_reason=reason,
             )
-        return read_mcq_manifest(path, name, m.image_roots)
+        return iter_mcq_manifest(path, name, problems, m.image_roots)
 
     def images(self, row: MCQRow) -> list[tuple[int, Path]]:
         return [(row.line, p) for p in row.images]

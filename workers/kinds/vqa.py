@@ -9,7 +9,7 @@ references, correct (exact match), loss``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -116,11 +116,25 @@ class VQAKind:
     def read(
         self, name: str, ds: DatasetSpec, split: Split, configured: Sequence[str] = ()
     ) -> list[VQASample]:
-        from workers.data.vqa import read_vqa_manifest
+        from workers.data.manifest import checked_list
+
+        problems: list[str] = []
+        rows = self.stream(name, ds, split, configured, problems)
+        return checked_list(rows, problems, ds.manifest(split), 20)
+
+    def stream(
+        self,
+        name: str,
+        ds: DatasetSpec,
+        split: Split,
+        configured: Sequence[str],
+        problems: list[str],
+    ) -> Iterator[VQASample]:
+        from workers.data.vqa import FilterCounts, iter_vqa_manifest
 
         v = _section(ds)
         path = v.manifest(split)
-        return read_vqa_manifest(path, name, v.image_roots, v.min_ratings)[0]
+        return iter_vqa_manifest(path, name, problems, FilterCounts(), v.image_roots, v.min_ratings)
 
     def images(self, row: VQASample) -> list[tuple[int, Path]]:
         return [(row.line, p) for p in row.images]

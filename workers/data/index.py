@@ -1,0 +1,246 @@
+"""The rows of a manifest in a memory-mapped index, built once, shared by every process.
+
+A training worker used to read its whole train manifest into Python objects (~0.56 KB a row in
+every process that held them: tens of GB per rank at FineVision's size). Now each split of each
+dataset is read once, streamed and checked by its kind, into a folder of two files:
+
+- ``rows.bin``: the kind's rows, each pickled on its own, one after the other;
+- ``offsets.i64``: where each row starts (little-endian int64, one more than the rows),
+
+and a ``meta.json`` written last, which is the index's completion marker. Readers map both files
+(``RowIndex``): a row is unpickled when it is asked for, and the pages hold only in the page
+cache, shared by the training workers and their loader workers, so a process's memory does not
+grow with the manifest. An index is a generic row store rather than a per-kind set of columns: a
+plugin's kind gets one without declaring a schema.
+
+Indexes live under ``<runs_dir>/.index/`` (no ``spec.json``, so never taken for a run), one
+folder per (dataset, split, key). The key digests what the rows depend on: the manifest's
+absolute path, size and modification time, the dataset's section (without the keys that do not
+change a row: weight, eval_ratio, metrics, description) and the format version (the configured
+dataset names change only the wording of a bad row's problem, and an index has no bad row). A
+changed manifest gets a new key and so a new index; a second process asking for the same index
+while it is built waits for it (a file lock) and reads it. The pre-flight
+(`orch validate`, `orch submit`) builds them; training and evaluation open them.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import mmap
+import os
+import pickle
+import shutil
+import time
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, overload
+
+import numpy as np
+
+from orchestrator.contract.atomic import atomic_write_json
+from orchestrator.contract.errors import DataError
+from orchestrator.contract.kinds import Split, get_kind
+from orchestrator.contract.layout import index_root
+from orchestrator.contract.spec import DatasetSpec, JobSpec
+from workers.data.manifest import UniqueIds, duplicate_problems, problems_error
+
+logger = logging.getLogger("orch.data")
+
+VERSION = 1
+ROWS, OFFSETS, META = "rows.bin", "offsets.i64", "meta.json"
+_NOT_ROW_KEYS = {"weight", "eval_ratio", "metrics", "description"}
+_FLUSH_ROWS = 65536
+
+
+class RowIndex(Sequence[Any]):
+    """A built index, mapped: ``len``, ``index[i]`` (one row, unpickled), slices, iteration. It
+    pickles as its folder, so a DataLoader worker or a Ray task maps the same files again."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.meta: dict[str, Any] = json.loads((self.path / META).read_text())
+        self._open()
+
+    def _open(self) -> None:
+        self._offsets = np.memmap(self.path / OFFSETS, dtype="<i8", mode="r")
+        with (self.path / ROWS).open("rb") as f:
+            self._blob = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "meta": self.meta}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.path, self.meta = state["path"], state["meta"]
+        self._open()
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    @overload
+    def __getitem__(self, i: int) -> Any: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[Any]: ...
+
+    def __getitem__(self, i: int | slice) -> Any:
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(len(self)))]
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"row {i} of an index of {n} rows ({self.path})")
+        i %= n
+        start, end = int(self._offsets[i]), int(self._offsets[i + 1])
+        return pickle.loads(self._blob[start:end])
+
+    def __iter__(self) -> Iterator[Any]:
+        for i in range(len(self)):
+            yield self[i]
+
+
+@dataclass(frozen=True)
+class IndexKey:
+    dataset: str
+    split: Split
+    manifest: Path
+    digest: str
+
+    @property
+    def folder(self) -> str:
+        return f"{self.dataset}.{self.split}.{self.digest}"
+
+
+def index_key(name: str, ds: DatasetSpec, split: Split) -> IndexKey:
+    """The key of a split's index: what its rows depend on (see the module docstring)."""
+    manifest = ds.manifest(split).absolute()
+    try:
+        st = manifest.stat()
+    except FileNotFoundError:
+        raise DataError(f"{manifest}: manifest not found (datasets.{name})") from None
+    section = ds.model_dump(mode="json", exclude=_NOT_ROW_KEYS | {"train", "eval"})
+    what = {
+        "version": VERSION,
+        "dataset": name,
+        "split": split,
+        "manifest": str(manifest),
+        "size": st.st_size,
+        "mtime_ns": st.st_mtime_ns,
+        "section": section,
+    }
+    digest = hashlib.blake2b(json.dumps(what, sort_keys=True).encode(), digest_size=8).hexdigest()
+    return IndexKey(name, split, manifest, digest)
+
+
+def open_index(spec: JobSpec, name: str, split: Split, *, root: Path | None = None) -> RowIndex:
+    """The index of a split of ``spec``'s dataset ``name``: opened when it is built and current,
+    else built now (DataError listing the manifest's problems, and no index, when it has any)."""
+    ds = spec.datasets[name]
+    return ensure_index(name, ds, split, list(spec.datasets), root or index_root(spec.runs_dir))
+
+
+def ensure_index(
+    name: str, ds: DatasetSpec, split: Split, configured: Sequence[str], root: Path
+) -> RowIndex:
+    key = index_key(name, ds, split)
+    folder = root / key.folder
+    if (folder / META).is_file():
+        return RowIndex(folder)
+    root.mkdir(parents=True, exist_ok=True)
+    with (root / f"{key.folder}.lock").open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one builder; the others wait, then open its index
+        try:
+            if not (folder / META).is_file():
+                _build(name, ds, split, configured, key, folder)
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+    return RowIndex(folder)
+
+
+def _rows(
+    name: str, ds: DatasetSpec, split: Split, configured: Sequence[str], problems: list[str]
+) -> tuple[Iterable[Any], bool]:
+    """(the rows, whether their ids are still to check): the kind's stream (``stream``), or, for
+    a plugin kind that only has ``read``, its list, which ``read`` has checked whole."""
+    kind = get_kind(ds.kind)
+    stream = getattr(kind, "stream", None)
+    if stream is None:
+        return kind.read(name, ds, split, configured), False
+    return stream(name, ds, split, configured, problems), True
+
+
+def _build(
+    name: str,
+    ds: DatasetSpec,
+    split: Split,
+    configured: Sequence[str],
+    key: IndexKey,
+    folder: Path,
+) -> None:
+    """Stream the rows into a temporary folder next to ``folder``, check their ids, then rename
+    it into place with its meta.json last inside: a crash leaves a ``.tmp`` folder, never an
+    index that looks complete."""
+    t0 = time.perf_counter()
+    for stale in folder.parent.glob(f"{folder.name}.tmp*"):
+        shutil.rmtree(stale)  # a builder that died; this one holds the lock
+    tmp = folder.with_name(f"{folder.name}.tmp{os.getpid()}")
+    tmp.mkdir(parents=True)
+    problems: list[str] = []
+    ids = UniqueIds()
+    try:
+        offsets = array("q", [0])
+        pos = 0
+        rows, check_ids = _rows(name, ds, split, configured, problems)
+        n = 0
+        with (tmp / ROWS).open("wb") as rows_f, (tmp / OFFSETS).open("wb") as off_f:
+            for row in rows:
+                blob = pickle.dumps(row, protocol=pickle.HIGHEST_PROTOCOL)
+                rows_f.write(blob)
+                pos += len(blob)
+                offsets.append(pos)
+                n += 1
+                if check_ids:
+                    ids.add(str(row.id))
+                if len(offsets) >= _FLUSH_ROWS:
+                    offsets.tofile(off_f)
+                    offsets = array("q")
+            offsets.tofile(off_f)
+        if check_ids and not problems and n:
+            built = RowIndex.__new__(RowIndex)
+            built.path, built.meta = tmp, {}
+            built._open()
+            problems += duplicate_problems(ids, built.__getitem__, key.manifest)
+            del built
+        if problems:
+            raise problems_error(problems, f"in {key.manifest}", 20)
+        seconds = time.perf_counter() - t0
+        meta = {
+            "version": VERSION,
+            "dataset": name,
+            "split": split,
+            "kind": ds.kind,
+            "manifest": str(key.manifest),
+            "rows": n,
+            "bytes": pos,
+            "build_s": round(seconds, 3),
+        }
+        atomic_write_json(tmp / META, meta)
+        if folder.exists():
+            shutil.rmtree(folder)  # a stale folder without its meta.json: never complete
+        tmp.rename(folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logger.info(
+        "datasets.%s.%s: indexed %d rows of %s in %.1f s (%.0f rows/s, %.1f MB)",
+        name,
+        split,
+        n,
+        key.manifest,
+        seconds,
+        n / max(seconds, 1e-9),
+        pos / 2**20,
+    )
