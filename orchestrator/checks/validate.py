@@ -22,7 +22,7 @@ import heapq
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,12 +88,16 @@ class _EvalImages:
             self._keys[path] = _content_key(path)
         return self._keys[path]
 
-    def check_train(self, path: Path, st: os.stat_result, where: str) -> None:
+    def check_train(self, path: Path, st: os.stat_result, manifest: Path, line: int) -> None:
         """Record the eval images that are this training image (the same file or its bytes)."""
+        sized = self.by_size.get(st.st_size)
+        if sized is None:
+            return  # no eval image of this size: neither the same file nor the same bytes
+        where = f"{manifest}:{line}"
         same = self.by_file.get((st.st_dev, st.st_ino), [])
         for image in same:
             self.found.setdefault((image.dataset, image.line), ("same path", where, image.path))
-        others = [i for i in self.by_size.get(st.st_size, []) if i not in same]
+        others = [i for i in sized if i not in same]
         if not others:
             return
         key = _content_key(path)
@@ -196,12 +200,16 @@ class _Split:
     seconds: float = 0.0
 
 
-def _index(spec: JobSpec, name: str, split: Split) -> Sequence[Any]:
-    """The rows of a split, through their index (built here when the job has none yet, and then
-    reused by training and evaluation: workers/data/index.py)."""
+def _index(
+    spec: JobSpec, name: str, split: Split, on_build: Callable[[Any], None]
+) -> tuple[Sequence[Any], bool]:
+    """(the rows of a split, through their index, whether ``on_build`` saw each row): the index
+    is built here when the job has none yet, and then reused by training and evaluation
+    (workers/data/index.py)."""
     from workers.data.index import open_index
 
-    return open_index(spec, name, split)
+    index = open_index(spec, name, split, on_build=on_build)
+    return index, index.built_here
 
 
 def _check_split(
@@ -219,29 +227,36 @@ def _check_split(
     t0 = time.perf_counter()
     ds = spec.datasets[part.name]
     kind = get_kind(ds.kind)
+    chosen = _ImageSample(sample, f"{seed}:{part.name}:{part.split}")
+    image_problems: list[str] = []
+
+    def check_images(row: Any) -> None:
+        for line, path in kind.images(row):
+            try:
+                st = os.stat(path)
+            except OSError:
+                image_problems.append(f"{part.manifest}:{line}: image {path} not found")
+                continue
+            part.images += 1
+            if part.split == "train":
+                evals.check_train(path, st, part.manifest, line)
+            else:
+                evals.add(_EvalImage(part.name, part.manifest, line, path), st)
+            chosen.offer(line, path)
+
     try:
-        rows = _index(spec, part.name, part.split)
+        rows, seen = _index(spec, part.name, part.split, check_images)
     except DataError as e:
         problems.append(f"datasets.{part.name}.{part.split}: {e}")
         return 0
+    if not seen:  # the index was there already: its rows stream past once
+        for row in rows:
+            check_images(row)
     part.rows = len(rows)
     check_rows = getattr(kind, "check_rows", None)  # an optional hook of a kind
     if check_rows is not None:
         problems += check_rows(spec, part.name, part.manifest, rows)
-    chosen = _ImageSample(sample, f"{seed}:{part.name}:{part.split}")
-    for row in rows:
-        for line, path in kind.images(row):
-            try:
-                st = path.stat()
-            except OSError:
-                problems.append(f"{part.manifest}:{line}: image {path} not found")
-                continue
-            part.images += 1
-            if part.split == "train":
-                evals.check_train(path, st, f"{part.manifest}:{line}")
-            else:
-                evals.add(_EvalImage(part.name, part.manifest, line, path), st)
-            chosen.offer(line, path)
+    problems += image_problems
     decoded, bad = chosen.decode(part.manifest, threads)
     problems += bad
     part.seconds = time.perf_counter() - t0

@@ -35,7 +35,7 @@ import pickle
 import shutil
 import time
 from array import array
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, overload
@@ -60,6 +60,8 @@ _FLUSH_ROWS = 65536
 class RowIndex(Sequence[Any]):
     """A built index, mapped: ``len``, ``index[i]`` (one row, unpickled), slices, iteration. It
     pickles as its folder, so a DataLoader worker or a Ray task maps the same files again."""
+
+    built_here = False  # built by the ensure_index call that returned it (on_build saw each row)
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -135,29 +137,49 @@ def index_key(name: str, ds: DatasetSpec, split: Split) -> IndexKey:
     return IndexKey(name, split, manifest, digest)
 
 
-def open_index(spec: JobSpec, name: str, split: Split, *, root: Path | None = None) -> RowIndex:
+def open_index(
+    spec: JobSpec,
+    name: str,
+    split: Split,
+    *,
+    root: Path | None = None,
+    on_build: Callable[[Any], None] | None = None,
+) -> RowIndex:
     """The index of a split of ``spec``'s dataset ``name``: opened when it is built and current,
     else built now (DataError listing the manifest's problems, and no index, when it has any)."""
     ds = spec.datasets[name]
-    return ensure_index(name, ds, split, list(spec.datasets), root or index_root(spec.runs_dir))
+    root = root or index_root(spec.runs_dir)
+    return ensure_index(name, ds, split, list(spec.datasets), root, on_build=on_build)
 
 
 def ensure_index(
-    name: str, ds: DatasetSpec, split: Split, configured: Sequence[str], root: Path
+    name: str,
+    ds: DatasetSpec,
+    split: Split,
+    configured: Sequence[str],
+    root: Path,
+    *,
+    on_build: Callable[[Any], None] | None = None,
 ) -> RowIndex:
+    """``open_index`` of one dataset section. ``on_build`` is called with every row when the
+    index is built by this call (the pre-flight checks each row's images then, in the same
+    pass); when the index was there it is not called, and ``built_here`` is False."""
     key = index_key(name, ds, split)
     folder = root / key.folder
-    if (folder / META).is_file():
-        return RowIndex(folder)
-    root.mkdir(parents=True, exist_ok=True)
-    with (root / f"{key.folder}.lock").open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # one builder; the others wait, then open its index
-        try:
-            if not (folder / META).is_file():
-                _build(name, ds, split, configured, key, folder)
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
-    return RowIndex(folder)
+    built = False
+    if not (folder / META).is_file():
+        root.mkdir(parents=True, exist_ok=True)
+        with (root / f"{key.folder}.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # one builder; the others wait, then open its index
+            try:
+                if not (folder / META).is_file():
+                    _build(name, ds, split, configured, key, folder, on_build)
+                    built = True
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+    index = RowIndex(folder)
+    index.built_here = built
+    return index
 
 
 def _rows(
@@ -179,6 +201,7 @@ def _build(
     configured: Sequence[str],
     key: IndexKey,
     folder: Path,
+    on_build: Callable[[Any], None] | None,
 ) -> None:
     """Stream the rows into a temporary folder next to ``folder``, check their ids, then rename
     it into place with its meta.json last inside: a crash leaves a ``.tmp`` folder, never an
@@ -202,6 +225,8 @@ def _build(
                 pos += len(blob)
                 offsets.append(pos)
                 n += 1
+                if on_build is not None:
+                    on_build(row)
                 if check_ids:
                     ids.add(str(row.id))
                 if len(offsets) >= _FLUSH_ROWS:
