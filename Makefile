@@ -67,6 +67,8 @@ bench: $(STAMP) $(TINY)/config.json $(DEMO)/COMPLETE $(LMMS_STAMP)
 	PYTHONPATH=. $(PY) bench/loader_vs_decode.py
 	PYTHONPATH=. $(PY) bench/packing.py
 	PYTHONPATH=. $(PY) bench/stream_rss.py
+	PYTHONPATH=. $(PY) bench/train_rss.py
+	PYTHONPATH=. $(PY) bench/train_pack_fill.py
 	PYTHONPATH=. $(PY) bench/orch_vs_handwritten.py
 	PYTHONPATH=. $(PY) bench/orch_eval_vs_lmms.py
 	PYTHONPATH=. $(PY) bench/lmms_part_overhead.py
@@ -84,6 +86,8 @@ bench-quick: $(STAMP) $(TINY)/config.json $(DEMO)/COMPLETE $(LMMS_STAMP)
 	PYTHONPATH=. $(PY) bench/loader_vs_decode.py --quick
 	PYTHONPATH=. $(PY) bench/packing.py --quick
 	PYTHONPATH=. $(PY) bench/stream_rss.py --quick
+	PYTHONPATH=. $(PY) bench/train_rss.py --quick
+	PYTHONPATH=. $(PY) bench/train_pack_fill.py --quick
 	PYTHONPATH=. $(PY) bench/orch_vs_handwritten.py --quick
 	PYTHONPATH=. $(PY) bench/orch_eval_vs_lmms.py --quick
 	PYTHONPATH=. $(PY) bench/lmms_part_overhead.py --quick

@@ -32,7 +32,7 @@ import psutil
 import tomli_w
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from demo_job import ROOT, add_arguments, check, write_job  # noqa: E402
+from demo_job import ROOT, add_arguments, check, write_job
 
 SMALL = 10_000
 CHUNK = 1_000_000

@@ -177,3 +177,24 @@ def test_a_resolved_spec_with_an_eval_only_dataset_validates_again(tmp_path: Pat
     again = validate_spec(spec.to_toml_dict())
     assert again.datasets["bench"].train is None and list(again.trained) == ["a", "b"]
     assert again.datasets["a"].mix_weight == 1.0 and again.datasets["bench"].mix_weight == 0.0
+
+
+def test_batch_tokens_is_whole_rows_of_a_packed_kind_and_needs_max_steps(tmp_path: Path) -> None:
+    vqa = MINIMAL.replace(
+        '[datasets.b]\ntrain = "b/train.jsonl"\neval = "b/test.jsonl"\nnum_classes = 7\n',
+        '[datasets.b]\nkind = "vqa"\ntrain = "b/train.jsonl"\neval = "b/test.jsonl"\n',
+    )
+    job = write(tmp_path, vqa)
+    spec = load_spec(job, ["training.batch_tokens=8192", "training.pack_max_tokens=4096"])
+    assert spec.training.pack_rows == 2 and spec.token_packed == ["b"]
+    with pytest.raises(SpecError, match=r"batch_tokens \(5000\) is not a multiple of .*4096"):
+        load_spec(job, ["training.batch_tokens=5000"])
+    with pytest.raises(SpecError, match=r"training.epochs with training.batch_tokens"):
+        load_spec(
+            write(tmp_path, vqa.replace("max_steps = 10", "epochs = 1.0")),
+            ["training.batch_tokens=4096"],
+        )
+    with pytest.raises(SpecError, match=r"no trained dataset is of a kind that packs"):
+        load_spec(write(tmp_path, MINIMAL), ["training.batch_tokens=4096"])
+    with pytest.raises(SpecError, match=r"pack_buffer_tokens is the packing buffer"):
+        load_spec(write(tmp_path, MINIMAL), ["training.pack_buffer_tokens=4096"])

@@ -28,14 +28,21 @@ class Throughput:
         "data_wait_s",
         "steps",
         "pack_fill",
+        "pack_budget_fill",
         "packs",
         "images_per_row",
     )
 
     def __init__(
-        self, config: Any, num_labels: int, image_token_id: int, device: torch.device
+        self,
+        config: Any,
+        num_labels: int,
+        image_token_id: int,
+        device: torch.device,
+        pack_max_tokens: int = 0,
     ) -> None:
         self.config = config
+        self.pack_max_tokens = pack_max_tokens
         self.num_labels = num_labels
         self.image_token_id = image_token_id
         self.device = device
@@ -77,6 +84,9 @@ class Throughput:
             lm_head_tokens=int((v.targets != -100).sum()),
         )
         self.sums["pack_fill"] += v.fill_ratio()
+        if self.pack_max_tokens:  # of the rows' whole budget, not only of the longest row
+            rows = int(v.segments.shape[0])
+            self.sums["pack_budget_fill"] += int(real.sum()) / (rows * self.pack_max_tokens)
         self.sums["packs"] += 1
         self.sums["images_per_row"] += v.images_per_row()
 
@@ -109,7 +119,7 @@ class Throughput:
             values = values.to(self.device)
             dist.all_reduce(values)
             values = values.cpu()
-        text, image, flops, wait, steps, fill, packs, images_per_row = values.tolist()
+        text, image, flops, wait, steps, fill, budget_fill, packs, images_per_row = values.tolist()
         steps /= world  # every rank counted the same steps
         row = {
             "report_s": elapsed,
@@ -120,7 +130,9 @@ class Throughput:
             "data_wait_fraction": wait / world / elapsed,
         }
         if packs:
-            row["pack_fill"] = fill / packs
+            row["pack_fill"] = fill / packs  # real tokens over the padded rows' tokens
+            if self.pack_max_tokens:
+                row["pack_budget_fill"] = budget_fill / packs  # over rows x pack_max_tokens
             row["images_per_pack_row"] = images_per_row / packs
         if self.peak is not None:
             row["mfu"] = flops / elapsed / (self.peak * world)

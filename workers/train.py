@@ -83,6 +83,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         rank=rank,
         world=world,
         position=position,
+        **token_plan(spec, data, world),
     )
     loader_workers = resolve_loader_workers(
         tr.loader_workers, ctx.get_local_world_size(), tr.cpus_per_worker
@@ -98,6 +99,28 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     from workers.distributed import close_process_group
 
     close_process_group(engine)
+
+
+def token_plan(spec: JobSpec, data: dict[str, Any], world: int) -> dict[str, Any]:
+    """The Plan's packing-by-tokens fields (training.batch_tokens), none without it: each packed
+    dataset's row lengths, a column of its index (read a row at a time by each process)."""
+    tr = spec.training
+    if tr.pack_rows is None:
+        return {}
+    packed: dict[str, Any] = {}
+    for name in spec.token_packed:
+        lengths = get_kind(spec.datasets[name].kind).token_lengths(  # type: ignore[attr-defined]
+            spec, name, data[name]
+        )
+        packed[name] = lengths  # an index's Column pickles as its path
+    budget = tr.pack_rows * tr.pack_max_tokens * world
+    return {
+        "packed": packed,
+        "pack_rows": tr.pack_rows,
+        "pack_max_tokens": tr.pack_max_tokens,
+        "pack_max_images": tr.pack_max_images,
+        "buffer_tokens": budget if tr.pack_buffer_tokens is None else tr.pack_buffer_tokens,
+    }
 
 
 def build_engine(spec: JobSpec, world: int, max_steps: int) -> tuple[Any, Any]:
@@ -173,11 +196,18 @@ class Loop:
         self.spec, self.tr, self.paths = spec, spec.training, paths
         self.engine, self.scheduler, self.batches = engine, scheduler, batches
         self.rank, self.device = rank, device
+        self.world = dist.get_world_size() if dist.is_initialized() else 1
         self.dtype = torch.bfloat16 if self.tr.bf16 else torch.float32
         hf_config = engine.module.hf_config
         self.attn = str(hf_config._attn_implementation)
         self.stats = RunningStats(sorted(spec.trained))
-        self.perf = Throughput(hf_config, spec.num_labels, int(hf_config.image_token_id), device)
+        self.perf = Throughput(
+            hf_config,
+            spec.num_labels,
+            int(hf_config.image_token_id),
+            device,
+            pack_max_tokens=self.tr.pack_max_tokens,
+        )
         self.guard: Guard
         self.data_position: MixturePosition | None = None
 
@@ -227,7 +257,7 @@ class Loop:
                 engine.backward(sum(p.sum() for p in engine.module.parameters()) * 0.0)
                 engine.step()
                 continue
-            engine.backward(losses.mean() + zero)
+            engine.backward(mean_loss(losses, batch.global_samples, self.world) + zero)
             if engine.is_gradient_accumulation_boundary() and step % self.tr.log_every == 0:
                 self.guard.module_grad_norms = (step, largest_module_grad_norms(engine))
             engine.step()
@@ -312,6 +342,15 @@ def _owned_grad_square(p: Any) -> torch.Tensor:
     if p.view(-1).shape == fragment.shape:  # a full buffer (bf16 optimizer): only the owned part
         fragment = fragment.narrow(0, address.start, address.numel)
     return fragment.to(torch.float64).pow(2).sum()
+
+
+def mean_loss(losses: torch.Tensor, global_samples: int | None, world: int) -> torch.Tensor:
+    """The micro-batch's loss on this rank such that, averaged over the ranks (as DeepSpeed
+    averages gradients), it is the mean over every sample of the micro-batch: the plain mean
+    when every rank has the same count, else the sum over this rank's share of the count."""
+    if global_samples is None or global_samples == world * losses.numel():
+        return losses.mean()
+    return losses.sum() * (world / global_samples)
 
 
 def forward_losses(

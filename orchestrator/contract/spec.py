@@ -207,6 +207,17 @@ class TrainingSpec(_Section):
     sample is an error, never truncated)."""
     pack_max_images: int = Field(default=18, ge=1)
     """At most this many images per packed row."""
+    batch_tokens: int | None = Field(default=None, ge=16)
+    """A token budget per micro-batch and training worker for the packed samples (vqa): every
+    micro-batch holds, on every worker, batch_tokens / pack_max_tokens full rows, packed from a
+    buffer of the mixture's draws that spans micro-batches (pack_buffer_tokens), beside the
+    other kinds' samples drawn with them. Each sample still weighs one in the loss, so the
+    mixing weights keep their meaning. None: batch_size samples per worker, packed among
+    themselves (the last row of each micro-batch part empty)."""
+    pack_buffer_tokens: int | None = Field(default=None, ge=16)
+    """With batch_tokens: the drawn samples waiting to be packed, in tokens, kept beyond the
+    micro-batch's budget (default: one more micro-batch of every worker). More fills the rows
+    better and draws more ahead."""
     loader_workers: int | Literal["auto"] = "auto"
     """DataLoader worker processes per training worker (0: build batches in the loop). "auto":
     one when the node has a spare core per training worker, else 0 (on a machine with no spare
@@ -224,6 +235,24 @@ class TrainingSpec(_Section):
                 f"({self.keep_last}): a checkpoint that keeps its state keeps its weights too; "
                 "raise keep_weights or lower keep_last"
             )
+        if self.batch_tokens is not None:
+            if self.batch_tokens % self.pack_max_tokens:
+                raise ValueError(
+                    f"training.batch_tokens ({self.batch_tokens}) is not a multiple of "
+                    f"training.pack_max_tokens ({self.pack_max_tokens}): a micro-batch holds "
+                    "whole rows; make it a multiple"
+                )
+            if self.epochs is not None:
+                raise ValueError(
+                    "training.epochs with training.batch_tokens: a step's samples vary with "
+                    "their lengths, so epochs do not convert to steps before training; set "
+                    "training.max_steps instead"
+                )
+        elif self.pack_buffer_tokens is not None:
+            raise ValueError(
+                "training.pack_buffer_tokens is the packing buffer of training.batch_tokens; "
+                "set batch_tokens too, or remove pack_buffer_tokens"
+            )
         if self.keep_weights is not None and self.keep_last is None:
             raise ValueError(
                 f"training.keep_weights = {self.keep_weights} removes nothing while every "
@@ -236,6 +265,11 @@ class TrainingSpec(_Section):
     def retention(self) -> bool:
         """Whether any checkpoint is ever removed."""
         return self.keep_last is not None or self.keep_weights is not None
+
+    @property
+    def pack_rows(self) -> int | None:
+        """Packed rows per micro-batch and worker with batch_tokens, else None."""
+        return None if self.batch_tokens is None else self.batch_tokens // self.pack_max_tokens
 
     @property
     def global_batch(self) -> int:
@@ -472,6 +506,11 @@ class JobSpec(_Section):
                 "least one dataset train (datasets without one are evaluated only); to evaluate "
                 "an existing run's checkpoints use `orch eval RUN`"
             )
+        if self.training.batch_tokens is not None and not self.token_packed:
+            raise ValueError(
+                "training.batch_tokens packs samples by tokens, but no trained dataset is of a "
+                "kind that packs (vqa): remove batch_tokens (batch_size sets the micro-batch)"
+            )
         largest = max(d.head_classes for d in self.datasets.values())
         if self.model.num_labels is not None and self.model.num_labels < largest:
             worst = max(self.datasets, key=lambda n: self.datasets[n].head_classes)
@@ -500,6 +539,12 @@ class JobSpec(_Section):
             mode = "max" if get_metric(metric).higher_is_better else "min"
             object.__setattr__(self, "best", self.best.model_copy(update={"mode": mode}))
         return self
+
+    @property
+    def token_packed(self) -> list[str]:
+        """The trained datasets whose kind packs them by tokens under training.batch_tokens (its
+        ``token_lengths`` gives each row's tokens and images)."""
+        return [n for n, d in self.trained.items() if hasattr(get_kind(d.kind), "token_lengths")]
 
     def declared_metrics(self, dataset: str) -> tuple[str, ...]:
         """The metrics a dataset reports: its own list, or its kind's defaults."""

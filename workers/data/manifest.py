@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -129,9 +129,11 @@ def id_key(sid: str) -> int:
 
 class UniqueIds:
     """The ids of a streamed manifest, checked for repeats in 8 bytes a row (a dict of the ids
-    would take ~100 bytes a row: a GB for ten million rows). Rows are numbered in the order they
-    are added; ``repeats`` gives the numbers of the rows whose keys repeat, which the caller
-    looks up to compare the ids themselves (two ids with one key are not a duplicate)."""
+    would take ~100 bytes a row: a GB for ten million rows). ``repeated`` sorts the keys in place
+    (no copy: the peak stays 8 bytes a row) and gives the keys that occur more than once; the
+    rows that have them are then found by a second pass (``duplicate_problems``), which only a
+    manifest with a repeated id pays, and which compares the ids themselves (two ids with one
+    key are not a duplicate)."""
 
     def __init__(self) -> None:
         self._keys = array("q")
@@ -142,36 +144,30 @@ class UniqueIds:
     def __len__(self) -> int:
         return len(self._keys)
 
-    def repeats(self) -> list[list[int]]:
-        """Groups (each in row order) of the rows that share a key."""
+    def repeated(self) -> set[int]:
         if len(self._keys) < 2:
-            return []
+            return set()
         keys = np.frombuffer(self._keys, dtype=np.int64)
-        order = np.argsort(keys, kind="stable")
-        same = np.flatnonzero(keys[order[1:]] == keys[order[:-1]])
-        groups: dict[int, list[int]] = {}
-        for j in same.tolist():
-            group = groups.setdefault(int(keys[order[j]]), [int(order[j])])
-            group.append(int(order[j + 1]))
-        return list(groups.values())
+        keys.sort()  # in place, in the array's own buffer
+        return set(keys[1:][keys[1:] == keys[:-1]].tolist())
 
 
-def duplicate_problems(ids: UniqueIds, lookup: Callable[[int], Row], path: Path) -> list[str]:
-    """One problem per row whose id an earlier row of ``path`` has, in line order."""
+def duplicate_problems(ids: UniqueIds, rows: Iterable[Row], path: Path) -> list[str]:
+    """One problem per row whose id an earlier row of ``path`` has, in line order (``rows``:
+    every row again, read only when some key repeats)."""
+    keys = ids.repeated()
+    if not keys:
+        return []
+    first: dict[str, int] = {}
     found: list[tuple[int, str]] = []
-    for group in ids.repeats():
-        first: dict[str, int] = {}
-        for row in map(lookup, group):
-            if row.id in first:
-                found.append(
-                    (
-                        row.line,
-                        f"{path}:{row.line}: duplicate id {row.id!r} (first on line "
-                        f"{first[row.id]})",
-                    )
-                )
-            else:
-                first[row.id] = row.line
+    for row in rows:
+        if id_key(row.id) not in keys:
+            continue
+        if row.id in first:
+            message = f"{path}:{row.line}: duplicate id {row.id!r} (first on line {first[row.id]})"
+            found.append((row.line, message))
+        else:
+            first[row.id] = row.line
     return [message for _, message in sorted(found)]
 
 
@@ -183,7 +179,7 @@ def checked_list(rows: Iterable[R], problems: list[str], path: Path, max_errors:
     for row in rows:
         ids.add(row.id)
         out.append(row)
-    problems += duplicate_problems(ids, out.__getitem__, path)
+    problems += duplicate_problems(ids, out, path)
     if problems:
         raise problems_error(problems, f"in {path}", max_errors)
     return out

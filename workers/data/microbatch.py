@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from orchestrator.contract.kinds import Collator, KindBatch, get_kind
 from orchestrator.contract.spec import JobSpec
+
+if TYPE_CHECKING:
+    from workers.data.loader import Layout
 
 
 @dataclass
@@ -36,6 +39,9 @@ class StepBatch:
 
     parts: list[KindPart] = field(default_factory=list)
     data_position: dict[str, Any] | None = None  # the sampler's position after this batch
+    global_samples: int | None = None
+    """Samples of this micro-batch over every rank, when it varies (packing by tokens); the
+    loss is then their sum over this count's share of a rank, so every sample weighs the same."""
 
     def part(self, kind: str) -> Any | None:
         """The batch of ``kind`` (None when the micro-batch has none, or only a placeholder)."""
@@ -95,13 +101,22 @@ class Batcher:
             self._collators[kind] = get_kind(kind).collator(self.spec)
         return self._collators[kind]
 
-    def build(self, picks: Sequence[tuple[str, int]]) -> StepBatch:
+    def build(self, picks: Sequence[tuple[str, int]], layout: Layout | None = None) -> StepBatch:
+        """The micro-batch of ``picks``; with a ``layout`` (packing by tokens) the packed kind's
+        rows are the plan's, not packed again here."""
         parts: list[KindPart] = []
         for kind in self.order:
-            mine = [(n, self.data[n][i]) for n, i in picks if self.kinds[n] == kind]
+            positions = [k for k, (n, _) in enumerate(picks) if self.kinds[n] == kind]
+            mine = [(picks[k][0], self.data[picks[k][0]][picks[k][1]]) for k in positions]
             placeholder = not mine
             if placeholder:
                 first = min(n for n, k in self.kinds.items() if k == kind)
                 mine = [(first, self.data[first][0])]
-            parts.append(KindPart(kind, self.collator(kind)(mine), placeholder))
-        return StepBatch(parts)
+            rows: list[list[int]] = []
+            if layout is not None and not placeholder:
+                where = {k: j for j, k in enumerate(positions)}
+                rows = [[where[k] for k in row] for row in layout.rows if row[0] in where]
+            collate = self.collator(kind)
+            batch = collate(mine, rows=rows) if rows else collate(mine)  # type: ignore[call-arg]
+            parts.append(KindPart(kind, batch, placeholder))
+        return StepBatch(parts, global_samples=layout.global_samples if layout else None)

@@ -16,6 +16,7 @@ per dataset at ten million rows otherwise).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -65,13 +66,19 @@ class FeistelPermutation:
 class MixturePosition:
     epoch: dict[str, int] = field(default_factory=dict)
     cursor: dict[str, int] = field(default_factory=dict)
+    pending: list[tuple[str, int]] = field(default_factory=list)
+    """Drawn, not yet trained on: the samples waiting in the pack pool (training.batch_tokens)."""
 
-    def to_json(self) -> dict[str, dict[str, int]]:
-        return {"epoch": dict(self.epoch), "cursor": dict(self.cursor)}
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"epoch": dict(self.epoch), "cursor": dict(self.cursor)}
+        if self.pending:
+            out["pending"] = [list(p) for p in self.pending]
+        return out
 
     @classmethod
-    def from_json(cls, value: dict[str, dict[str, int]]) -> MixturePosition:
-        return cls(epoch=dict(value["epoch"]), cursor=dict(value["cursor"]))
+    def from_json(cls, value: dict[str, Any]) -> MixturePosition:
+        pending = [(str(n), int(i)) for n, i in value.get("pending", [])]
+        return cls(epoch=dict(value["epoch"]), cursor=dict(value["cursor"]), pending=pending)
 
 
 class MixtureSampler:
@@ -115,7 +122,12 @@ class MixtureSampler:
 
     def global_batch(self, step: int, micro: int, size: int) -> list[tuple[str, int]]:
         """The (dataset, index) pairs of one global micro-batch; advances the position."""
-        rng = np.random.default_rng([self.seed, step, micro])
+        return self.draw([step, micro], size)
+
+    def draw(self, key: list[int], size: int) -> list[tuple[str, int]]:
+        """``size`` (dataset, index) pairs, the datasets drawn with the weights from a generator
+        seeded by (seed, *key); advances the position."""
+        rng = np.random.default_rng([self.seed, *key])
         picks = rng.choice(len(self.names), size=size, p=self.probs)
         return [(self.names[i], self._take(self.names[i])) for i in picks]
 

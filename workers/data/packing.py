@@ -88,6 +88,60 @@ def pack_stream(
         yield from refill()
 
 
+class PackPool:
+    """Drawn samples waiting to be packed (training.batch_tokens): kept sorted by length, they
+    are taken out a pack at a time by ``pack_stream``'s rule (the longest first, then the longest
+    that still fits, tokens and images), and the rest waits for the next micro-batch. Entries
+    are (dataset, row); equal lengths go in the order they were added, so the packs depend only
+    on the order of the draws (the plan is the same in every process, and after a resume)."""
+
+    def __init__(self, max_tokens: int, max_images: int) -> None:
+        self.max_tokens, self.max_images = max_tokens, max_images
+        self._entries: list[tuple[int, int, int, str, int]] = []  # (tokens, seq, images, ...)
+        self._seq = 0
+        self.tokens = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def add(self, name: str, index: int, tokens: int, images: int) -> None:
+        if tokens > self.max_tokens or images > self.max_images:
+            raise ValueError(
+                f"datasets.{name} row {index} has {tokens} tokens and {images} images; a pack "
+                f"holds at most {self.max_tokens} tokens and {self.max_images} images "
+                "(training.pack_max_tokens / pack_max_images): `orch validate` names the row"
+            )
+        bisect.insort(self._entries, (tokens, self._seq, images, name, index))
+        self._seq += 1
+        self.tokens += tokens
+
+    def take(self, n: int) -> list[list[tuple[str, int, int]]]:
+        """``n`` packs of (dataset, row, tokens), fewer only when the pool runs out."""
+        packs: list[list[tuple[str, int, int]]] = []
+        entries = self._entries
+        while entries and len(packs) < n:
+            tokens, _, images, name, index = entries.pop()
+            chosen = [(name, index, tokens)]
+            room, image_room = self.max_tokens - tokens, self.max_images - images
+            while True:
+                j = bisect.bisect_right(entries, (room, float("inf"))) - 1
+                while j >= 0 and entries[j][2] > image_room:
+                    j -= 1
+                if j < 0:
+                    break
+                t, _, m, nm, ix = entries.pop(j)
+                chosen.append((nm, ix, t))
+                room -= t
+                image_room -= m
+            self.tokens -= self.max_tokens - room
+            packs.append(chosen)
+        return packs
+
+    def pending(self) -> list[tuple[str, int]]:
+        """The waiting samples in the order they were added (what a checkpoint saves)."""
+        return [(e[3], e[4]) for e in sorted(self._entries, key=lambda e: e[1])]
+
+
 def fill_ratio(packs: Sequence[Pack], max_tokens: int) -> float:
     regular = [p for p in packs if not p.oversize]
     return sum(p.tokens for p in regular) / (len(regular) * max_tokens) if regular else 0.0

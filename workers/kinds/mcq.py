@@ -208,11 +208,12 @@ class MCQKind:
         """Every row tokenised as training will (its prompt and answer letter, exact counts, no
         pixel decoded): a row too long for a pack is an error with file, line and id."""
         from workers.data.mcq import to_vqa_sample
-        from workers.kinds.vqa import pack_budget_problems
+        from workers.kinds.vqa import count_lengths, pack_budget_problems
 
         ds = _section(spec.datasets[name])
         samples = [to_vqa_sample(r, ds.prompt_style) for r in rows]
-        return pack_budget_problems(spec, manifest, samples, ds.image_config())
+        lengths = count_lengths(spec, samples, ds.image_config())
+        return pack_budget_problems(spec, manifest, samples, lengths)
 
     def doctor(self, spec: JobSpec, name: str, model: Any | None) -> list[Finding]:
         """Without a model: what the prompt style leaves out of the rows, and the answer

@@ -9,7 +9,7 @@ references, correct (exact match), loss``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -86,17 +86,31 @@ class VQACollator:
             self._encoder = VQAEncoder(Path(self.spec.model.path))
         return self._encoder
 
-    def __call__(self, picks: Sequence[tuple[str, Any]]) -> PackedBatch:
+    def __call__(
+        self, picks: Sequence[tuple[str, Any]], rows: list[list[int]] | None = None
+    ) -> PackedBatch:
+        """Encode and pack ``picks``: into ``rows`` when the plan packed them (by tokens, from
+        the rows' exact lengths: training.batch_tokens), else best-fit among themselves."""
         from workers.data.vqa import best_fit_rows, pack
 
         enc, tr = self.encoder, self.spec.training
         encoded = [enc.encode(s, _section(self.spec.datasets[n]).image_config()) for n, s in picks]
-        rows = best_fit_rows(
-            [e.n_tokens for e in encoded],
-            [e.n_images for e in encoded],
-            tr.pack_max_tokens,
-            tr.pack_max_images,
-        )
+        if rows is None:
+            rows = best_fit_rows(
+                [e.n_tokens for e in encoded],
+                [e.n_images for e in encoded],
+                tr.pack_max_tokens,
+                tr.pack_max_images,
+            )
+        for row in rows:
+            tokens = sum(encoded[i].n_tokens for i in row)
+            if tokens > tr.pack_max_tokens:
+                ids = [encoded[i].id for i in row]
+                raise RuntimeError(
+                    f"a planned row of {ids} encodes to {tokens} tokens, more than "
+                    f"training.pack_max_tokens ({tr.pack_max_tokens}): the plan's lengths "
+                    "(workers/data/budget.py) disagree with the encoder's; please report it"
+                )
         return pack(encoded, rows, enc.image_token_id, enc.merge, enc.pad_id)
 
 
@@ -218,9 +232,26 @@ class VQAKind:
         that cannot fit a pack is an error with its file, line and id, before any compute. A
         warning when VQA accuracy is declared on rows with too few reference answers."""
         _warn_few_references(spec, name, manifest, rows)
-        return pack_budget_problems(
-            spec, manifest, rows, _section(spec.datasets[name]).image_config()
-        )
+        lengths = self.token_lengths(spec, name, rows)
+        return pack_budget_problems(spec, manifest, rows, lengths)
+
+    def token_lengths(self, spec: JobSpec, name: str, rows: Sequence[VQASample]) -> Any:
+        """[rows, 2] int32: each row's training tokens and images, exact (workers/data/budget.py),
+        for the pack budget check and for packing by tokens (training.batch_tokens). Over an
+        index it is a column beside it, computed once (by the pre-flight) for this model and
+        image settings."""
+        import numpy as np
+
+        from workers.data.index import RowIndex, column
+
+        cfg = _section(spec.datasets[name]).image_config()
+
+        def compute(rows: Sequence[VQASample]) -> np.ndarray:
+            return count_lengths(spec, rows, cfg)
+
+        if not isinstance(rows, RowIndex):
+            return compute(rows)
+        return column(rows, f"vqa_lengths-{_encoding_key(spec.model.path, cfg)}", compute)
 
     def doctor(self, spec: JobSpec, name: str, model: Any | None) -> list[Finding]:
         return [] if model is None else [_packed_batch(spec, name, model)]
@@ -250,25 +281,54 @@ def _warn_few_references(
         )  # fmt: skip
 
 
-def pack_budget_problems(
-    spec: JobSpec, manifest: Path, rows: Sequence[VQASample], cfg: ImageConfig
-) -> list[str]:
-    """The rows whose training encoding exceeds training.pack_max_tokens / pack_max_images."""
+def count_lengths(spec: JobSpec, rows: Iterable[VQASample], cfg: ImageConfig) -> Any:
+    """[rows, 2] int32: the training tokens and images of each row (workers/data/budget.py)."""
+    import numpy as np
+
     from workers.data.budget import BudgetCounter
     from workers.data.vqa import VQAEncoder
 
-    tr = spec.training
     count = BudgetCounter(VQAEncoder(Path(spec.model.path)))
+    return np.array([count(r, cfg) for r in rows], dtype=np.int32).reshape(-1, 2)
+
+
+def _encoding_key(model: Path, cfg: ImageConfig) -> str:
+    """What a row's token count depends on beyond the row: the model folder's tokenizer and
+    processor files (path, size, time) and the image settings."""
+    import hashlib
+
+    files = sorted(
+        (p.name, p.stat().st_size, p.stat().st_mtime_ns)
+        for p in Path(model).iterdir()
+        if p.suffix in (".json", ".jinja", ".txt", ".model")
+    )
+    what = repr((str(Path(model).absolute()), files, cfg))
+    return hashlib.blake2b(what.encode(), digest_size=8).hexdigest()
+
+
+def pack_budget_problems(
+    spec: JobSpec, manifest: Path, rows: Sequence[VQASample], lengths: Any
+) -> list[str]:
+    """The rows whose training encoding (``lengths``: tokens and images of each row) exceeds
+    training.pack_max_tokens / pack_max_images."""
+    import numpy as np
+
+    tr = spec.training
+    if hasattr(lengths, "read"):  # an index's column
+        lengths = lengths.read()
+    over = np.flatnonzero(
+        (lengths[:, 0] > tr.pack_max_tokens) | (lengths[:, 1] > tr.pack_max_images)
+    )
     problems = []
-    for row in rows:
-        tokens, images = count(row, cfg)
-        if tokens > tr.pack_max_tokens or images > tr.pack_max_images:
-            problems.append(
-                f"{manifest}:{row.line}: sample {row.id!r} has {tokens} tokens and {images} "
-                f"image(s); a pack holds at most {tr.pack_max_tokens} tokens and "
-                f"{tr.pack_max_images} images (training.pack_max_tokens / pack_max_images): "
-                "shorten the sample or raise the limit"
-            )
+    for i in over.tolist():
+        row = rows[i]
+        tokens, images = (int(v) for v in lengths[i])
+        problems.append(
+            f"{manifest}:{row.line}: sample {row.id!r} has {tokens} tokens and {images} "
+            f"image(s); a pack holds at most {tr.pack_max_tokens} tokens and "
+            f"{tr.pack_max_images} images (training.pack_max_tokens / pack_max_images): "
+            "shorten the sample or raise the limit"
+        )
     return problems
 
 
