@@ -204,6 +204,59 @@ def test_a_full_disk_during_the_background_export_stops_the_loop_and_keeps_the_l
         subprocess.run(["umount", str(small)], check=True)
 
 
+READ_ONLY = (
+    ENGINE
+    + """
+import subprocess
+# The export is held until the filesystem has turned read-only under it.
+gate, real_save = threading.Event(), wt.save_classifier
+def held_save(*args, **kwargs):
+    assert gate.wait(120)
+    real_save(*args, **kwargs)
+wt.save_classifier = held_save
+paths = rundir("run")
+saver = wt.Checkpointer(engine, spec, paths, 0, asynchronous=True)
+saver.save(1, None)
+subprocess.run(["mount", "-o", "remount,ro", str(run)], check=True)
+gate.set()
+error = None
+try:
+    saver.wait()
+except wt.CheckpointExportError as e:
+    error = f"{type(e.__cause__).__name__}: {e}"
+target = ckpt.checkpoint_dir(paths.checkpoints, 1)
+print(json.dumps({"error": error, "complete": (target / ckpt.COMPLETE).exists(),
+                  "state": (target / ckpt.DEEPSPEED_TAG).is_dir(), "after": export_threads()}))
+close_process_group(engine)
+"""
+)
+
+
+def test_a_failed_background_export_is_raised_in_the_loop_and_leaves_no_complete(
+    tmp_path: Path, demo_data: Path, tiny_model: Path
+) -> None:
+    """A real write error that is not a full disk (the checkpoints' filesystem turned read-only
+    while the export was writing): the loop gets a CheckpointExportError naming the checkpoint
+    and the cause; the checkpoint keeps its DeepSpeed state but no COMPLETE, so nothing takes it
+    for one (the controller, retention and resume read only complete checkpoints)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    fs = tmp_path / "fs"
+    fs.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(fs)], check=True)
+    try:
+        out = _run(READ_ONLY, tmp_path, demo_data, tiny_model, 2, run=fs)
+    finally:
+        subprocess.run(["umount", str(fs)], check=True)
+    error = out["error"]
+    assert error is not None, "the export's failure never reached the loop"
+    assert error.startswith("OSError: checkpoint step_000001: its background export failed")
+    assert "Read-only file system" in error and "it has no COMPLETE marker" in error, error
+    assert "The latest complete checkpoint is none" in error
+    assert out["state"] and not out["complete"]
+    assert out["after"] == []
+
+
 def _run(
     script: str,
     tmp_path: Path,

@@ -428,8 +428,9 @@ class CheckpointSpaceError(OSError):
 
 
 class CheckpointExportError(RuntimeError):
-    """A checkpoint's background export (hf/, trainer state, digest, COMPLETE) failed: the
-    checkpoint has no COMPLETE marker, so nothing takes it for a checkpoint."""
+    """A checkpoint's background export (hf/, trainer state, digest, COMPLETE, its event)
+    failed. Unless only the event failed, the checkpoint has no COMPLETE marker, so nothing
+    takes it for a checkpoint."""
 
 
 # After a failed write, less free space than this (or than 5 % of a small filesystem) means the
@@ -502,6 +503,7 @@ class _Completion:
     snapshot: ClassifierSnapshot | None
     t_enter: float  # perf_counter() on entering the save
     t0: float  # after the first barrier: where total_s starts (as before ckpt_block_s existed)
+    t_export: float  # every rank's DeepSpeed state on disk: what is left is the HF export's
     asynchronous: bool
     times: dict[str, float]
     thread: threading.Thread | None = None
@@ -524,6 +526,14 @@ class _Completion:
             {"step": self.step, "time": time.time(), "hf_digest": digest},
         )
         self.times["total_s"] = time.perf_counter() - self.t0
+
+    def held(self, wait_s: float) -> None:
+        """The loop continues now: how long it was held, and how much of that the HF export
+        caused (it exists only for evaluation): waiting for the previous one, then everything
+        after the DeepSpeed state (the copy and starting the thread, or the whole export)."""
+        now = time.perf_counter()
+        self.times["ckpt_block_s"] = now - self.t_enter
+        self.times["hf_block_s"] = wait_s + now - self.t_export
 
     def log(self, paths: RunDir) -> None:
         append_jsonl(
@@ -562,8 +572,8 @@ class Checkpointer:
     (``ckpt_block_s``: from entering the save, waiting for the previous export included, to the
     loop continuing) beside ``deepspeed_s``, ``snapshot_s``, ``hf_export_s`` (hf/ and the
     trainer state, in the thread when asynchronous), ``hf_block_s`` (the part of the block the
-    HF export caused: the snapshot and the wait, or the whole export when synchronous) and
-    ``total_s`` (from the first barrier to COMPLETE)."""
+    HF export caused: the wait and the copy, or the whole export, digest and COMPLETE when
+    synchronous) and ``total_s`` (from the first barrier to COMPLETE)."""
 
     def __init__(
         self, engine: Any, spec: JobSpec, paths: RunDir, rank: int, asynchronous: bool
@@ -578,12 +588,12 @@ class Checkpointer:
         wait_s = time.perf_counter() - t_enter
         target = ckpt.checkpoint_dir(self.paths.checkpoints, step)
         with space_errors(self.paths, step, target, self.rank):
-            job = self._write_state(step, position, target, t_enter, wait_s)
+            job = self._write_state(step, position, target, t_enter)
             if job is None:
                 return  # not rank 0: this rank's part is on disk
             if not self.asynchronous:
                 job.write()
-                job.times["ckpt_block_s"] = time.perf_counter() - t_enter
+                job.held(wait_s)
                 job.log(self.paths)
                 return
         job.thread = threading.Thread(
@@ -592,7 +602,7 @@ class Checkpointer:
         try:
             job.thread.start()
         finally:
-            job.times["ckpt_block_s"] = time.perf_counter() - t_enter
+            job.held(wait_s)
             job.block_known.set()
         self._pending = job
 
@@ -602,7 +612,6 @@ class Checkpointer:
         position: MixturePosition | None,
         target: Path,
         t_enter: float,
-        wait_s: float,
     ) -> _Completion | None:
         """The DeepSpeed state of every rank, then on rank 0 hf/ (synchronous) or the snapshot
         (asynchronous): what the rest of the checkpoint needs from the engine."""
@@ -618,6 +627,7 @@ class Checkpointer:
         # Every rank's DeepSpeed shard is on disk: from here rank 0 alone finishes the
         # checkpoint, and COMPLETE (written after this) needs no barrier of its own.
         dist.barrier()
+        t_export = time.perf_counter()
         module: VLMClassifier = engine.module
         datasets = {n: get_kind(d.kind).head_info(d) for n, d in self.spec.datasets.items()}
         snapshot, t_snap, t_hf = None, 0.0, 0.0
@@ -640,8 +650,6 @@ class Checkpointer:
         if rank != 0:
             return None
         times = {"deepspeed_s": t_ds, "snapshot_s": t_snap, "hf_export_s": t_hf}
-        # The part of the block that exists for the HF export (it exists only for evaluation).
-        times["hf_block_s"] = wait_s + (t_snap if self.asynchronous else t_hf)
         return _Completion(
             step=step,
             target=target,
@@ -652,6 +660,7 @@ class Checkpointer:
             snapshot=snapshot,
             t_enter=t_enter,
             t0=t0,
+            t_export=t_export,
             asynchronous=self.asynchronous,
             times=times,
         )
@@ -670,11 +679,12 @@ class Checkpointer:
             with space_errors(self.paths, job.step, job.target, self.rank):
                 raise job.error
         previous = ckpt.latest_resumable(self.paths.checkpoints)
+        done = (job.target / ckpt.COMPLETE).exists()  # the event failed, after COMPLETE
         raise CheckpointExportError(
             f"checkpoint {job.target.name}: its background export failed "
-            f"({type(job.error).__name__}: {job.error}); it has no COMPLETE marker and is "
-            f"never used. The latest complete checkpoint is "
-            f"{previous.name if previous else 'none'}"
+            f"({type(job.error).__name__}: {job.error}); "
+            + ("it is complete" if done else "it has no COMPLETE marker and is never used")
+            + f". The latest complete checkpoint is {previous.name if previous else 'none'}"
         ) from job.error
 
     def poll(self) -> None:
