@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,8 +17,10 @@ from typing import Any
 import pytest
 
 from orchestrator.contract import checkpoint as ckpt
+from tests.helpers.cli import orch_popen
 from tests.helpers.jobs import demo_job
 from tests.helpers.paths import ROOT, repo_env
+from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.slow  # a subprocess importing torch and DeepSpeed: ~15 s each
 
@@ -274,3 +277,38 @@ def _run(
     assert proc.returncode == 0, proc.stderr[-4000:]
     result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
     return result
+
+
+@pytest.mark.e2e
+def test_a_preemption_leaves_every_checkpoint_complete_and_preempted_comes_last(
+    tmp_path: Path, demo_data: Path, tiny_model: Path
+) -> None:
+    """A preemption (SIGUSR1 to the controller: what the SLURM batch script forwards SLURM's
+    signal and a SIGTERM as) during a run that checkpoints every 5 steps asynchronously:
+    training saves where it is, joins the export, then says "preempted"; every checkpoint on
+    disk is complete (none left half-written by a thread), the last one at the preempted step."""
+    job = demo_job(tmp_path, demo_data, tiny_model, max_steps=2000, checkpoint_every=5)
+    quiet = ("--set", "evaluation.during_training=false", "--set", "tracking.mode='disabled'")
+    proc = orch_popen("submit", str(job), "--no-dashboard", "--run-name", "p", *quiet, cwd=tmp_path)
+    run = tmp_path / "runs" / "p"
+    try:
+        first = ckpt.checkpoint_dir(run / "checkpoints", 10) / ckpt.COMPLETE
+        wait_for(first.exists, 600, "the second checkpoint", 0.05)
+        proc.send_signal(signal.SIGUSR1)
+        out, _ = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 3, out[-3000:]
+    events = [json.loads(x) for x in (run / "logs" / "train_events.jsonl").open()]
+    assert events[-1]["event"] == "preempted", events[-3:]
+    at = events[-1]["step"]
+    saved = [e["step"] for e in events if e["event"] == "checkpoint"]
+    assert saved[-1] == at and all(e["async"] for e in events if e["event"] == "checkpoint")
+    steps = sorted(int(p.name[5:]) for p in (run / "checkpoints").iterdir())
+    assert steps == saved and steps[-1] == at
+    assert sorted(ckpt.complete_checkpoints(run / "checkpoints")) == steps
+    assert ckpt.latest_resumable(run / "checkpoints") == ckpt.checkpoint_dir(
+        run / "checkpoints", at
+    )
