@@ -64,6 +64,7 @@ bench: $(STAMP) $(TINY)/config.json $(DEMO)/COMPLETE $(LMMS_STAMP)
 	PYTHONPATH=. $(PY) bench/controller_1000x50.py
 	PYTHONPATH=. $(PY) bench/eval_latency.py
 	PYTHONPATH=. $(PY) bench/eval_grouping.py
+	PYTHONPATH=. $(PY) bench/ckpt_block.py
 	PYTHONPATH=. $(PY) bench/loader_vs_decode.py
 	PYTHONPATH=. $(PY) bench/packing.py
 	PYTHONPATH=. $(PY) bench/stream_rss.py
@@ -83,6 +84,7 @@ bench-quick: $(STAMP) $(TINY)/config.json $(DEMO)/COMPLETE $(LMMS_STAMP)
 	PYTHONPATH=. $(PY) bench/controller_1000x50.py --quick
 	PYTHONPATH=. $(PY) bench/eval_latency.py --quick
 	PYTHONPATH=. $(PY) bench/eval_grouping.py --quick
+	PYTHONPATH=. $(PY) bench/ckpt_block.py --quick
 	PYTHONPATH=. $(PY) bench/loader_vs_decode.py --quick
 	PYTHONPATH=. $(PY) bench/packing.py --quick
 	PYTHONPATH=. $(PY) bench/stream_rss.py --quick

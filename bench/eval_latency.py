@@ -3,8 +3,10 @@
 - ckpt_to_logged_s: for each checkpoint, from its COMPLETE marker to its merged result being
   published, minus the time its eval parts were computing (the union of their run intervals).
   What is left is orch's own latency: noticing the checkpoint, dispatching, collecting, merging.
-- eval_block_fraction: time the training loop spent on anything eval-related (the HF export
-  that exists only for eval; the loop never waits on an eval job) over training wall time.
+- eval_block_fraction: time the training loop spent on anything eval-related (the part of each
+  checkpoint's wait that the HF export, which exists only for eval, causes: ``hf_block_s`` of
+  the checkpoint events, the CPU copy of the weights when checkpoints are asynchronous; the
+  loop never waits on an eval job) over training wall time.
 
 Baselines in the same run: the eval compute itself (ratio overhead/compute) and the training
 time. Needs `make run` artefacts (data/demo, models/tiny-qwen2.5-vl), or ``--demo``/``--model``.
@@ -88,7 +90,9 @@ def measure(run: Path) -> None:
     events = jsonl(run / "logs" / "train_events.jsonl")
     start = min(e["time"] for e in events if e["event"] == "started")
     end = max(e["time"] for e in events if e["event"] == "finished")
-    export = sum(e["hf_export_s"] for e in events if e["event"] == "checkpoint")
+    # hf_block_s: what the export held the loop (runs older than it: the export, all of it).
+    saved = [e for e in events if e["event"] == "checkpoint"]
+    export = sum(e.get("hf_block_s", e["hf_export_s"]) for e in saved)
     print(f"checkpoints={len(published)}")
     print(f"ckpt_to_logged_s={statistics.mean(overheads):.3f}")
     print(f"ckpt_to_logged_max_s={max(overheads):.3f}")

@@ -13,6 +13,7 @@ import psutil
 import pytest
 import torch
 
+from orchestrator.contract.checkpoint import checkpoint_dir, recorded_digest
 from orchestrator.tracking import find_offline_runs, read_offline_run
 from tests.helpers.cli import orch, orch_popen
 from tests.helpers.jobs import demo_job
@@ -29,6 +30,12 @@ def test_demo_mix_end_to_end(tmp_path: Path, demo_data: Path, demo_run: DemoRun)
     # Every checkpoint evaluated for every dataset, and merged.
     steps = sorted(int(p.name.split("_")[1]) for p in (run / "checkpoints").iterdir())
     assert steps == [40, 80, 120]
+    # Saved asynchronously (the default): each event says how long the loop was held.
+    events = [json.loads(x) for x in (run / "logs" / "train_events.jsonl").open()]
+    saved = [e for e in events if e["event"] == "checkpoint"]
+    assert [e["step"] for e in saved] == steps and all(e["async"] for e in saved)
+    assert all(e["ckpt_block_s"] > 0 and e["hf_export_s"] > 0 for e in saved)
+    assert events[-1]["event"] == "finished"  # after the last checkpoint's COMPLETE
     for step in steps:
         for d in datasets:
             part = json.loads((run / "eval" / f"step_{step:06d}" / f"{d}.json").read_text())
@@ -222,7 +229,9 @@ def test_resume_from_a_checkpoint_equals_the_uninterrupted_run(
     tmp_path: Path, demo_run: DemoRun
 ) -> None:
     """fp32 on CPU: a new run resumed from step 40 of the demo run reaches bit-identical weights
-    and losses at step 120 (weights, optimizer, scheduler, step and data position)."""
+    and losses at step 120 (weights, optimizer, scheduler, step and data position). The demo
+    run checkpoints asynchronously (the default), the resumed one synchronously: their
+    checkpoints of the same steps hold the same bytes."""
     from safetensors.torch import load_file
 
     quiet = [
@@ -234,7 +243,8 @@ def test_resume_from_a_checkpoint_equals_the_uninterrupted_run(
     ]
     whole = demo_run.run
     b = orch("submit", str(demo_run.job), "--run-name", "resumed", *quiet,
-             "--resume-from", str(whole / "checkpoints" / "step_000040"), cwd=tmp_path)  # fmt: skip
+             "--resume-from", str(whole / "checkpoints" / "step_000040"),
+             "--set", "training.async_checkpoint=false", cwd=tmp_path)  # fmt: skip
     assert b.returncode == 0, b.stderr[-3000:]
     resumed = tmp_path / "runs" / "resumed"
     starts = [json.loads(x) for x in (resumed / "logs" / "train_events.jsonl").open()]
@@ -243,6 +253,14 @@ def test_resume_from_a_checkpoint_equals_the_uninterrupted_run(
     wb = load_file(resumed / "checkpoints" / "step_000120" / "hf" / "model.safetensors")
     assert wa.keys() == wb.keys()
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    for step in (80, 120):
+        a, b = (checkpoint_dir(r / "checkpoints", step) for r in (whole, resumed))
+        assert recorded_digest(a) == recorded_digest(b) is not None
+        assert (a / "hf" / "classifier_head.pt").read_bytes() == (
+            b / "hf" / "classifier_head.pt"
+        ).read_bytes()
+    saved = [e for e in starts if e["event"] == "checkpoint"]
+    assert [e["step"] for e in saved] == [80, 120] and not any(e["async"] for e in saved)
 
     def losses(run: Path) -> dict[int, float]:
         rows = [json.loads(x) for x in (run / "logs" / "train_metrics.jsonl").open()]

@@ -15,13 +15,16 @@ import logging
 import math
 import os
 import shutil
+import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
+from safetensors import SafetensorError
 
 from orchestrator.contract import checkpoint as ckpt
 from orchestrator.contract.atomic import atomic_write_json
@@ -35,11 +38,13 @@ from workers.data.mixture import MixturePosition
 from workers.evaluate import checkpoint_digest
 from workers.guard import Guard
 from workers.models.classifier import (
+    ClassifierSnapshot,
     VLMClassifier,
     add_lora,
     build_classifier,
     compile_blocks,
     save_classifier,
+    snapshot_classifier,
 )
 from workers.perf import Throughput
 
@@ -210,11 +215,24 @@ class Loop:
         )
         self.guard: Guard
         self.data_position: MixturePosition | None = None
+        self.checkpointer = Checkpointer(
+            engine, spec, paths, rank, asynchronous=spec.training.async_checkpoint
+        )
 
     def run(self, step: int, max_steps: int) -> None:
+        """Train to max_steps or a preemption; no checkpoint export is running when it returns
+        or raises."""
+        try:
+            self._run(step, max_steps)
+        except BaseException:
+            self.checkpointer.abandon()
+            raise
+
+    def _run(self, step: int, max_steps: int) -> None:
         while step < max_steps:
             step += 1
             preempt = self.step(step)
+            self.checkpointer.poll()
             if step % self.tr.log_every == 0 or step == max_steps:
                 self.report(step)
             if preempt:
@@ -223,12 +241,14 @@ class Loop:
                 target = ckpt.checkpoint_dir(self.paths.checkpoints, step)
                 if not (target / ckpt.COMPLETE).exists():
                     self.save(step)
+                self.checkpointer.wait()  # COMPLETE is written before the loop leaves
                 if self.rank == 0:
                     append_jsonl(self.paths.train_events, {"event": "preempted", "step": step})
                 logger.info("preempted at step %d: checkpoint saved, leaving", step)
                 return
             if step % self.tr.checkpoint_every == 0 or step == max_steps:
                 self.save(step)
+        self.checkpointer.wait()  # the last checkpoint is complete before "finished"
         if self.rank == 0:
             append_jsonl(self.paths.train_events, {"event": "finished", "step": step})
         logger.info("training finished at step %d", step)
@@ -281,7 +301,7 @@ class Loop:
             append_jsonl(self.paths.train_metrics, {"step": step, **row})
 
     def save(self, step: int) -> None:
-        save_checkpoint(self.engine, self.spec, self.paths, step, self.data_position, self.rank)
+        self.checkpointer.save(step, self.data_position)
 
 
 def largest_module_grad_norms(engine: Any, top: int = 10) -> dict[str, float]:
@@ -446,34 +466,42 @@ class CheckpointSpaceError(OSError):
     """The checkpoint's filesystem filled up while it was being written."""
 
 
+class CheckpointExportError(RuntimeError):
+    """A checkpoint's background export (hf/, trainer state, digest, COMPLETE, its event)
+    failed. Unless only the event failed, the checkpoint has no COMPLETE marker, so nothing
+    takes it for a checkpoint."""
+
+
 # After a failed write, less free space than this (or than 5 % of a small filesystem) means the
 # disk filled up: torch.save reports a full disk as "RuntimeError: [enforce fail at
-# inline_container.cc] unexpected pos ...", without errno.
+# inline_container.cc] unexpected pos ...", without errno; safetensors as a SafetensorError
+# ("I/O error: No space left on device"), which is neither an OSError nor a RuntimeError.
 FULL_BELOW_BYTES = 16 << 20
+WRITE_ERRORS: tuple[type[Exception], ...] = (OSError, RuntimeError, SafetensorError)
 
 
-def save_checkpoint(
-    engine: Any,
-    spec: JobSpec,
-    paths: RunDir,
-    step: int,
-    position: MixturePosition | None,
-    rank: int,
-) -> None:
-    """DeepSpeed state on every rank, HF weights and trainer state on rank 0, COMPLETE last.
-    A full disk is a CheckpointSpaceError saying so, the partial checkpoint removed: the
-    previous complete checkpoint is untouched and the run resumes from it."""
-    target = ckpt.checkpoint_dir(paths.checkpoints, step)
+def disk_full(e: BaseException, paths: RunDir) -> bool:
+    """Whether a write error means the checkpoints' filesystem is full."""
+    if not isinstance(e, WRITE_ERRORS):
+        return False
+    disk = shutil.disk_usage(paths.checkpoints)
+    full = isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
+    low = disk.free < min(FULL_BELOW_BYTES, disk.total // 20)
+    return full or low or "No space left" in str(e)
+
+
+@contextlib.contextmanager
+def space_errors(paths: RunDir, step: int, target: Path, rank: int) -> Iterator[None]:
+    """A full disk inside the block is a CheckpointSpaceError saying so, the partial checkpoint
+    removed (never one that is complete: the controller may be evaluating it); the previous
+    complete checkpoint is untouched and the run resumes from it. Other errors pass through."""
     try:
-        _save_checkpoint(engine, spec, paths, step, position, rank, target)
-    except (OSError, RuntimeError) as e:
-        disk = shutil.disk_usage(paths.checkpoints)
-        free = disk.free
-        full = isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)
-        low = free < min(FULL_BELOW_BYTES, disk.total // 20)
-        if not (full or low or "No space left" in str(e)):
+        yield
+    except WRITE_ERRORS as e:
+        if not disk_full(e, paths):
             raise
-        if rank == 0 and target.exists():
+        free = shutil.disk_usage(paths.checkpoints).free
+        if rank == 0 and target.exists() and not (target / ckpt.COMPLETE).exists():
             shutil.rmtree(target)  # never complete; gone, so that it frees what it took
         previous = ckpt.latest_resumable(paths.checkpoints)
         raise CheckpointSpaceError(
@@ -486,56 +514,235 @@ def save_checkpoint(
         ) from e
 
 
-def _save_checkpoint(
+def save_checkpoint(
     engine: Any,
     spec: JobSpec,
     paths: RunDir,
     step: int,
     position: MixturePosition | None,
     rank: int,
-    target: Path,
 ) -> None:
-    import deepspeed
+    """One synchronous checkpoint (Checkpointer, asynchronous=False): returns once COMPLETE is
+    written. A full disk is a CheckpointSpaceError (see space_errors)."""
+    Checkpointer(engine, spec, paths, rank, asynchronous=False).save(step, position)
 
-    if rank == 0 and target.exists() and not (target / ckpt.COMPLETE).exists():
-        shutil.rmtree(target)  # a partial write from a failed attempt; never read as valid
-    dist.barrier()
-    t0 = time.perf_counter()
-    engine.save_checkpoint(str(target), tag=ckpt.DEEPSPEED_TAG)
-    t_ds = time.perf_counter() - t0
-    module: VLMClassifier = engine.module
-    # Under ZeRO-3 parameters are partitioned: gather them (every rank enters) to export.
-    gather = (
-        deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None)
-        if engine.zero_optimization_stage() == 3
-        else contextlib.nullcontext()
-    )
-    with gather:
-        if rank == 0:
-            datasets = {n: get_kind(d.kind).head_info(d) for n, d in spec.datasets.items()}
-            save_classifier(module, target / ckpt.HF_DIR, spec.model.path, datasets)
-    if rank == 0:
-        atomic_write_json(
-            target / ckpt.TRAINER_STATE,
-            {"step": step, "data_position": position.to_json() if position else None},
-        )
-    t_hf = time.perf_counter() - t0 - t_ds
-    dist.barrier()  # every rank's DeepSpeed shard is on disk before the marker
-    if rank == 0:
+
+@dataclass
+class _Completion:
+    """What rank 0 writes after every rank's DeepSpeed state is on disk: hf/ (from the
+    snapshot, when there is one; else it was written already), the trainer state, the digest,
+    COMPLETE last, then the checkpoint event. Run inline, or in a thread."""
+
+    step: int
+    target: Path
+    module: VLMClassifier
+    source: Path
+    datasets: dict[str, Any]
+    trainer_state: dict[str, Any]
+    snapshot: ClassifierSnapshot | None
+    t_enter: float  # perf_counter() on entering the save
+    t0: float  # after the first barrier: where total_s starts (as before ckpt_block_s existed)
+    t_export: float  # every rank's DeepSpeed state on disk: what is left is the HF export's
+    asynchronous: bool
+    times: dict[str, float]
+    thread: threading.Thread | None = None
+    error: BaseException | None = None
+    # Set by the loop when it continues (ckpt_block_s known): the event waits for it.
+    block_known: threading.Event = field(default_factory=threading.Event)
+
+    def write(self) -> None:
+        t = time.perf_counter()
+        if self.snapshot is not None:
+            hf = self.target / ckpt.HF_DIR
+            save_classifier(self.module, hf, self.source, self.datasets, self.snapshot)
+            self.snapshot = None  # the CPU copy goes as soon as it is written
+        atomic_write_json(self.target / ckpt.TRAINER_STATE, self.trainer_state)
+        self.times["hf_export_s"] += time.perf_counter() - t
         # The weights' digest, once, here: every eval result of this checkpoint records it.
-        digest = checkpoint_digest(target / ckpt.HF_DIR)
+        digest = checkpoint_digest(self.target / ckpt.HF_DIR)
         atomic_write_json(
-            target / ckpt.COMPLETE, {"step": step, "time": time.time(), "hf_digest": digest}
+            self.target / ckpt.COMPLETE,
+            {"step": self.step, "time": time.time(), "hf_digest": digest},
         )
-        # The HF export exists only for evaluation: it is the training loop's whole eval cost.
+        self.times["total_s"] = time.perf_counter() - self.t0
+
+    def held(self, wait_s: float) -> None:
+        """The loop continues now: how long it was held, and how much of that the HF export
+        caused (it exists only for evaluation): waiting for the previous one, then everything
+        after the DeepSpeed state (the copy and starting the thread, or the whole export)."""
+        now = time.perf_counter()
+        self.times["ckpt_block_s"] = now - self.t_enter
+        self.times["hf_block_s"] = wait_s + now - self.t_export
+
+    def log(self, paths: RunDir) -> None:
         append_jsonl(
             paths.train_events,
-            {
-                "event": "checkpoint",
-                "step": step,
-                "deepspeed_s": t_ds,
-                "hf_export_s": t_hf,
-                "total_s": time.perf_counter() - t0,
-            },
+            {"event": "checkpoint", "step": self.step, "async": self.asynchronous} | self.times,
         )
-        logger.info("checkpoint %s complete", target.name)
+        logger.info(
+            "checkpoint %s complete (the loop waited %.3f s)",
+            self.target.name, self.times["ckpt_block_s"],
+        )  # fmt: skip
+
+    def run_in_thread(self, paths: RunDir) -> None:
+        try:
+            self.write()
+            self.block_known.wait()
+            self.log(paths)
+        # Kept, never dropped: Checkpointer.wait raises it in the loop (the run fails there).
+        except BaseException as e:  # noqa: BLE001
+            self.error = e
+
+
+class Checkpointer:
+    """Saves one rank's checkpoints, each into checkpoints/step_N/ (orchestrator/contract/
+    checkpoint.py): the DeepSpeed state on every rank, then a barrier (every rank's state is on
+    disk), then rank 0 writes hf/, the trainer state, the digest and COMPLETE, in that order.
+
+    Synchronous: hf/ is written from the live model and the save returns after COMPLETE.
+    Asynchronous (training.async_checkpoint): rank 0 copies the weights hf/ needs to CPU memory
+    (inside the ZeRO-3 gather), and a thread writes hf/ from that copy, the trainer state, the
+    digest and COMPLETE while training goes on. At most one export runs: the next save, the end
+    of training, a preemption and an error path join it first (``wait``, ``abandon``), and its
+    error is raised there. A crash in the middle leaves no COMPLETE: a partial checkpoint, as a
+    crash of a synchronous save does.
+
+    Every save's checkpoint event (logs/train_events.jsonl) says how long the loop was held
+    (``ckpt_block_s``: from entering the save, waiting for the previous export included, to the
+    loop continuing) beside ``deepspeed_s``, ``snapshot_s``, ``hf_export_s`` (hf/ and the
+    trainer state, in the thread when asynchronous), ``hf_block_s`` (the part of the block the
+    HF export caused: the wait and the copy, or the whole export, digest and COMPLETE when
+    synchronous) and ``total_s`` (from the first barrier to COMPLETE)."""
+
+    def __init__(
+        self, engine: Any, spec: JobSpec, paths: RunDir, rank: int, asynchronous: bool
+    ) -> None:
+        self.engine, self.spec, self.paths, self.rank = engine, spec, paths, rank
+        self.asynchronous = asynchronous
+        self._pending: _Completion | None = None
+
+    def save(self, step: int, position: MixturePosition | None) -> None:
+        t_enter = time.perf_counter()
+        self.wait()  # the previous export is finished (its error raised) before this save
+        wait_s = time.perf_counter() - t_enter
+        target = ckpt.checkpoint_dir(self.paths.checkpoints, step)
+        with space_errors(self.paths, step, target, self.rank):
+            job = self._write_state(step, position, target, t_enter)
+            if job is None:
+                return  # not rank 0: this rank's part is on disk
+            if not self.asynchronous:
+                job.write()
+                job.held(wait_s)
+                job.log(self.paths)
+                return
+        job.thread = threading.Thread(
+            target=job.run_in_thread, args=(self.paths,), name=f"orch-ckpt-{step}"
+        )
+        try:
+            job.thread.start()
+        finally:
+            job.held(wait_s)
+            job.block_known.set()
+        self._pending = job
+
+    def _write_state(
+        self,
+        step: int,
+        position: MixturePosition | None,
+        target: Path,
+        t_enter: float,
+    ) -> _Completion | None:
+        """The DeepSpeed state of every rank, then on rank 0 hf/ (synchronous) or the snapshot
+        (asynchronous): what the rest of the checkpoint needs from the engine."""
+        import deepspeed
+
+        engine, rank = self.engine, self.rank
+        if rank == 0 and target.exists() and not (target / ckpt.COMPLETE).exists():
+            shutil.rmtree(target)  # a partial write from a failed attempt; never read as valid
+        dist.barrier()
+        t0 = time.perf_counter()
+        engine.save_checkpoint(str(target), tag=ckpt.DEEPSPEED_TAG)
+        t_ds = time.perf_counter() - t0
+        # Every rank's DeepSpeed shard is on disk: from here rank 0 alone finishes the
+        # checkpoint, and COMPLETE (written after this) needs no barrier of its own.
+        dist.barrier()
+        t_export = time.perf_counter()
+        module: VLMClassifier = engine.module
+        datasets = {n: get_kind(d.kind).head_info(d) for n, d in self.spec.datasets.items()}
+        snapshot, t_snap, t_hf = None, 0.0, 0.0
+        # Under ZeRO-3 parameters are partitioned: gather them (every rank enters) to export.
+        gather = (
+            deepspeed.zero.GatheredParameters(list(module.parameters()), modifier_rank=None)
+            if engine.zero_optimization_stage() == 3
+            else contextlib.nullcontext()
+        )
+        with gather:
+            if rank == 0:
+                t = time.perf_counter()
+                if self.asynchronous:
+                    snapshot = snapshot_classifier(module)  # a copy: later steps leave it be
+                    t_snap = time.perf_counter() - t
+                else:
+                    hf = target / ckpt.HF_DIR
+                    save_classifier(module, hf, self.spec.model.path, datasets)
+                    t_hf = time.perf_counter() - t
+        if rank != 0:
+            return None
+        times = {"deepspeed_s": t_ds, "snapshot_s": t_snap, "hf_export_s": t_hf}
+        return _Completion(
+            step=step,
+            target=target,
+            module=module,
+            source=self.spec.model.path,
+            datasets=datasets,
+            trainer_state={"step": step, "data_position": position.to_json() if position else None},
+            snapshot=snapshot,
+            t_enter=t_enter,
+            t0=t0,
+            t_export=t_export,
+            asynchronous=self.asynchronous,
+            times=times,
+        )
+
+    def wait(self) -> None:
+        """Join the running export, if any; its error is raised here (a full disk as a
+        CheckpointSpaceError, the partial checkpoint removed)."""
+        job, self._pending = self._pending, None
+        if job is None:
+            return
+        assert job.thread is not None
+        job.thread.join()
+        if job.error is None:
+            return
+        if disk_full(job.error, self.paths):
+            with space_errors(self.paths, job.step, job.target, self.rank):
+                raise job.error
+        previous = ckpt.latest_resumable(self.paths.checkpoints)
+        done = (job.target / ckpt.COMPLETE).exists()  # the event failed, after COMPLETE
+        raise CheckpointExportError(
+            f"checkpoint {job.target.name}: its background export failed "
+            f"({type(job.error).__name__}: {job.error}); "
+            + ("it is complete" if done else "it has no COMPLETE marker and is never used")
+            + f". The latest complete checkpoint is {previous.name if previous else 'none'}"
+        ) from job.error
+
+    def poll(self) -> None:
+        """Between steps: an export that has ended is joined, so that its error stops the run
+        now rather than at the next save."""
+        job = self._pending
+        if job is not None and job.thread is not None and not job.thread.is_alive():
+            self.wait()
+
+    def abandon(self) -> None:
+        """On an error path: join the running export (no thread outlives the loop; what it
+        completes is a valid checkpoint), logging its own error rather than raising it over the
+        one under way."""
+        job, self._pending = self._pending, None
+        if job is None or job.thread is None:
+            return
+        job.thread.join()
+        if job.error is not None:
+            logger.error(
+                "checkpoint %s: its background export failed too: %s: %s",
+                job.target.name, type(job.error).__name__, job.error,
+            )  # fmt: skip

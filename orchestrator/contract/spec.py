@@ -177,6 +177,12 @@ class TrainingSpec(_Section):
     seed: int = 0
     checkpoint_every: int = Field(default=100, ge=1)
     """Save a checkpoint (and evaluate it) every this many steps, and at the last step."""
+    async_checkpoint: bool = True
+    """Write each checkpoint's HF export (hf/, its digest, COMPLETE) in a background thread
+    from a CPU copy of the weights, while training goes on: the loop waits for the DeepSpeed
+    state and the copy only. False: the loop waits until COMPLETE is written. Either way a
+    checkpoint exists only once COMPLETE is there; the copy takes the weights' size in host
+    memory on rank 0 until it is written."""
     keep_last: int | None = Field(default=None, ge=1)
     """Retention: the last K checkpoints keep their DeepSpeed state (optimizer included, so
     training can resume from them); older ones keep only their HF weights. None: every one.

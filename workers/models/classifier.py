@@ -13,6 +13,7 @@ import importlib.util
 import json
 import logging
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -268,21 +269,62 @@ def merged_state_dict(vlm: nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
-def save_classifier(
-    model: VLMClassifier, out_dir: Path, source_dir: Path, datasets: dict[str, Any]
-) -> None:
-    """Write backbone (save_pretrained), head and metadata; copy tokenizer and image processor."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+@dataclass(frozen=True)
+class ClassifierSnapshot:
+    """What ``save_classifier`` writes of a model's weights, copied to CPU memory: the VLM's
+    state dict (LoRA adapters merged) and the head's. A copy, so that the model can keep
+    training while the copy is written (workers/train.py's asynchronous checkpoints)."""
+
+    vlm: dict[str, torch.Tensor]
+    head: dict[str, torch.Tensor]
+
+
+def snapshot_classifier(model: VLMClassifier) -> ClassifierSnapshot:
+    """The weights ``save_classifier`` writes, as CPU copies (under ZeRO-3: call it inside the
+    gather, where every parameter is whole)."""
     has_lora = any("lora_" in n for n, _ in model.vlm.named_parameters())
-    state = merged_state_dict(model.vlm) if has_lora else None
+    state = merged_state_dict(model.vlm) if has_lora else model.vlm.state_dict()
+    return ClassifierSnapshot(cpu_copies(state), cpu_copies(model.head.state_dict()))
+
+
+def cpu_copies(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A detached CPU copy of every tensor. Entries that are the same view of one storage (tied
+    weights: the embeddings and the LM head) share one copy, so that ``save_pretrained`` still
+    sees them tied and writes what it writes for the live model; other views of one storage
+    (DeepSpeed's flat buffer) become separate tensors, as ``save_pretrained`` makes them."""
+    copies: dict[tuple[Any, ...], torch.Tensor] = {}
+    out: dict[str, torch.Tensor] = {}
+    for name, t in state.items():
+        key = (t.device, t.data_ptr(), t.dtype, tuple(t.shape), tuple(t.stride()))
+        if key not in copies:
+            copies[key] = t.detach().to("cpu", copy=True)
+        out[name] = copies[key]
+    return out
+
+
+def save_classifier(
+    model: VLMClassifier,
+    out_dir: Path,
+    source_dir: Path,
+    datasets: dict[str, Any],
+    snapshot: ClassifierSnapshot | None = None,
+) -> None:
+    """Write backbone (save_pretrained), head and metadata; copy tokenizer and image processor.
+    With ``snapshot``, its weights are written, not the model's (which only gives the config,
+    the class and the tied-weight names: it may be training meanwhile)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if snapshot is not None:
+        state: dict[str, torch.Tensor] | None = dict(snapshot.vlm)  # save_pretrained edits it
+        head = snapshot.head
+    else:
+        has_lora = any("lora_" in n for n, _ in model.vlm.named_parameters())
+        state = merged_state_dict(model.vlm) if has_lora else None
+        # clone(): under DeepSpeed the head's tensors are views into the flat buffer of every
+        # parameter, and torch.save writes a view's whole storage (the head file of a 7B model
+        # would hold all 7B weights).
+        head = {k: v.detach().cpu().clone() for k, v in model.head.state_dict().items()}
     model.vlm.save_pretrained(out_dir, state_dict=state)  # type: ignore[operator]
-    # clone(): under DeepSpeed the head's tensors are views into the flat buffer of every
-    # parameter, and torch.save writes a view's whole storage (the head file of a 7B model
-    # would hold all 7B weights).
-    torch.save(
-        {k: v.detach().cpu().clone() for k, v in model.head.state_dict().items()},
-        out_dir / HEAD_FILE,
-    )
+    torch.save(head, out_dir / HEAD_FILE)
     meta = {"num_labels": model.num_labels, "pooling": model.pooling, "datasets": datasets}
     (out_dir / META_FILE).write_text(json.dumps(meta, indent=2))
     for name in PROCESSOR_FILES:
