@@ -165,9 +165,11 @@ class ClassificationKind:
         return EvalOutput(records, breakdowns={"per_class_accuracy": per_class})
 
     def doctor(self, spec: JobSpec, name: str, model: Any | None) -> list[Finding]:
+        from workers.data.index import open_index
+
         ds = spec.datasets[name]
         assert isinstance(ds, ClassificationSpec)
-        rows = self.read(name, ds, "train")
+        rows = open_index(spec, name, "train")  # streamed: any size of manifest
         if model is None:
             return _label_coverage(name, ds, rows)
         return [_masking(spec, name, ds, rows, model)]

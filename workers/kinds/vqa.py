@@ -335,15 +335,22 @@ def pack_budget_problems(
 def _packed_batch(spec: JobSpec, name: str, model: Any) -> Finding:
     """Four real VQA samples packed into one row: every sample has supervised answer tokens, and
     the losses are finite."""
+    import itertools
+
     import torch
 
-    from workers.data.vqa import per_sample_loss, read_vqa_manifest
+    from workers.data.vqa import FilterCounts, iter_vqa_manifest, per_sample_loss
 
     ds = _section(spec.datasets[name])
     manifest = ds.train or ds.eval  # an eval-only dataset: its eval rows
-    samples, counts = read_vqa_manifest(manifest, name, ds.image_roots, ds.min_ratings)
+    problems: list[str] = []
+    counts = FilterCounts()
+    stream = iter_vqa_manifest(manifest, name, problems, counts, ds.image_roots, ds.min_ratings)
+    samples = list(itertools.islice(stream, 4))  # the first four: a manifest of any size
+    if problems:
+        return Finding("error", "vqa", f"{name}: {problems[0]}", "run `orch validate`")
     try:
-        batch = VQACollator(spec)([(name, s) for s in samples[:4]])
+        batch = VQACollator(spec)([(name, s) for s in samples])
         attn = str(model.hf_config._attn_implementation)
         with torch.no_grad():
             logits = model(
@@ -359,7 +366,9 @@ def _packed_batch(spec: JobSpec, name: str, model: Any) -> Finding:
             "error", "vqa", f"{name}: non-finite loss on a real packed batch", "run with -v"
         )
     dropped = (
-        f"; quality filter dropped {counts.turns_dropped} turns" if counts.turns_dropped else ""
+        f"; quality filter dropped {counts.turns_dropped} turns of the rows read"
+        if counts.turns_dropped
+        else ""
     )
     return Finding(
         "ok",
