@@ -34,9 +34,9 @@ from typing import Any
 import tomli_w
 
 from orchestrator.contract import checkpoint as ckpt
-from orchestrator.contract.errors import OrchError
+from orchestrator.contract.errors import OrchError, SpecError
 from orchestrator.contract.layout import RunDir, read_jsonl
-from orchestrator.contract.spec import JobSpec
+from orchestrator.contract.spec import JobSpec, load_spec
 
 logger = logging.getLogger("orch.measure")
 
@@ -128,12 +128,21 @@ def measure(spec: JobSpec, n: int, *, dashboard: bool = True) -> Measured:
     tmp = Path(tempfile.mkdtemp(prefix=f"plan-measure-{spec.name}-", dir=spec.runs_dir))
     job = tmp / "job.toml"
     job.write_text(tomli_w.dumps(measurement_spec(spec, n, tmp).to_toml_dict()))
+    try:
+        load_spec(job)  # a spec the measurement's `orch submit` would refuse fails here, named
+    except SpecError:
+        shutil.rmtree(tmp)
+        raise
     log = tmp / "submit.log"
     cmd = [sys.executable, "-m", "orchestrator.cli", "submit", str(job), "--run-name", RUN_NAME]
     if not dashboard:
         cmd.append("--no-dashboard")
     logger.info("measuring %d steps of %s: orch submit in %s (log: %s)", n, spec.name, tmp, log)
-    code, t0, t1 = _run(cmd, log)
+    try:
+        code, t0, t1 = _run(cmd, log)
+    except KeyboardInterrupt:
+        logger.warning("measurement interrupted; its run directory is left: %s", tmp)
+        raise
     run = RunDir(tmp / RUN_NAME)
     if code != 0:
         raise MeasurementFailed(
@@ -350,7 +359,9 @@ def assumptions(spec: JobSpec, m: Measured, dashboard: bool) -> list[str]:
             "training (on CPUs shared with training they do: an underestimate)",
         ]
     out.append(
-        "after the last checkpoint's eval the run takes what the measured one did: "
+        "after the last checkpoint"
+        + ("'s eval" if ev.during_training else "")
+        + " the run takes what the measured one did: "
         + ("the final full eval of the best checkpoint, " if ev.final_full else "")
         + "the export, the tracker's and Ray's shutdown (none depends on the number of steps)"
     )
