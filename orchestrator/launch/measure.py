@@ -151,7 +151,7 @@ def measure(spec: JobSpec, n: int, *, dashboard: bool = True) -> Measured:
         )
     try:
         measured = read_figures(spec, run, n, t0, t1)
-    except (OSError, KeyError, ValueError, TypeError) as e:
+    except (OSError, KeyError, ValueError, TypeError, StopIteration) as e:
         raise MeasurementFailed(
             f"the measurement run {run.path} finished but its figures cannot be read "
             f"({type(e).__name__}: {e}); kept for a look: {tmp}"
