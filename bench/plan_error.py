@@ -9,7 +9,10 @@ the real run of that job, measured right after it on the same machine.
 Printed: plan_error = predicted / measured wall time (the issue's bar: 0.8-1.25), and the
 components side by side, each predicted figure and the real run's (from its files: the
 training loop's start, its steps' timestamps, the last checkpoint's COMPLETE), with their
-ratios; plan_s is what the measurement cost, plan_vs_run_wall its share of the real run.
+ratios; plan_s is what the measurement cost, plan_vs_run_wall its share of the real run. cpus and
+the 1-minute load average at the start, between the two and at the end describe the machine:
+the two runs follow each other, so a load that changes between them (other work on a shared
+machine) moves plan_error by as much.
 
     PYTHONPATH=. .venv/bin/python bench/plan_error.py [--measure 20] [--quick]
         [--demo data/demo] [--model models/tiny-qwen2.5-vl]
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -81,18 +85,24 @@ def main() -> None:
     if args.quick:
         extra = ["--set", "training.max_steps=60", "--set", "training.checkpoint_every=30"]
         extra, measure = [*extra, "--no-dashboard"], 5
+    loads = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory() as tmp:
         job = str(demo_job.write_job(Path(tmp) / "job.toml", args.demo, args.model))
         runs = ["--set", f"runs_dir='{tmp}/runs'"]
         planned, plan_s = orch("plan", job, "--measure", str(measure), "--json", *runs, *extra)
         plan = json.loads(planned.stdout)
+        loads.append(os.getloadavg()[0])
         launched = time.time()
         orch("submit", job, "--run-name", "bench", *runs, *extra)
         real = real_run(Path(tmp) / "runs" / "bench", launched, time.time())
         left = [p.name for p in (Path(tmp) / "runs").iterdir() if p.name != "bench"]
         if left:
             raise SystemExit(f"orch plan --measure left {left} in the runs directory")
+    loads.append(os.getloadavg()[0])
     m, p = plan["measured"], plan["prediction"]
+    print(f"cpus={os.cpu_count()}")
+    for when, load in zip(("start", "between", "end"), loads, strict=True):
+        print(f"load_avg_1m_{when}={load:.2f}")
     print(f"steps={p['steps']}")
     print(f"checkpoints={p['checkpoints']}")
     print(f"measure_steps={m['steps']}")

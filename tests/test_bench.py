@@ -208,6 +208,7 @@ def test_plan_error_quick(demo_data: Path, tiny_model: Path) -> None:
         "plan_error.py", "--quick", "--demo", str(demo_data), "--model", str(tiny_model)
     )
     names = ["steps", "checkpoints", "measure_steps", "plan_s", "plan_vs_run_wall", "plan_error"]
+    names += ["cpus", "load_avg_1m_start", "load_avg_1m_between", "load_avg_1m_end"]
     for name in ("checkpoint_s", "ckpt_eval_s", "ckpt_eval_warm_s", "final_eval_s"):
         names.append(f"measured_{name}")
     for name in ("wall", "startup", "step", "train", "after_training"):
