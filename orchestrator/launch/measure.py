@@ -4,8 +4,9 @@ what it measured.
 The measurement is ``orch submit`` of the job itself (the same controller, Ray, Ray Train and
 DeepSpeed workers, eval backend, eval parts and tracker as a real submission: the job's own
 resources), changed only where a short run must be: ``training.max_steps = N`` (``epochs``
-unset), one checkpoint at step N, a train-metrics row at every step (a timestamp per step),
-no ``resume_from``, ``tracking.mode = "offline"`` for an online job (no run appears in the
+unset), one checkpoint at step N, train metrics reported at the job's ``log_every`` when N is at
+least twice that, else every N // 2 steps (``cadence``: timestamps at step k and step N), no
+``resume_from``, ``tracking.mode = "offline"`` for an online job (no run appears in the
 project), and a run directory of its own under the job's ``runs_dir`` (the same filesystem the
 job's checkpoints go to), removed afterwards (kept when the measurement fails).
 
@@ -60,7 +61,7 @@ class Measured:
     """Launch to the training loop's start (imports, pre-flight, Ray, workers, model, DeepSpeed)."""
     first_step_s: float
     """The first step with the warm-up's whole excess (the first batches, the allocator, ...):
-    the loop's start to the end of step k = max(1, N // 2), less k - 1 steady steps."""
+    the loop's start to the end of step k (``cadence``, about N / 2), less k - 1 steady steps."""
     step_s: float
     """One steady step: (end of step N - end of step k) / (N - k); step 1's time when N = 1."""
     checkpoint_s: float
@@ -104,6 +105,16 @@ def check_measure_steps(n: int, job_steps: int | None = None) -> None:
         )
 
 
+def cadence(n: int, log_every: int) -> tuple[int, int]:
+    """(log_every of the measurement, k): train-metrics rows (timestamps) at step k, about N / 2,
+    and at step N, with reports at the job's own ``log_every`` between them where N allows (the
+    warm-up lasts a few steps: the steady step is measured after step k)."""
+    if n >= 2 * log_every:
+        return log_every, log_every * ((n // 2) // log_every)
+    half = max(1, n // 2)
+    return half, half
+
+
 def measurement_spec(spec: JobSpec, n: int, runs_dir: Path) -> JobSpec:
     """The job as the measurement runs it (the module docstring says what changes and why)."""
     tr = spec.training.model_copy(
@@ -111,7 +122,7 @@ def measurement_spec(spec: JobSpec, n: int, runs_dir: Path) -> JobSpec:
             "max_steps": n,
             "epochs": None,
             "checkpoint_every": n,
-            "log_every": 1,
+            "log_every": cadence(n, spec.training.log_every)[0],
             "resume_from": None,
         }
     )
@@ -207,7 +218,7 @@ def read_figures(spec: JobSpec, run: RunDir, n: int, t0: float, t1: float) -> Me
     started = next(e for e in events if e["event"] == "started")
     rows = {int(r["step"]): float(r["time"]) for r in read_jsonl(run.train_metrics)}
     ready = float(started["time"])
-    k = max(1, n // 2)  # the warm-up lasts a few steps: the steady step is the second half's
+    k = cadence(n, spec.training.log_every)[1]
     step_s = (rows[n] - rows[k]) / (n - k) if n > 1 else rows[1] - ready
     complete = json.loads((ckpt.checkpoint_dir(run.checkpoints, n) / ckpt.COMPLETE).read_text())
     completed_at = float(complete["time"])
@@ -332,19 +343,24 @@ def predict(m: Measured, spec: JobSpec, steps: int) -> dict[str, Any]:
 def assumptions(spec: JobSpec, m: Measured, dashboard: bool) -> list[str]:
     """Every assumption of ``predict`` (and of the measurement), as a person reads them."""
     tr, ev = spec.training, spec.evaluation
+    every, k = cadence(m.steps, tr.log_every)
     out = [
         f"measured: one `orch submit` of this job here (the local controller, "
         f"{'with' if dashboard else 'without'} the Ray dashboard, the job's own backend and "
         f"resources) with training.max_steps={m.steps}, checkpoint_every={m.steps}, "
-        "log_every=1 (a timestamp per step); its run directory was removed",
+        f"log_every={every} (the job's: {tr.log_every}); its run directory was removed",
         "start-up (launch to the training loop) and the first step's warm-up are paid once, as "
         "measured",
         "every later step takes the measured steady step time"
         + (
             " (N = 1: the first step's, warm-up included, an overestimate)"
             if m.steps == 1
-            else f" (steps {max(1, m.steps // 2) + 1}..{m.steps}, the first steps' excess "
-            f"counted once; metrics reported every step, the job every {tr.log_every})"
+            else f" (steps {k + 1}..{m.steps}; the first {k} steps' excess over it counted once"
+            + (
+                ")"
+                if every == tr.log_every
+                else f"; metrics reported every {every} steps, the job every {tr.log_every})"
+            )
         ),
         "every checkpoint costs the loop what the measured one did (retention's removals are "
         "not counted)",
