@@ -73,6 +73,7 @@ bench: $(STAMP) $(TINY)/config.json $(DEMO)/COMPLETE $(LMMS_STAMP)
 	PYTHONPATH=. $(PY) bench/orch_vs_handwritten.py
 	PYTHONPATH=. $(PY) bench/orch_eval_vs_lmms.py
 	PYTHONPATH=. $(PY) bench/lmms_part_overhead.py
+	PYTHONPATH=. $(PY) bench/plan_error.py
 	@if $(PY) -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then \
 		PYTHONPATH=. $(PY) bench/gpu_mfu.py --compile; \
 	else echo "gpu_mfu: skipped (no CUDA device)"; fi
@@ -93,6 +94,7 @@ bench-quick: $(STAMP) $(TINY)/config.json $(DEMO)/COMPLETE $(LMMS_STAMP)
 	PYTHONPATH=. $(PY) bench/orch_vs_handwritten.py --quick
 	PYTHONPATH=. $(PY) bench/orch_eval_vs_lmms.py --quick
 	PYTHONPATH=. $(PY) bench/lmms_part_overhead.py --quick
+	PYTHONPATH=. $(PY) bench/plan_error.py --quick
 	PYTHONPATH=. $(PY) bench/gpu_mfu.py --quick
 
 lint: $(STAMP)

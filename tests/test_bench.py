@@ -219,3 +219,18 @@ def test_gpu_mfu_quick() -> None:
         assert "gpu_mfu" not in found and "matmul_baseline_mfu" not in found
     elif "gpu_mfu" in found:  # a device whose bf16 peak workers/flops.py knows
         check_numbers(proc, ["gpu_mfu", "gpu_vqa_mfu", "matmul_baseline_mfu"])
+
+
+def test_plan_error_quick(demo_data: Path, tiny_model: Path) -> None:
+    proc = run_bench(
+        "plan_error.py", "--quick", "--demo", str(demo_data), "--model", str(tiny_model)
+    )
+    names = ["steps", "checkpoints", "measure_steps", "plan_s", "plan_vs_run_wall", "plan_error"]
+    names += ["cpus", "load_avg_1m_start", "load_avg_1m_between", "load_avg_1m_end"]
+    for name in ("checkpoint_s", "ckpt_eval_s", "ckpt_eval_warm_s", "final_eval_s"):
+        names.append(f"measured_{name}")
+    for name in ("wall", "startup", "step", "train", "after_training"):
+        names += [f"predicted_{name}_s", f"real_{name}_s", f"{name}_predicted_vs_real"]
+    values = check_numbers(proc, names)
+    assert values["steps"] == 60 and values["checkpoints"] == 2 and values["measure_steps"] == 5
+    assert values["plan_error"] > 0 and values["predicted_wall_s"] > values["predicted_train_s"]

@@ -9,6 +9,11 @@ PaLM convention: 3x the forward matmuls) on shapes measured from up to ``--sampl
 dataset; an eval sample costs one forward (generation's decoding steps are not counted); time is
 FLOPs / (peak x MFU), the peak per training worker (``--peak-tflops``; by default an H100 SXM's
 dense bf16 peak when training uses GPUs, none on CPUs) and ``--mfu`` (0.35 by default).
+
+``--measure N`` runs the job for N real steps first (``orch submit`` of the job itself, one
+checkpoint, its evals, in a run directory removed afterwards: orchestrator/launch/measure.py)
+and predicts the wall time and GPU-hours from what that run took; the FLOPs estimate stays
+beside it. Its assumptions are printed too.
 """
 
 from __future__ import annotations
@@ -39,6 +44,18 @@ def add_parser(sub: Subparsers) -> None:
         help="peak TFLOP/s of one training worker (default: H100 SXM bf16 with use_gpu)",
     )
     p.add_argument("--sample", type=int, default=32, help="rows per dataset encoded (shapes)")
+    p.add_argument(
+        "--measure",
+        type=int,
+        metavar="N",
+        help="run N real training steps, a checkpoint and its evals (orch submit of the job, "
+        "in a run directory removed after) and predict the job's time from them",
+    )
+    p.add_argument(
+        "--no-dashboard",
+        action="store_true",
+        help="--measure: the measurement's embedded Ray without dashboard (as orch submit's)",
+    )
     p.set_defaults(func=run)
 
 
@@ -46,21 +63,42 @@ def run(args: argparse.Namespace) -> int:
     from orchestrator.checks.disk import check_disk
     from orchestrator.checks.validate import validate_data
     from orchestrator.contract.errors import SpecError
+    from orchestrator.contract.exitcodes import ExitCode
+    from orchestrator.launch.measure import (
+        MeasurementFailed,
+        assumptions,
+        check_measure_steps,
+        measure,
+        predict,
+    )
     from orchestrator.launch.submit import preflight
 
     if not 0 < args.mfu <= 1:
         raise SpecError(f"--mfu: {args.mfu} is not in (0, 1]")
+    if args.measure is not None:
+        check_measure_steps(args.measure)  # before any work
     spec = load_job_spec(args)
     preflight(spec, sample=0)  # model, DeepSpeed config, resume point
     stats = validate_data(spec, 0)  # every row; no image decoded
     rows = {s.name: s.train for s in stats}
     steps = spec.training.steps_for(rows)
+    if args.measure is not None:
+        check_measure_steps(args.measure, steps)
     disk = check_disk(spec, steps, spec.runs_dir)
     shapes = _shapes(spec, args.sample)
     peak = args.peak_tflops * 1e12 if args.peak_tflops else (
         H100_SXM_BF16 if spec.training.use_gpu else None
     )  # fmt: skip
     plan = _plan(spec, stats, steps, disk, shapes, peak, args.mfu)
+    if args.measure is not None:
+        try:
+            measured = measure(spec, args.measure, dashboard=not args.no_dashboard)
+        except MeasurementFailed as e:
+            logger.error("%s", e)
+            return ExitCode.FAILED
+        plan["measured"] = measured.to_json()
+        plan["prediction"] = predict(measured, spec, steps)
+        plan["assumptions"]["measure"] = assumptions(spec, measured, not args.no_dashboard)
     if args.json:
         sys.stdout.write(json.dumps(plan, indent=2) + "\n")
     else:
@@ -221,6 +259,12 @@ def _render(plan: dict[str, Any]) -> None:
         f"({human_bytes(c['state_bytes'])} DeepSpeed state, {human_bytes(c['hf_bytes'])} HF "
         f"weights), {human_bytes(c['peak_bytes'])} at the peak; {plan['eval_parts']} eval parts"
     )
+    _render_flops(console, plan)
+    if "prediction" in plan:
+        _render_measured(console, plan)
+
+
+def _render_flops(console: Any, plan: dict[str, Any]) -> None:
     f, a = plan["flops"], plan["assumptions"]
     if f["train"] is None:
         console.print("FLOPs: unknown (a dataset's kind batches are of no known shape)")
@@ -235,6 +279,53 @@ def _render(plan: dict[str, Any]) -> None:
         f"{a['mfu']:.2f}: training {_duration(t['train_s'])} ({t['train_gpu_hours']:.1f} "
         f"GPU-h), evaluation {_duration(t['eval_s'])} ({t['eval_gpu_hours']:.1f} GPU-h)"
     )
+
+
+def _render_measured(console: Any, plan: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    m, p = plan["measured"], plan["prediction"]
+    table = Table(title=f"measured: {m['steps']} steps, one checkpoint, its evals")
+    table.add_column("figure")
+    table.add_column("seconds", justify="right")
+    for label, key in (
+        ("whole measurement run", "wall_s"),
+        ("start-up (launch to the training loop)", "startup_s"),
+        ("first step", "first_step_s"),
+        ("steady step", "step_s"),
+        ("checkpoint", "checkpoint_s"),
+        ("checkpoint eval, first (to published)", "ckpt_eval_s"),
+        ("checkpoint eval, later", "ckpt_eval_warm_s"),
+        ("final full eval", "final_eval_s"),
+        ("after the last eval to exit", "after_evals_s"),
+    ):
+        value = m[key]
+        table.add_row(label, "-" if value is None else f"{value:.3f}")
+    console.print(table)
+    table = Table(title=f"predicted: {p['steps']} steps, {p['checkpoints']} checkpoints")
+    table.add_column("part")
+    table.add_column("time", justify="right")
+    rows: tuple[tuple[str, str | None], ...] = (
+        ("start-up and first step", None),
+        (f"{p['steps'] - 1} more steps", "steps_s"),
+        (f"{p['checkpoints']} checkpoints", "checkpoints_s"),
+        ("training (launch to the last checkpoint)", "train_s"),
+        ("checkpoint evals (beside training)", "ckpt_evals_s"),
+        ("of which waiting for an eval lane", "ckpt_eval_wait_s"),
+        ("after training (last evals, final eval, shutdown)", "after_training_s"),
+        ("wall time", "wall_s"),
+    )
+    for part, figure in rows:
+        seconds = p["startup_s"] + p["first_step_s"] if figure is None else p[figure]
+        table.add_row(part, _duration(seconds))
+    console.print(table)
+    console.print(
+        f"GPU-hours: {p['train_gpu_hours']:.2f} training, {p['eval_gpu_hours']:.2f} evaluation "
+        f"({p['eval_task_s']:.1f} s of eval parts)"
+    )
+    console.print("assumptions:")
+    for line in plan["assumptions"]["measure"]:
+        console.print(f"  - {line}", markup=False, highlight=False)
 
 
 def _duration(seconds: float) -> str:
