@@ -124,7 +124,9 @@ def test_bad_measure_arguments_are_refused(
     assert "--measure: 120 steps are not fewer than the job's 120" in out.stderr
     out = orch("plan", job, "--measure", "two", cwd=tmp_path)
     assert out.returncode == 2 and "--measure: invalid int value: 'two'" in out.stderr
-    assert not (tmp_path / "runs").exists()  # nothing was run
+    runs = tmp_path / "runs"
+    # Nothing was run: no run directory (the pre-flight's row index is all runs/ holds).
+    assert [p.name for p in runs.iterdir()] == [".index"], list(runs.iterdir())
 
 
 def test_a_failed_measurement_fails_the_plan_and_keeps_its_run(

@@ -112,6 +112,7 @@ def _shapes(spec: JobSpec, k: int) -> dict[str, dict[str, Any]]:
     from transformers import AutoConfig
 
     from orchestrator.contract.kinds import get_kind
+    from workers.data.index import open_index
     from workers.flops import train_step_flops
 
     config = AutoConfig.from_pretrained(spec.model.path)
@@ -119,8 +120,10 @@ def _shapes(spec: JobSpec, k: int) -> dict[str, dict[str, Any]]:
     for name, ds in spec.datasets.items():
         kind = get_kind(ds.kind)
         # Shapes of the training rows; an eval-only dataset's from its eval rows.
-        rows = kind.read(name, ds, "train" if ds.trained else "eval", list(spec.datasets))
-        picked = random.Random(f"plan:{name}").sample(list(rows), min(k, len(rows)))
+        # The index the pre-flight built (validate_data above): k rows read, not the manifest.
+        rows = open_index(spec, name, "train" if ds.trained else "eval")
+        chosen = random.Random(f"plan:{name}").sample(range(len(rows)), min(k, len(rows)))
+        picked = [rows[i] for i in chosen]
         batch = kind.collator(spec)([(name, r) for r in picked])
         lengths = _lengths(batch, len(picked))
         grid = getattr(batch, "image_grid_thw", None)
