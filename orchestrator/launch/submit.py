@@ -69,8 +69,12 @@ def preflight(
                 raise SpecError(f"evaluation.lmms: {finding.message}; {finding.fix}")
     if sample == 0:
         return {}
+    steps = spec.training.max_steps
+    if run_path is not None and steps is not None:
+        # Before the data is read: validating writes the row index under runs_dir.
+        check_disk(spec, steps, run_path)
     sizes = {s.name: s.train for s in validate_data(spec, sample)}
-    if run_path is not None:
+    if run_path is not None and steps is None:  # epochs: the steps follow from the rows
         check_disk(spec, spec.training.steps_for(sizes), run_path)
     return sizes
 
