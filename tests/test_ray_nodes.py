@@ -153,3 +153,14 @@ def test_training_that_the_cluster_cannot_hold_is_refused_before_the_run_starts(
                "--set", "evaluation.cpus_per_task=2")  # fmt: skip
     assert out.returncode == 2 and "evaluation.cpus_per_task = 2" in out.stderr, out.stderr[-2000:]
     assert "largest node has 1 CPUs" in out.stderr
+
+
+def test_a_bad_node_count_is_refused_naming_the_flag(tmp_path: Path) -> None:
+    env = os.environ | {"HOME": str(tmp_path), "ORCH_RAY_TMP": "/tmp/orch-rn-never"}
+    for args in (["--nodes", "0"], ["--nodes", "two"], ["--nodes"]):
+        out = ray_sh(env, "up", *args, timeout=30)
+        assert out.returncode == 2, (args, out.stderr)
+        assert "--nodes" in out.stderr and "expected a whole number >= 1" in out.stderr
+    out = ray_sh(env, "up", "--node", "2", timeout=30)
+    assert out.returncode == 2 and "usage: " in out.stderr and "up [--nodes N]" in out.stderr
+    assert not Path("/tmp/orch-rn-never").exists()  # nothing was started
