@@ -371,6 +371,8 @@ def test_demo_job_trains_across_two_slurm_nodes(
     assert [w["rank"] for w in workers] == [0, 1]
     assert len({w["node_id"] for w in workers}) == 2  # two Ray nodes
     assert sorted(w["slurm_node"] for w in workers) == two_slurm_nodes  # one rank per node
+    # The controller waited for the second node's Ray to join before training started.
+    assert "Ray cluster: 2 node(s)" in (run / "logs" / "controller.log").read_text()
 
     assert all((run / "checkpoints" / f"step_{s:06d}" / "COMPLETE").exists() for s in (10, 20))
     for name in ("step_000010", "step_000020", "final"):
