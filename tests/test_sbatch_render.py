@@ -146,6 +146,40 @@ def test_a_hostile_option_is_refused_before_anything_is_created(
     assert not (tmp_path / "runs" / "bad").exists()
 
 
+def test_training_the_allocation_cannot_hold_is_refused_before_anything_is_created(
+    tmp_path: Path, demo_data: Path, tiny_model: Path
+) -> None:
+    """Ray Train would wait for resources until the time limit: the request is checked against
+    the allocation asked for (nodes x CPUs and GPUs per node), with every setting named."""
+    from tests.conftest import demo_job
+
+    job = demo_job(tmp_path, demo_data, tiny_model)  # 2 workers of 1 CPU
+    cases = [
+        (["--nodes", "1", "--cpus-per-task", "1"], "training.num_workers = 2 (each 1 CPU(s)"),
+        (["--nodes", "2", "--set", "training.cpus_per_worker=3"], "(each 3 CPU(s)"),
+        (["--nodes", "2", "--set", "training.use_gpu=true"], "(each 1 CPU(s) and 1 GPU"),
+        (
+            ["--nodes", "1", "--gpus-per-node", "1", "--set", "training.use_gpu=true"],
+            "hold at most 1 such worker(s)",
+        ),
+    ]
+    for args, named in cases:
+        out = _orch(
+            "submit", str(job), "--cluster", "slurm", "--run-name", "big", *args, cwd=tmp_path
+        )  # fmt: skip
+        assert out.returncode == 2, (args, out.stderr[-2000:])
+        assert named in out.stderr, (args, out.stderr[-2000:])
+        assert "does not fit the allocation (--nodes" in out.stderr
+        assert "ask for more with --nodes, --cpus-per-task or --gpus-per-node" in out.stderr
+        assert not (tmp_path / "runs" / "big").exists()
+    # What fits: two nodes of one CPU hold the two workers (a dry run prints the script).
+    out = _orch(
+        "submit", str(job), "--cluster", "slurm", "--run-name", "fits", "--nodes", "2",
+        "--cpus-per-task", "1", "--dry-run", cwd=tmp_path,
+    )  # fmt: skip
+    assert out.returncode == 0 and "#SBATCH --nodes=2" in out.stdout, out.stderr[-2000:]
+
+
 # ---- the dashboard link and Ray's token: how to get in, never the token itself ------------
 
 TOKEN = "0123456789abcdef-not-a-real-token"

@@ -23,6 +23,7 @@ from orchestrator.eval_backends.local import LocalBackend
 from orchestrator.eval_backends.slurm_jobs import SlurmBackend
 from orchestrator.tracking import find_offline_runs, read_offline_run
 from tests.conftest import ROOT, demo_job
+from tests.helpers.jobs import demo_project
 from tests.helpers.runs import DemoRun
 from tests.test_backends import comparable, job, wait
 
@@ -320,3 +321,71 @@ def test_demo_job_submitted_with_cluster_slurm_survives_a_requeue(
         json.loads((run / "eval" / "step_000080.json").read_text())
     )
     assert shape(json.loads((lrun / "eval" / "final.json").read_text())) == shape(final)
+
+
+# ---- two nodes: `orch submit --cluster slurm --nodes 2` on a two-node local SLURM -------------
+
+
+@pytest.fixture
+def two_slurm_nodes(slurm: None) -> Iterator[list[str]]:
+    """The module's SLURM as two nodes (two slurmd on this host, orch-node-1 and -2), back to
+    the module's one node afterwards, even on failure."""
+    try:
+        subprocess.run([str(SLURM_SH), "up", "--nodes", "2"], check=True, timeout=300)
+        nodes = subprocess.run(
+            ["sinfo", "-h", "-N", "-o", "%N %T"], capture_output=True, text=True, check=True
+        ).stdout.split("\n")
+        assert sorted(n for n in nodes if n) == ["orch-node-1 idle", "orch-node-2 idle"], nodes
+        yield ["orch-node-1", "orch-node-2"]
+    finally:
+        subprocess.run([str(SLURM_SH), "up"], check=True, timeout=300)
+
+
+def test_demo_job_trains_across_two_slurm_nodes(
+    two_slurm_nodes: list[str], tmp_path: Path, demo_data: Path, tiny_model: Path
+) -> None:
+    """jobs/demo_mix.toml as a user submits it, on a two-node allocation of one CPU per node:
+    the Ray head on the first node, a Ray worker on the second, one training rank on each; eval
+    parts in their own SLURM jobs, on whichever node SLURM picks."""
+    cwd = demo_project(tmp_path, demo_data, tiny_model)
+    t0 = time.time()
+    job_id = cluster_submit(
+        ROOT / "jobs" / "demo_mix.toml", cwd, "--run-name", "two", "--nodes", "2",
+        "--cpus-per-task", "1",
+        "--set", "training.max_steps=20", "--set", "training.checkpoint_every=10",
+    )  # fmt: skip
+    run = cwd / "runs" / "two"
+    log = run / "slurm" / f"{job_id}.log"
+    wait_for(lambda: job_field(job_id, "JobState") in TERMINAL, 600, "the job to end")
+    assert job_field(job_id, "JobState") == "COMPLETED", log.read_text()[-3000:]
+    logger.info("demo job on 2 SLURM nodes: %.1f s from submission", time.time() - t0)
+    assert job_field(job_id, "NodeList") == "orch-node-[1-2]"
+    assert not leftover_ray(job_id)
+
+    events = [
+        json.loads(x) for x in (run / "logs" / "train_events.jsonl").read_text().split("\n") if x
+    ]
+    started = [e for e in events if e["event"] == "started"]
+    assert len(started) == 1, events
+    workers = started[0]["workers"]
+    assert [w["rank"] for w in workers] == [0, 1]
+    assert len({w["node_id"] for w in workers}) == 2  # two Ray nodes
+    assert sorted(w["slurm_node"] for w in workers) == two_slurm_nodes  # one rank per node
+    # The controller waited for the second node's Ray to join before training started.
+    assert "Ray cluster: 2 node(s)" in (run / "logs" / "controller.log").read_text()
+
+    assert all((run / "checkpoints" / f"step_{s:06d}" / "COMPLETE").exists() for s in (10, 20))
+    for name in ("step_000010", "step_000020", "final"):
+        merged = json.loads((run / "eval" / f"{name}.json").read_text())
+        assert sorted(merged["datasets"]) == ["digits", "faces", "textures"], merged
+        assert merged["missing"] == {}, (name, merged["missing"])
+    ledger = [json.loads(p.read_text()) for p in (run / "ledger").glob("*/*.json")]
+    assert ledger and all(e["status"] == "succeeded" and e["backend"] == "slurm" for e in ledger)
+    eval_jobs = sorted({e["job_id"].split(":")[0] for e in ledger})
+    eval_nodes = {job_field(j, "NodeList") for j in eval_jobs}
+    assert eval_nodes <= set(two_slurm_nodes), eval_nodes
+    logger.info("eval jobs ran on %s", sorted(eval_nodes))
+    rows = [
+        json.loads(x) for x in (run / "logs" / "train_metrics.jsonl").read_text().split("\n") if x
+    ]
+    logger.info("step time on 2 SLURM nodes: %s s", [round(r["step_time_s"], 3) for r in rows])

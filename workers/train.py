@@ -73,10 +73,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     torch.set_num_threads(max(1, int(tr.cpus_per_worker)))
     torch.manual_seed(tr.seed)
 
+    placement = worker_placements(ctx)
     data = load_train_data(spec)
     max_steps = spec.training.steps_for({n: len(s) for n, s in data.items()})
     engine, scheduler = build_engine(spec, world, max_steps)
-    step, position, latest = resume(engine, paths, tr.resume_from, rank, world)
+    step, position, latest = resume(engine, paths, tr.resume_from, rank, world, placement)
     plan = Plan(
         sizes={n: len(s) for n, s in data.items()},
         weights={n: d.mix_weight for n, d in spec.trained.items()},
@@ -128,6 +129,33 @@ def token_plan(spec: JobSpec, data: dict[str, Any], world: int) -> dict[str, Any
     }
 
 
+def worker_placements(ctx: Any) -> list[dict[str, Any]]:
+    """Where every rank runs, rank by rank (all-gathered, so rank 0 can record it): its Ray
+    node id, node IP, hostname, SLURM node (in an allocation), node rank and local rank, pid.
+    Ray Train numbers nodes (node_rank, local_rank) by IP: two raylets on one address count as
+    one node there, though their node ids differ."""
+    import socket
+
+    import ray
+
+    me = {
+        "rank": ctx.get_world_rank(),
+        "local_rank": ctx.get_local_rank(),
+        "node_rank": ctx.get_node_rank(),
+        "node_id": ray.get_runtime_context().get_node_id(),
+        "node_ip": ray.util.get_node_ip_address(),
+        "hostname": socket.gethostname(),
+        # Inside a SLURM allocation, the SLURM node this rank's Ray node was started on.
+        "slurm_node": os.environ.get("SLURMD_NODENAME"),
+        "pid": os.getpid(),
+    }
+    if not dist.is_initialized():
+        return [me]
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, me)
+    return [dict(g) for g in gathered]
+
+
 def build_engine(spec: JobSpec, world: int, max_steps: int) -> tuple[Any, Any]:
     """The model (LoRA, gradient checkpointing, compilation as the spec says), AdamW, the
     schedule, and the DeepSpeed engine around them."""
@@ -161,10 +189,16 @@ def build_engine(spec: JobSpec, world: int, max_steps: int) -> tuple[Any, Any]:
 
 
 def resume(
-    engine: Any, paths: RunDir, resume_from: Path | None, rank: int, world: int
+    engine: Any,
+    paths: RunDir,
+    resume_from: Path | None,
+    rank: int,
+    world: int,
+    placement: list[dict[str, Any]] | None = None,
 ) -> tuple[int, dict[str, Any] | None, Path | None]:
     """(step, data position, checkpoint) to continue from: this run's own latest complete
-    checkpoint first (a worker-group restart or a requeue), else training.resume_from."""
+    checkpoint first (a worker-group restart or a requeue), else training.resume_from. Rank 0
+    records the start in logs/train_events.jsonl, with where each rank runs (``placement``)."""
     step, position = 0, None
     latest = ckpt.latest_resumable(paths.checkpoints) or resume_point(resume_from)
     if latest is not None:
@@ -180,6 +214,7 @@ def resume(
                 "step": step,
                 "world_size": world,
                 "resumed_from": str(latest) if latest else None,
+                "workers": placement or [],
             },
         )
     return step, position, latest

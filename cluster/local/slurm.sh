@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# A real one-node SLURM on this machine, for tests and for trying orch's SLURM paths.
-#   cluster/local/slurm.sh up | down | status
-# Idempotent. Needs root: it installs Debian's slurm packages (and MariaDB for accounting) when
+# A real SLURM on this machine, for tests and for trying orch's SLURM paths.
+#   cluster/local/slurm.sh up [--nodes N] | down | status
+# --nodes N (default 1: one node named after this host): N nodes orch-node-1..N, each its own
+# slurmd (`slurmd -N orch-node-K`, its own port, spool dir, pid and log file). Debian's
+# slurm-wlm is built with --enable-multiple-slurmd (`scontrol show config` says
+# MULTIPLE_SLURMD = Yes), which is what lets several slurmd share one host. Idempotent: an `up`
+# with another node count than the running one restarts the daemons with the new one. Needs root: it installs Debian's slurm packages (and MariaDB for accounting) when
 # missing and starts munged, mariadbd, slurmdbd, slurmctld and slurmd by hand (no systemd).
 # Accounting (slurmdbd on MariaDB, over its unix socket as root) makes `sacct` and submitit's
 # job states work; orch's own SLURM backend reads squeue/scontrol and submitit's result files.
@@ -10,6 +14,8 @@ set -euo pipefail
 STATE=${SLURM_STATE_DIR:-/var/lib/orch-slurm}
 CONF_DIR=/etc/slurm
 NODE=$(hostname -s)
+NODES_FILE="$STATE/nodes"  # the node count the running daemons were configured with
+SLURMD_BASE_PORT=6830  # node K listens on 6830+K (6817: slurmctld, 6818: the one-node slurmd, 6819: slurmdbd)
 
 die() { echo "slurm.sh: $*" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || die "must run as root (it installs packages and starts daemons); on a shared cluster use its SLURM instead"
@@ -30,13 +36,33 @@ install() {
   echo "slurm.sh: installed slurm packages in $((SECONDS - t0)) s"
 }
 
+# The node names for N nodes: this host's name for one, orch-node-1..N for more.
+node_names() {
+  if [ "$1" = 1 ]; then echo "$NODE"; else seq -f "orch-node-%g" 1 "$1"; fi
+}
+
 configure() {
+  local n=$1
   mkdir -p "$CONF_DIR" "$STATE/ctld" "$STATE/d" /var/log/slurm /run/munge /etc/munge
   local cpus mem
   # At least 8 schedulable CPUs even on a 2-core machine (config_overrides lets slurmd accept
   # more than the hardware): a training allocation and its eval jobs then run side by side.
   cpus=$(( $(nproc) > 8 ? $(nproc) : 8 ))
-  mem=$(( $(free -m | awk '/^Mem:/ {print $2}') * 9 / 10 ))
+  mem=$(( $(free -m | awk '/^Mem:/ {print $2}') * 9 / 10 / n ))
+  # One slurmd per node: with several on this host, each has its own port, and %n (the node
+  # name) keeps their spool dirs, pid and log files apart.
+  local spool="$STATE/d" pidfile="$STATE/slurmd.pid" log=/var/log/slurm/slurmd.log nodes partition
+  if [ "$n" = 1 ]; then
+    nodes="NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN"
+    partition=$NODE
+  else
+    spool="$STATE/d/%n" pidfile="$STATE/slurmd-%n.pid" log=/var/log/slurm/slurmd-%n.log
+    nodes=$(for k in $(seq 1 "$n"); do
+      echo "NodeName=orch-node-$k NodeHostname=$NODE NodeAddr=127.0.0.1 Port=$((SLURMD_BASE_PORT + k))" \
+        "CPUs=$cpus RealMemory=$mem State=UNKNOWN"
+    done)
+    partition="orch-node-[1-$n]"
+  fi
   # DefMemPerCPU: as on many clusters, a job without --mem gets memory per CPU and exports
   # SLURM_MEM_PER_CPU, which a job submitted from inside it must not inherit (orch's sbatch
   # drops it); the --cluster slurm test submits with such defaults to keep that honest.
@@ -48,11 +74,11 @@ AuthType=auth/munge
 AuthInfo=cred_expire=5
 MailProg=/bin/true
 StateSaveLocation=$STATE/ctld
-SlurmdSpoolDir=$STATE/d
+SlurmdSpoolDir=$spool
 SlurmctldPidFile=$STATE/slurmctld.pid
-SlurmdPidFile=$STATE/slurmd.pid
+SlurmdPidFile=$pidfile
 SlurmctldLogFile=/var/log/slurm/slurmctld.log
-SlurmdLogFile=/var/log/slurm/slurmd.log
+SlurmdLogFile=$log
 SlurmdParameters=config_overrides
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
@@ -66,8 +92,8 @@ SelectTypeParameters=CR_Core_Memory
 DefMemPerCPU=1024
 ReturnToService=2
 MinJobAge=600
-NodeName=$NODE NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN
-PartitionName=debug Nodes=$NODE Default=YES MaxTime=INFINITE State=UP
+$nodes
+PartitionName=debug Nodes=$partition Default=YES MaxTime=INFINITE State=UP
 CONF
   cat > "$CONF_DIR/slurmdbd.conf" <<CONF
 AuthType=auth/munge
@@ -121,24 +147,45 @@ dbd() {
     || die "sacctmgr could not register the cluster; see /var/log/slurm/slurmdbd.log"
 }
 
+# The slurmd of node $1 (one node: the plain `slurmd` of this host, as before).
+slurmd_running() {
+  if [ "$N" = 1 ]; then running slurmd; else pgrep -f "^slurmd -N $1\$" >/dev/null; fi
+}
+
 up() {
   local t0=$SECONDS
   install
-  configure
+  local had
+  had=$(cat "$NODES_FILE" 2>/dev/null || echo 1)
+  if [ "$had" != "$N" ] && { running slurmctld || running slurmd; }; then
+    echo "slurm.sh: running with $had node(s), --nodes $N asks for another layout: restarting"
+    down
+  fi
+  configure "$N"
+  mkdir -p "$STATE" && echo "$N" >"$NODES_FILE"
   running munged || su -s /bin/sh munge -c "/usr/sbin/munged --force" || /usr/sbin/munged --force
   database
   dbd
   running slurmctld || slurmctld
-  running slurmd || slurmd
+  local names
+  names=$(node_names "$N")
+  for name in $names; do
+    slurmd_running "$name" && continue
+    if [ "$N" = 1 ]; then slurmd; else slurmd -N "$name"; fi
+  done
   for _ in $(seq 1 60); do
-    if sinfo -h -N -o "%T" 2>/dev/null | grep -qE "^(idle|mixed|allocated)"; then
-      echo "slurm.sh: up in $((SECONDS - t0)) s ($(sinfo -h -N -o '%N %c CPUs %m MB %T'))"
+    local ready
+    ready=$(sinfo -h -N -o "%T" 2>/dev/null | grep -cE "^(idle|mixed|allocated)" || true)
+    if [ "$ready" -ge "$N" ]; then
+      echo "slurm.sh: up in $((SECONDS - t0)) s ($(sinfo -h -N -o '%N %c CPUs %m MB %T' | paste -sd ';' | sed 's/;/; /g'))"
       return
     fi
-    scontrol update nodename="$NODE" state=resume >/dev/null 2>&1 || true
+    for name in $names; do
+      scontrol update nodename="$name" state=resume >/dev/null 2>&1 || true
+    done
     sleep 0.5
   done
-  die "the node did not become idle in 30 s; see /var/log/slurm/*.log"
+  die "the node(s) did not become idle in 30 s; see /var/log/slurm/*.log"
 }
 
 down() {
@@ -149,23 +196,36 @@ down() {
   for _ in $(seq 1 300); do
     local left=""
     for d in $daemons; do running "$d" && left="$left $d"; done
-    [ -z "$left" ] && { echo "slurm.sh: down in $((SECONDS - t0)) s"; return; }
+    [ -z "$left" ] && { rm -f "$NODES_FILE"; echo "slurm.sh: down in $((SECONDS - t0)) s"; return; }
     sleep 0.1
   done
   for d in $daemons; do pkill -9 -x "$d" 2>/dev/null || true; done
+  rm -f "$NODES_FILE"
   echo "slurm.sh: down (killed) in $((SECONDS - t0)) s"
 }
 
 status() {
-  for d in munged mariadbd slurmdbd slurmctld slurmd; do
+  for d in munged mariadbd slurmdbd slurmctld; do
     if running "$d"; then echo "$d: running"; else echo "$d: stopped"; fi
   done
-  if running slurmctld; then sinfo; fi
+  local n
+  n=$(pgrep -x slurmd | wc -l || true)
+  if [ "$n" -gt 0 ]; then echo "slurmd: running ($n)"; else echo "slurmd: stopped"; fi
+  if running slurmctld; then sinfo -N -o '%N %c %m %T'; fi
 }
 
+N=1
 case "${1:-}" in
-  up) up ;;
+  up)
+    if [ "${2:-}" = "--nodes" ]; then
+      N=${3:-}
+    elif [ -n "${2:-}" ]; then
+      die "usage: $0 up [--nodes N]"
+    fi
+    [[ "$N" =~ ^[1-9][0-9]*$ ]] || die "--nodes ${N:-(missing)}: expected a whole number >= 1"
+    up
+    ;;
   down) down ;;
   status) status ;;
-  *) die "usage: $0 up|down|status" ;;
+  *) die "usage: $0 up [--nodes N] | down | status" ;;
 esac

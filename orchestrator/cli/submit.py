@@ -79,6 +79,7 @@ def _checkpoint_overrides(args: argparse.Namespace) -> list[str]:
 
 def _submit_slurm(args: argparse.Namespace, spec: Any) -> int:
     """Validate here, create the run directory, render the batch script into it, sbatch it."""
+    from orchestrator.checks.capacity import check_fits, slurm_nodes
     from orchestrator.contract.atomic import atomic_write_json, atomic_write_text
     from orchestrator.contract.layout import new_run_name
     from orchestrator.launch.slurm_allocation import render_sbatch, submit_sbatch
@@ -87,8 +88,16 @@ def _submit_slurm(args: argparse.Namespace, spec: Any) -> int:
     spec = _eval_on_slurm(args, spec)
     run_name = args.run_name or new_run_name(spec.name)
     run_path = (spec.runs_dir / run_name).resolve()
-    preflight(spec, run_path=run_path)
     rendered = render_sbatch(_sbatch_options(args, run_path))  # a bad option fails here, early
+    # Training that the allocation cannot hold would wait for resources until its time limit.
+    check_fits(
+        spec,
+        slurm_nodes(args.nodes, args.cpus_per_task, args.gpus_per_node),
+        f"the allocation (--nodes {args.nodes} --cpus-per-task {args.cpus_per_task} "
+        f"--gpus-per-node {args.gpus_per_node})",
+        "ask for more with --nodes, --cpus-per-task or --gpus-per-node",
+    )
+    preflight(spec, run_path=run_path)
     if args.dry_run:
         sys.stdout.write(rendered)
         return 0

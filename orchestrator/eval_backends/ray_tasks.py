@@ -43,6 +43,7 @@ def _logging_to(log_paths: list[str], failure: str) -> Iterator[None]:
         root.addHandler(handler)
     root.setLevel(_logging.INFO)
     try:
+        _log_node()
         yield
     except BaseException:
         root.exception(failure)
@@ -51,6 +52,16 @@ def _logging_to(log_paths: list[str], failure: str) -> Iterator[None]:
         for handler in handlers:
             root.removeHandler(handler)
             handler.close()
+
+
+def _log_node() -> None:
+    """Inside a Ray worker: say which Ray node (id, host) the task runs on, in its logs."""
+    import socket
+
+    import ray
+
+    node = ray.get_runtime_context().get_node_id()
+    logging.getLogger("orch.eval").info("on Ray node %s (host %s)", node, socket.gethostname())
 
 
 def _run_part(job_json: dict[str, Any], log_path: str) -> str:

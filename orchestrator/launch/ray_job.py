@@ -74,9 +74,12 @@ def submit_ray_job(
     spec: JobSpec, run_name: str | None, address: str, python: str | None = None
 ) -> tuple[RunDir, str]:
     """Validate, create the run directory, submit the controller; return (run, submission id)."""
+    from orchestrator.checks.capacity import check_fits, ray_nodes
     from orchestrator.launch.submit import open_run, preflight
 
     jobs = client(address)  # fail on an unreachable head before writing anything
+    # Training that no node layout of this cluster holds would wait for resources forever.
+    check_fits(spec, ray_nodes(address), f"the Ray cluster at {address}", "add nodes to it")
     preflight(spec, run_path=spec.runs_dir / (run_name or ""))
     rundir = open_run(spec.model_copy(update={"ray_address": "auto"}), run_name)
     taken = {j.submission_id for j in jobs.list_jobs()}

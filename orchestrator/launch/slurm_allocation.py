@@ -147,8 +147,14 @@ setsid "${{RAY[@]}}" start --head --node-ip-address="$HEAD_IP" --port="$PORT" \\
 ray_pgid=$!
 wait "$ray_pgid" || {{ echo "orch: ray start --head failed" >&2; exit 1; }}
 if [ "$SLURM_JOB_NUM_NODES" -gt 1 ]; then
-  srun --overlap --nodes=$((SLURM_JOB_NUM_NODES - 1)) --ntasks-per-node=1 --exclude="$HEAD" \\
-    "${{RAY[@]}}" start --address="$HEAD_IP:$PORT" --num-cpus="$SLURM_CPUS_PER_TASK" --block &
+  # The dashboard agent's port from the job id too (Ray's default is one fixed port, which two
+  # jobs sharing a node would both take); Ray picks the worker nodes' other ports free.
+  # --ntasks too: srun would otherwise take the allocation's (one per node, the head's included)
+  # and refuse the step ("More processors requested than permitted").
+  srun --overlap --nodes=$((SLURM_JOB_NUM_NODES - 1)) --ntasks=$((SLURM_JOB_NUM_NODES - 1)) \\
+    --ntasks-per-node=1 --exclude="$HEAD" \\
+    "${{RAY[@]}}" start --address="$HEAD_IP:$PORT" --num-cpus="$SLURM_CPUS_PER_TASK" \\
+    --dashboard-agent-listen-port=$((PORT + 4)) --block &
 fi
 echo "orch: Ray head $HEAD_IP:$PORT, dashboard on {o.dashboard_host}:$DASHBOARD_PORT of $HEAD"
 # The dashboard asks for the Ray token: say where it comes from, never what it is.
@@ -157,7 +163,10 @@ printf 'orch: submitted (`%s get-auth-token` prints it there); without one, this
   {ray_cli}
 printf 'orch: own, known only to it: export RAY_AUTH_TOKEN before submitting to log in\\n'
 
-# The run directory was created at submission; a requeued job continues it the same way.
+# The run directory was created at submission; a requeued job continues it the same way. The
+# controller waits for this allocation's Ray nodes to join (ORCH_RAY_NODES) and fails, saying
+# so, when they do not, rather than leaving training waiting for resources.
+export ORCH_RAY_NODES="$SLURM_JOB_NUM_NODES"
 {python} -m orchestrator.cli resume {run_name} --runs-dir {runs_dir} \\
   --ray-address "$HEAD_IP:$PORT" --no-dashboard &
 controller=$!

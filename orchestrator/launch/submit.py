@@ -14,7 +14,7 @@ from typing import Any
 import tomli_w
 
 from orchestrator.contract import checkpoint as ckpt
-from orchestrator.contract.errors import RunDirError, SpecError
+from orchestrator.contract.errors import ClusterError, RunDirError, SpecError
 from orchestrator.contract.exitcodes import ExitCode
 from orchestrator.contract.layout import RunDir, new_run_name
 from orchestrator.contract.spec import JobSpec
@@ -181,6 +181,7 @@ def start_ray(spec: JobSpec, dashboard: bool) -> None:
 
     if spec.ray_address:
         ray.init(address=spec.ray_address, log_to_driver=False)
+        check_joined_cluster(spec)
         return
     tr, ev = spec.training, spec.evaluation
     cpus = math.ceil(tr.num_workers * tr.cpus_per_worker + ev.max_concurrent * ev.cpus_per_task)
@@ -202,6 +203,55 @@ def start_ray(spec: JobSpec, dashboard: bool) -> None:
         url,
         command,
     )
+
+
+RAY_NODES_WAIT_S = 120.0
+
+
+def check_joined_cluster(spec: JobSpec, wait_s: float = RAY_NODES_WAIT_S) -> None:
+    """On a joined cluster: wait for the nodes the allocation starts (``ORCH_RAY_NODES``, set by
+    the SLURM batch script, whose workers join after the head), then check that training fits
+    the nodes that are there (orchestrator/checks/capacity.py). Either failure is an error
+    naming the nodes, not a training run that waits for resources forever."""
+    import os
+    import time
+
+    import ray
+
+    from orchestrator.checks.capacity import Node, check_fits
+
+    def alive() -> list[Node]:
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        return sorted(
+            (
+                Node(
+                    str(n.get("NodeName") or n.get("NodeManagerAddress") or n["NodeID"][:8]),
+                    float(n.get("Resources", {}).get("CPU", 0)),
+                    float(n.get("Resources", {}).get("GPU", 0)),
+                )
+                for n in nodes
+            ),
+            key=lambda n: n.name,
+        )
+
+    expected = int(os.environ.get("ORCH_RAY_NODES", "0") or 0)
+    nodes = alive()
+    deadline = time.monotonic() + wait_s
+    while len(nodes) < expected and time.monotonic() < deadline:
+        time.sleep(1.0)
+        nodes = alive()
+    if len(nodes) < expected:
+        raise ClusterError(
+            f"only {len(nodes)} of the allocation's {expected} Ray nodes joined the head at "
+            f"{spec.ray_address} within {wait_s:.0f} s; see the job's log for the worker nodes' "
+            "`ray start` (srun) errors"
+        )
+    logger.info(
+        "Ray cluster: %d node(s) (%s)",
+        len(nodes),
+        ", ".join(f"{n.name}: {n.cpus:g} CPUs" for n in nodes),
+    )
+    check_fits(spec, nodes, f"the Ray cluster at {spec.ray_address}", "add nodes to it")
 
 
 def submit(spec: JobSpec, *, run_name: str | None = None, dashboard: bool = True) -> int:

@@ -29,6 +29,18 @@ def demo_job(tmp_path: Path, demo_data: Path, tiny_model: Path, **training: Any)
     return path
 
 
+def demo_project(cwd: Path, demo_data: Path, tiny_model: Path) -> Path:
+    """``cwd`` made a working directory where jobs/demo_mix.toml's relative paths (data/demo,
+    models/tiny-qwen2.5-vl, jobs/deepspeed) find the session's demo data and tiny model, as in a
+    checkout after `make run`'s first steps: the job is submitted as a user types it."""
+    (cwd / "data").mkdir()
+    (cwd / "data" / "demo").symlink_to(demo_data)
+    (cwd / "models").mkdir()
+    (cwd / "models" / "tiny-qwen2.5-vl").symlink_to(tiny_model)
+    (cwd / "jobs").symlink_to(ROOT / "jobs")
+    return cwd
+
+
 def vqa_job(tmp_path: Path, demo_data: Path, tiny_model: Path, **training: Any) -> Path:
     """jobs/demo_vqa.toml pointed at the session's data and model, written under tmp_path."""
     return job_of("demo_vqa", tmp_path, demo_data, tiny_model, **training)

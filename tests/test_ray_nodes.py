@@ -1,0 +1,166 @@
+"""Training across Ray nodes: `orch submit jobs/demo_mix.toml --address` on a two-node Ray cluster
+that these tests start and stop on this machine (cluster/local/ray.sh up --nodes 2: a head and a
+second raylet joining it, each its own Ray node with one logical CPU, so Ray Train's two workers
+cannot share a node). Where each rank and each eval part ran is read from the run directory."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from tests.helpers.jobs import demo_project
+from tests.helpers.paths import ROOT
+from tests.test_ray_jobs import orch, wait_state
+
+pytestmark = pytest.mark.e2e
+logger = logging.getLogger(__name__)
+
+RAY_SH = ROOT / "cluster" / "local" / "ray.sh"
+# Away from tests/test_ray_jobs.py's head (6390/8266), which may run beside this module.
+PORT, DASHBOARD = 6410, 8286
+ADDRESS = f"http://127.0.0.1:{DASHBOARD}"
+
+
+def ray_sh(
+    env: dict[str, str], *args: str, timeout: float = 240
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(RAY_SH), *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def cluster_processes(ray_tmp: str) -> list[str]:
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if f"{ray_tmp}/" in cmd:
+            found.append(cmd[:120])
+    return found
+
+
+@pytest.fixture(scope="module")
+def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A two-node Ray cluster with its own HOME (its token) and temp dir; its node ids."""
+    home = tmp_path_factory.mktemp("home")
+    ray_tmp = tempfile.mkdtemp(prefix="orch-rn-", dir="/tmp")  # short: Ray's socket paths
+    env = os.environ | {
+        "HOME": str(home),
+        "ORCH_RAY_PORT": str(PORT),
+        "ORCH_RAY_DASHBOARD_PORT": str(DASHBOARD),
+        "ORCH_RAY_TMP": ray_tmp,
+        "ORCH_RAY_CPUS": "1",
+    }
+    env.pop("RAY_AUTH_MODE", None)
+    env.pop("RAY_AUTH_TOKEN", None)
+    try:
+        up = ray_sh(env, "up", "--nodes", "2")
+        assert up.returncode == 0, up.stdout + up.stderr
+        again = ray_sh(env, "up", "--nodes", "2")
+        assert again.returncode == 0 and "already up, 2 node(s)" in again.stdout  # idempotent
+        status = ray_sh(env, "status")
+        assert status.returncode == 0, status.stderr
+        listed = re.findall(r"^(orch-node-\d+) ([0-9a-f]{56}) [0-9.]+ 1 CPUs", status.stdout, re.M)
+        nodes = dict(listed)
+        assert sorted(nodes) == ["orch-node-1", "orch-node-2"], status.stdout
+        yield {"env": env, "nodes": nodes}
+    finally:
+        down = ray_sh(env, "down")
+        assert down.returncode == 0, down.stderr
+    status = ray_sh(env, "status")
+    assert status.returncode == 1 and "stopped" in status.stdout
+    assert not cluster_processes(ray_tmp)  # head, second raylet and their workers all gone
+    shutil.rmtree(ray_tmp)
+
+
+DEMO = str(ROOT / "jobs" / "demo_mix.toml")
+
+
+def test_training_ranks_run_on_two_nodes_and_the_run_finishes(
+    two_nodes: dict[str, Any], tmp_path: Path, demo_data: Path, tiny_model: Path
+) -> None:
+    env, nodes = two_nodes["env"], two_nodes["nodes"]
+    cwd = demo_project(tmp_path, demo_data, tiny_model)
+    submitted = time.time()
+    out = orch(
+        env, cwd, "submit", DEMO, "--address", ADDRESS, "--run-name", "two",
+        "--set", "training.max_steps=20", "--set", "training.checkpoint_every=10",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    final = wait_state(env, cwd, "two", {"SUCCEEDED", "FAILED", "STOPPED"}, 800, submitted)
+    logs = orch(env, cwd, "logs", "two")
+    assert final["status"] == "SUCCEEDED", logs.stdout[-3000:]
+    logger.info("2-node demo run (20 steps): %.1f s from submission", time.time() - submitted)
+    run = cwd / "runs" / "two"
+
+    # Where each rank ran: the training loop records it when it starts.
+    events = [json.loads(x) for x in (run / "logs" / "train_events.jsonl").read_text().splitlines()]
+    started = [e for e in events if e["event"] == "started"]
+    assert len(started) == 1 and started[0]["world_size"] == 2
+    workers = started[0]["workers"]
+    assert [w["rank"] for w in workers] == [0, 1]
+    assert {w["node_id"] for w in workers} == set(nodes.values())  # one rank on each node
+    assert len({w["node_ip"] for w in workers}) == 2  # each node its own address
+    # Ray Train sees two nodes (it numbers them by address): each rank alone on its node.
+    assert sorted(w["node_rank"] for w in workers) == [0, 1]
+    assert all(w["local_rank"] == 0 for w in workers)
+
+    # Checkpoints, every one evaluated and merged, and the final full eval.
+    assert all((run / "checkpoints" / f"step_{s:06d}" / "COMPLETE").exists() for s in (10, 20))
+    for name in ("step_000010", "step_000020", "final"):
+        merged = json.loads((run / "eval" / f"{name}.json").read_text())
+        assert sorted(merged["datasets"]) == ["digits", "faces", "textures"], merged
+        assert merged["missing"] == {}, (name, merged["missing"])
+    # Eval parts ran as Ray tasks on the cluster's nodes (any node: they are not pinned).
+    part_logs = list((run / "logs" / "eval").rglob("*.log"))
+    found = (re.findall(r"on Ray node ([0-9a-f]{56})", p.read_text()) for p in part_logs)
+    ran_on = {node for nodes_of_part in found for node in nodes_of_part}
+    assert ran_on and ran_on <= set(nodes.values()), (ran_on, nodes)
+    logger.info("eval parts ran on %s", sorted(k for k, v in nodes.items() if v in ran_on))
+    rows = [json.loads(x) for x in (run / "logs" / "train_metrics.jsonl").read_text().splitlines()]
+    logger.info("step time on 2 nodes: %s s", [round(r["step_time_s"], 3) for r in rows])
+
+
+def test_training_that_the_cluster_cannot_hold_is_refused_before_the_run_starts(
+    two_nodes: dict[str, Any], tmp_path: Path, demo_data: Path, tiny_model: Path
+) -> None:
+    env = two_nodes["env"]
+    cwd = demo_project(tmp_path, demo_data, tiny_model)
+    for setting, named in [
+        ("training.num_workers=3", "training.num_workers = 3 (each 1 CPU(s)"),
+        ("training.cpus_per_worker=2", "training.num_workers = 2 (each 2 CPU(s)"),
+        ("training.use_gpu=true", "training.num_workers = 2 (each 1 CPU(s) and 1 GPU"),
+    ]:
+        out = orch(env, cwd, "submit", DEMO, "--address", ADDRESS, "--run-name", "big",
+                   "--set", setting)  # fmt: skip
+        assert out.returncode == 2, (setting, out.stderr[-2000:])
+        assert named in out.stderr, out.stderr[-2000:]
+        assert f"does not fit the Ray cluster at {ADDRESS}: its 2 node(s)" in out.stderr
+        assert "orch-node-1: 1 CPUs" in out.stderr and "orch-node-2: 1 CPUs" in out.stderr
+        assert not (cwd / "runs" / "big").exists()  # refused before anything was created
+    out = orch(env, cwd, "submit", DEMO, "--address", ADDRESS, "--run-name", "big",
+               "--set", "evaluation.cpus_per_task=2")  # fmt: skip
+    assert out.returncode == 2 and "evaluation.cpus_per_task = 2" in out.stderr, out.stderr[-2000:]
+    assert "largest node has 1 CPUs" in out.stderr
+
+
+def test_a_bad_node_count_is_refused_naming_the_flag(tmp_path: Path) -> None:
+    env = os.environ | {"HOME": str(tmp_path), "ORCH_RAY_TMP": "/tmp/orch-rn-never"}
+    for args in (["--nodes", "0"], ["--nodes", "two"], ["--nodes"]):
+        out = ray_sh(env, "up", *args, timeout=30)
+        assert out.returncode == 2, (args, out.stderr)
+        assert "--nodes" in out.stderr and "expected a whole number >= 1" in out.stderr
+    out = ray_sh(env, "up", "--node", "2", timeout=30)
+    assert out.returncode == 2 and "usage: " in out.stderr and "up [--nodes N]" in out.stderr
+    assert not Path("/tmp/orch-rn-never").exists()  # nothing was started
