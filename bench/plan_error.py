@@ -95,7 +95,7 @@ def main() -> None:
         launched = time.time()
         orch("submit", job, "--run-name", "bench", *runs, *extra)
         real = real_run(Path(tmp) / "runs" / "bench", launched, time.time())
-        left = [p.name for p in (Path(tmp) / "runs").iterdir() if p.name != "bench"]
+        left = [p.name for p in (Path(tmp) / "runs").iterdir() if p.name not in ("bench", ".index")]
         if left:
             raise SystemExit(f"orch plan --measure left {left} in the runs directory")
     loads.append(os.getloadavg()[0])
