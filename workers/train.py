@@ -31,6 +31,7 @@ from orchestrator.contract.atomic import atomic_write_json
 from orchestrator.contract.deepspeed import build_deepspeed_config
 from orchestrator.contract.kinds import get_kind
 from orchestrator.contract.layout import RunDir, append_jsonl
+from orchestrator.contract.placement import lost_nodes
 from orchestrator.contract.spec import JobSpec
 from workers.data.loader import Plan, make_loader
 from workers.data.microbatch import Batcher, StepBatch, load_train_data
@@ -131,18 +132,22 @@ def token_plan(spec: JobSpec, data: dict[str, Any], world: int) -> dict[str, Any
 
 def worker_placements(ctx: Any) -> list[dict[str, Any]]:
     """Where every rank runs, rank by rank (all-gathered, so rank 0 can record it): its Ray
-    node id, node IP, hostname, SLURM node (in an allocation), node rank and local rank, pid.
+    node id and name (`ray start --node-name`; by default its IP), node IP, hostname, SLURM
+    node (in an allocation), node rank and local rank, pid.
     Ray Train numbers nodes (node_rank, local_rank) by IP: two raylets on one address count as
     one node there, though their node ids differ."""
     import socket
 
     import ray
 
+    node_id = ray.get_runtime_context().get_node_id()
+    names = [n.get("NodeName") for n in ray.nodes() if n.get("NodeID") == node_id]
     me = {
         "rank": ctx.get_world_rank(),
         "local_rank": ctx.get_local_rank(),
         "node_rank": ctx.get_node_rank(),
-        "node_id": ray.get_runtime_context().get_node_id(),
+        "node_id": node_id,
+        "node_name": names[0] if names and names[0] else ray.util.get_node_ip_address(),
         "node_ip": ray.util.get_node_ip_address(),
         "hostname": socket.gethostname(),
         # Inside a SLURM allocation, the SLURM node this rank's Ray node was started on.
@@ -215,6 +220,7 @@ def resume(
                 "world_size": world,
                 "resumed_from": str(latest) if latest else None,
                 "workers": placement or [],
+                "lost_nodes": lost_nodes(paths),
             },
         )
     return step, position, latest

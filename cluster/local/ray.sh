@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # A local Ray cluster on 127.0.0.1, for tests and for trying `orch submit --address`.
-#   cluster/local/ray.sh up [--nodes N] | down | status
+#   cluster/local/ray.sh up [--nodes N] | down | status | kill-node K
 # --nodes N (default 1): the head plus N-1 more Ray nodes that join it, each a raylet of its own
 # (its own node id, node name orch-node-K and label orch-node=orch-node-K, K = 2..N; the head is
 # orch-node-1), every node with ORCH_RAY_CPUS logical CPUs: several nodes on one machine, as
 # Ray's own multi-node tests run them. Idempotent. Uses the project's venv (or RAY=/path/to/ray). Token authentication is on: the
 # token lives in ~/.ray/auth_token, where orch's client (and Ray's) finds it.
+# ORCH_RAY_HEAD_CPUS (default ORCH_RAY_CPUS): the head's logical CPUs, when it should differ.
+# `kill-node K` loses node orch-node-K (K >= 2) as a machine dies: SIGKILL to its raylet, its
+# process group and every process under its raylet (Ray workers run in process groups of their
+# own), no clean shutdown; Ray notices through its health checks.
 # Ports: ORCH_RAY_PORT (GCS, default 6390) and ORCH_RAY_DASHBOARD_PORT (default 8266), chosen
 # away from Ray's defaults so an embedded `orch submit` on the same machine never collides.
 set -euo pipefail
@@ -16,6 +20,7 @@ PORT=${ORCH_RAY_PORT:-6390}
 DASHBOARD_PORT=${ORCH_RAY_DASHBOARD_PORT:-8266}
 TMP=${ORCH_RAY_TMP:-/tmp/orch-ray-local}
 CPUS=${ORCH_RAY_CPUS:-$(( $(nproc) > 4 ? $(nproc) : 4 ))}
+HEAD_CPUS=${ORCH_RAY_HEAD_CPUS:-$CPUS}
 PIDFILE="$TMP/head.pgid"
 NODES_FILE="$TMP/nodes"  # how many nodes `up` started (read by down and status)
 
@@ -103,7 +108,7 @@ up() {
     up_now=$(nodes 2>/dev/null | wc -l || true)
     if [ "$up_now" -ge "$want" ]; then
       echo "ray.sh: up in $((SECONDS - t0)) s: GCS port $PORT (token required), dashboard and Jobs API" \
-        "http://127.0.0.1:$DASHBOARD_PORT, $want node(s) of $CPUS CPUs"
+        "http://127.0.0.1:$DASHBOARD_PORT, $want node(s) of $CPUS CPUs$( [ "$HEAD_CPUS" = "$CPUS" ] || echo " (the head $HEAD_CPUS)")"
       if [ "$want" -gt 1 ]; then nodes; fi
       return
     fi
@@ -121,7 +126,7 @@ start_head() {
   setsid "$RAY" start --head --node-ip-address=127.0.0.1 --port="$PORT" --node-name=orch-node-1 \
     --dashboard-host=127.0.0.1 --dashboard-port="$DASHBOARD_PORT" \
     --ray-client-server-port=$((PORT + 1)) --dashboard-agent-listen-port=$((PORT + 2)) \
-    --temp-dir="$TMP" --num-cpus="$CPUS" --disable-usage-stats >"$TMP/start.log" 2>&1 &
+    --temp-dir="$TMP" --num-cpus="$HEAD_CPUS" --disable-usage-stats >"$TMP/start.log" 2>&1 &
   local pgid=$!
   echo "$pgid" >"$PIDFILE"
   wait "$pgid" || { cat "$TMP/start.log" >&2; die "ray start failed (log above)"; }
@@ -157,6 +162,34 @@ down() {
   echo "ray.sh: down in $((SECONDS - t0)) s"
 }
 
+# Node K's processes: its process group, and everything under its raylet (Ray starts each
+# worker in a process group of its own), pids one per line.
+node_pids() {
+  local pgid=$1
+  ps -eo pid=,ppid=,pgid= | awk -v g="$pgid" '
+    { parent[$1] = $2; group[$1] = $3 }
+    END {
+      for (p in group) if (group[p] == g) keep[p] = 1
+      do { more = 0
+        for (p in parent) if (!(p in keep) && (parent[p] in keep)) { keep[p] = 1; more = 1 }
+      } while (more)
+      for (p in keep) print p
+    }'
+}
+
+kill_node() {
+  local k=$1 f="$TMP/node-$1.pgid"
+  [[ "$k" =~ ^[0-9]+$ ]] && [ "$k" -ge 2 ] || die "kill-node ${k:-(missing)}: expected a node number >= 2 (orch-node-K; the head is 1)"
+  node_alive "$k" || die "kill-node $k: orch-node-$k is not running (ray.sh status lists the nodes)"
+  local pids
+  pids=$(node_pids "$(cat "$f")")
+  # shellcheck disable=SC2086
+  kill -KILL $pids 2>/dev/null || true
+  kill -KILL -- "-$(cat "$f")" 2>/dev/null || true
+  rm -f "$f"
+  echo "ray.sh: killed orch-node-$k ($(echo "$pids" | wc -w) processes)"
+}
+
 status() {
   if alive && ready; then
     echo "ray head: running (GCS 127.0.0.1:$PORT, dashboard http://127.0.0.1:$DASHBOARD_PORT)"
@@ -180,5 +213,6 @@ case "${1:-}" in
     ;;
   down) down ;;
   status) status ;;
-  *) die "usage: $0 up [--nodes N] | down | status" ;;
+  kill-node) kill_node "${2:-}" ;;
+  *) die "usage: $0 up [--nodes N] | down | status | kill-node K" ;;
 esac

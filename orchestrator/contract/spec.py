@@ -200,7 +200,19 @@ class TrainingSpec(_Section):
     cpus_per_worker: float = Field(default=1.0, gt=0.0)
     bf16: bool = False
     max_failures: int = Field(default=1, ge=0)
-    """Worker-group restarts (from the last checkpoint) before the run fails."""
+    """Worker-group restarts (from the last checkpoint) before the run fails: a worker that
+    dies, or a node lost with its workers, costs one."""
+    placement_strategy: Literal["PACK", "SPREAD"] = "PACK"
+    """Where Ray Train places the workers (Ray's ScalingConfig.placement_strategy): PACK onto
+    as few nodes as hold them, or SPREAD over as many nodes as there are (soft: workers share
+    a node when there are fewer nodes than workers, e.g. after a node is lost)."""
+    node_wait_s: float | None = Field(default=None, gt=0.0)
+    """How long a worker group waits for the cluster to hold it, at the start and after each
+    restart (e.g. a node was lost and the rest cannot hold every worker). None: as Ray Train
+    does, wait for ever (it retries the placement every 60 s until capacity comes back). Set:
+    after node_wait_s seconds without room, training stops with that reason, the run exits
+    non-zero, and `orch resume RUN` continues it from its latest complete checkpoint once the
+    cluster has room again."""
     resume_from: Path | None = None
     """Start from another run's checkpoint (weights, optimizer, scheduler, step, data
     position): a checkpoint directory, or a run directory (its latest complete checkpoint)."""

@@ -333,6 +333,9 @@ class Controller:
                     self._export_best()
                 if training.error:
                     logger.error("training failed: %s", training.error)
+                    if training.state is TrainingState.FAILED:
+                        # Why, in the end record `orch status` shows (the first line).
+                        reason = f"{reason}: {training.error.splitlines()[0][:500]}"
                 log = logger.info if code == 0 else logger.error
                 log("run %s finished (exit %d): %s", self.rundir.name, code, reason)
                 # The end, durably: `orch status` says what happened without parsing logs.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -55,13 +56,22 @@ def _logging_to(log_paths: list[str], failure: str) -> Iterator[None]:
 
 
 def _log_node() -> None:
-    """Inside a Ray worker: say which Ray node (id, host) the task runs on, in its logs."""
+    """Inside a Ray worker: say which Ray node (id, name, host) the task runs on, in its logs
+    (`orch status` reads the name back from each attempt's log: EVAL_NODE)."""
     import socket
 
     import ray
 
     node = ray.get_runtime_context().get_node_id()
-    logging.getLogger("orch.eval").info("on Ray node %s (host %s)", node, socket.gethostname())
+    names = [n.get("NodeName") for n in ray.nodes() if n.get("NodeID") == node]
+    name = names[0] if names and names[0] else ray.util.get_node_ip_address()
+    logging.getLogger("orch.eval").info(
+        "on Ray node %s (%s, host %s)", node, name, socket.gethostname()
+    )
+
+
+# The line _log_node writes, as `orch status` reads it: node id, node name.
+EVAL_NODE = re.compile(r"on Ray node ([0-9a-f]{56}) \((\S+), host ")
 
 
 def _run_part(job_json: dict[str, Any], log_path: str) -> str:

@@ -10,12 +10,20 @@ from __future__ import annotations
 import logging
 import threading
 import traceback
+from pathlib import Path
+from typing import Any
 
-from orchestrator.contract.layout import RunDir, read_jsonl
+from ray.train import UserCallback
+
+from orchestrator.contract.checkpoint import latest_resumable
+from orchestrator.contract.layout import RunDir, append_jsonl, read_jsonl
+from orchestrator.contract.placement import lost_nodes
 from orchestrator.contract.spec import JobSpec
 from orchestrator.core.controller import TrainingState, TrainingStatus
 
 logger = logging.getLogger("orch.training")
+
+START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
 
 
 class RayTrainRun:
@@ -33,29 +41,49 @@ class RayTrainRun:
         return self._status
 
     def _fit(self) -> None:
-        from ray.train import FailureConfig, RunConfig, ScalingConfig
+        import os
+
+        from ray.train import RunConfig, ScalingConfig
         from ray.train.torch import TorchTrainer
+        from ray.train.v2.api.config import FailureConfig  # ray.train's, typed as Train v2's
 
         from workers.train import train_loop_per_worker
 
         tr = self.spec.training
         resources = {"CPU": tr.cpus_per_worker} | ({"GPU": 1} if tr.use_gpu else {})
+        failure = FailureConfig(max_failures=tr.max_failures)
+        if tr.node_wait_s is not None:
+            # Ray Train waits this long for a worker group's placement group, then counts a
+            # controller failure; with none allowed, the wait ends training. The variable is
+            # one Ray Train propagates from this driver to its controller actor.
+            os.environ[START_TIMEOUT_ENV] = f"{tr.node_wait_s:g}"
+            failure = FailureConfig(max_failures=tr.max_failures, controller_failure_limit=0)
         trainer = TorchTrainer(
             train_loop_per_worker,
             train_loop_config={"run_dir": str(self.rundir.path)},
             scaling_config=ScalingConfig(
-                num_workers=tr.num_workers, use_gpu=tr.use_gpu, resources_per_worker=resources
+                num_workers=tr.num_workers,
+                use_gpu=tr.use_gpu,
+                resources_per_worker=resources,
+                placement_strategy=tr.placement_strategy,
             ),
             run_config=RunConfig(
                 name="train",
                 storage_path=str(self.rundir.path / "ray"),
-                failure_config=FailureConfig(max_failures=tr.max_failures),
+                failure_config=failure,
+                callbacks=[FailureRecorder(str(self.rundir.path))],  # type: ignore[list-item]
             ),
         )
         try:
             trainer.fit()
         # Any error ends training; it is recorded and turns into a non-zero exit of the run.
         except Exception as e:  # noqa: BLE001
+            reason = no_room_reason(e, self.spec, self.rundir)
+            if reason is not None:
+                logger.error("training stopped: %s", reason)
+                append_jsonl(self.rundir.train_events, {"event": "no_room", "reason": reason})
+                self._status = TrainingStatus(TrainingState.FAILED, reason)
+                return
             logger.error("training failed: %s", e)
             self._status = TrainingStatus(
                 TrainingState.FAILED, f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=3)}"
@@ -91,3 +119,40 @@ def training_finished(spec: JobSpec, rundir: RunDir) -> int | None:
     if spec.training.max_steps is not None and step < spec.training.max_steps:
         return None  # the spec asks for more steps than were trained
     return step
+
+
+def no_room_reason(error: BaseException, spec: JobSpec, rundir: RunDir) -> str | None:
+    """The reason training stopped when ``error`` (from ``trainer.fit``) says the worker group
+    found no room within training.node_wait_s, else None."""
+    from ray.train.v2._internal.exceptions import WorkerGroupStartupTimeoutError
+
+    cause = getattr(error, "controller_failure", None)
+    if spec.training.node_wait_s is None or not isinstance(cause, WorkerGroupStartupTimeoutError):
+        return None
+    tr = spec.training
+    each = f"{tr.cpus_per_worker:g} CPU(s)" + (" and 1 GPU" if tr.use_gpu else "")
+    latest = latest_resumable(rundir.checkpoints)
+    return (
+        f"the Ray cluster had no room for the worker group ({tr.num_workers} workers of {each}) "
+        f"for training.node_wait_s = {tr.node_wait_s:g} s (a node lost?); the latest complete "
+        f"checkpoint is {latest.name if latest else 'none'}: `orch resume {rundir.name}` "
+        "continues the run from it once the cluster has room"
+    )
+
+
+class FailureRecorder(UserCallback):
+    """A Ray Train callback (it runs in Ray Train's controller actor): every worker-group
+    failure becomes a ``worker_group_failed`` train event, with each failed rank's error and
+    the nodes of the running worker group that Ray no longer has alive (a node lost). The
+    ``started`` event that follows is the restart; `orch status` shows the two together."""
+
+    def __init__(self, run_dir: str) -> None:
+        self.run_dir = run_dir
+
+    def after_exception(self, run_context: Any, worker_exceptions: dict[int, Exception]) -> None:
+        rundir = RunDir(Path(self.run_dir))
+        errors = {str(r): f"{type(e).__name__}: {e}"[:2000] for r, e in worker_exceptions.items()}
+        append_jsonl(
+            rundir.train_events,
+            {"event": "worker_group_failed", "errors": errors, "lost_nodes": lost_nodes(rundir)},
+        )

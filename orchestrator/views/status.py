@@ -36,6 +36,8 @@ def collect_status(rundir: RunDir) -> dict[str, Any]:
         "training": {
             "state": state,
             "restarts": max(0, len(starts) - 1),
+            "restart_causes": restart_causes(events, metrics),
+            "nodes": rank_nodes(starts[-1]) if starts else [],
             "last": metrics[-1] if metrics else None,
         },
         "checkpoints": sorted(complete),
@@ -46,10 +48,102 @@ def collect_status(rundir: RunDir) -> dict[str, Any]:
         },
         "removed_by_retention": len(read_jsonl(rundir.retention_log)),
         "eval_parts": dict(parts),
+        "eval_attempts": eval_attempts(rundir),
         "best": read_json_or_none(rundir.best),
         "final": final["overall"] if final else None,
         "final_state": final_state(rundir, events, final),
     }
+
+
+# ---- where training ran, why its worker group restarted, where eval parts ran ---------------
+
+
+def _node(worker: dict[str, Any]) -> str:
+    return str(worker.get("node_name") or worker.get("node_ip") or str(worker.get("node_id"))[:8])
+
+
+def rank_nodes(started: dict[str, Any]) -> list[dict[str, Any]]:
+    """The nodes of a ``started`` event's worker group, each with its ranks (in node order)."""
+    nodes: dict[str, dict[str, Any]] = {}
+    for w in started.get("workers", []):
+        entry = nodes.setdefault(_node(w), {"node": _node(w), "node_id": w.get("node_id"),
+                                            "ranks": []})  # fmt: skip
+        entry["ranks"].append(w.get("rank"))
+    return list(nodes.values())
+
+
+def restart_causes(
+    events: list[dict[str, Any]], metrics: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """One record per worker group after the first (logs/train_events.jsonl): the step it
+    resumed at, the last step reported before it, and why: the ``worker_group_failed`` events
+    Ray Train's failures left since the previous start (nodes lost, else the first error), or
+    a new controller (``orch resume``, a requeue) when there is none."""
+    out: list[dict[str, Any]] = []
+    failures: list[dict[str, Any]] = []
+    previous: dict[str, Any] | None = None
+    for e in events:
+        if e["event"] == "worker_group_failed":
+            failures.append(e)
+        if e["event"] != "started":
+            continue
+        if previous is not None:
+            cause = _cause([*failures, e])
+            since = failures[0]["time"] if failures else e["time"]
+            reported = [m["step"] for m in metrics if previous["time"] <= m["time"] <= since]
+            out.append({
+                "step": e["step"],
+                "time": e["time"],
+                "resumed_from": e.get("resumed_from"),
+                "last_reported_step": max(reported, default=previous["step"]),
+                "cause": cause,
+                "lost_nodes": sorted({str(n.get("node_name") or n.get("node_id"))
+                                      for f in [*failures, e] for n in f.get("lost_nodes", [])}),
+                "failed_at": failures[0]["time"] if failures else None,
+            })  # fmt: skip
+        previous, failures = e, []
+    return out
+
+
+def _cause(records: list[dict[str, Any]]) -> str:
+    """``records``: the failure events since the previous start, then the new start (its
+    ``lost_nodes``: the previous group's nodes Ray had declared dead by then)."""
+    failures = [r for r in records if r["event"] == "worker_group_failed"]
+    if not failures and not records[-1].get("lost_nodes"):
+        return "a new controller started it (orch resume, a requeue or a resubmission)"
+    lost = {}
+    for f in records:
+        for n in f.get("lost_nodes", []):
+            lost[str(n.get("node_name") or n.get("node_id"))] = n.get("ranks", [])
+    if lost:
+        return "; ".join(
+            f"node {name} lost (rank{'s' if len(ranks) > 1 else ''} {', '.join(map(str, ranks))})"
+            for name, ranks in sorted(lost.items())
+        )
+    errors = failures[0].get("errors", {})
+    rank, error = min(errors.items(), key=lambda kv: int(kv[0])) if errors else ("?", "")
+    first = next((line.strip() for line in str(error).splitlines() if line.strip()), "no error")
+    return f"rank {rank} failed: {first[:300]}"
+
+
+def eval_attempts(rundir: RunDir) -> list[dict[str, Any]]:
+    """Every attempt of every eval part that said where it ran (a Ray task's part log names
+    its node: eval_backends/ray_tasks.EVAL_NODE): part, attempt, node, outcome (an attempt
+    before the ledger's latest failed; the latest has the ledger's status)."""
+    from orchestrator.eval_backends.ray_tasks import EVAL_NODE
+
+    out: list[dict[str, Any]] = []
+    for e in sorted(Ledger(rundir).entries.values(), key=lambda e: (e.step is None, e.step or 0,
+                                                                      e.dataset)):  # fmt: skip
+        for attempt in range(1, e.attempt + 1):
+            log = rundir.eval_log(e.step, e.dataset, attempt)
+            found = EVAL_NODE.search(log.read_text(errors="replace")) if log.is_file() else None
+            if found is None:
+                continue
+            outcome = str(e.status) if attempt == e.attempt else "failed"
+            part = f"{'final' if e.step is None else e.step}/{e.dataset}"
+            out.append({"part": part, "attempt": attempt, "node": found[2], "outcome": outcome})
+    return out
 
 
 # ---- the final full eval: done, running, pending, or why it did not happen -----------------
@@ -139,6 +233,20 @@ def render_status(status: dict[str, Any]) -> None:
         else "no metrics yet"
     )
     table.add_row("training", f"{tr['state']}, {tr['restarts']} restart(s)")
+    if tr.get("nodes"):
+        table.add_row("nodes", ", ".join(
+            f"{n['node']}: rank{'s' if len(n['ranks']) > 1 else ''} "
+            f"{', '.join(map(str, n['ranks']))}" for n in tr["nodes"]
+        ))  # fmt: skip
+    for r in tr.get("restart_causes", []):
+        after = (
+            f" after {r['time'] - r['failed_at']:.0f} s" if r.get("failed_at") is not None else ""
+        )
+        table.add_row(
+            "restart",
+            f"worker group restarted at step {r['last_reported_step']}: {r['cause']}; "
+            f"running again{after}, from step {r['step']}",
+        )
     table.add_row("last report", progress)
     if last and "text_tokens_per_s" in last:
         perf = (
@@ -167,6 +275,9 @@ def render_status(status: dict[str, Any]) -> None:
     )
     parts = status["eval_parts"]
     table.add_row("eval parts", ", ".join(f"{k} {v}" for k, v in sorted(parts.items())) or "none")
+    attempts = status.get("eval_attempts", [])
+    if attempts:
+        table.add_row("eval nodes", eval_nodes_line(attempts))
     best = status["best"]
     table.add_row(
         "best", f"step {best['step']} ({best['metric']} {best['value']:.4f})" if best else "none"
@@ -179,6 +290,20 @@ def render_status(status: dict[str, Any]) -> None:
         where = f"{job['submission_id']} at {job['address']}"
         table.add_row("Ray job", f"{where}: {job['status']}{message}")
     Console().print(table)
+
+
+def eval_nodes_line(attempts: list[dict[str, Any]]) -> str:
+    """Per node, how many eval attempts ran there and how they ended; failed ones named."""
+    by_node: dict[str, list[dict[str, Any]]] = {}
+    for a in attempts:
+        by_node.setdefault(a["node"], []).append(a)
+    shown = []
+    for node, runs in sorted(by_node.items()):
+        counts = Counter(a["outcome"] for a in runs)
+        line = f"{node}: " + ", ".join(f"{n} {o}" for o, n in sorted(counts.items()))
+        failed = [f"{a['part']} (attempt {a['attempt']})" for a in runs if a["outcome"] == "failed"]
+        shown.append(line + (f" [{', '.join(failed)}]" if failed else ""))
+    return "; ".join(shown)
 
 
 def log_files(rundir: RunDir, evals: bool) -> list[Path]:
