@@ -25,7 +25,7 @@ import pytest
 
 from tests.helpers.jobs import demo_project
 from tests.helpers.paths import ROOT, repo_env
-from tests.test_ray_jobs import orch, wait_state
+from tests.helpers.ray_jobs import orch, wait_state
 
 pytestmark = pytest.mark.e2e
 logger = logging.getLogger(__name__)

@@ -13,13 +13,13 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import psutil
 import pytest
 
 from tests.helpers.jobs import demo_job
-from tests.helpers.paths import ROOT, repo_env
+from tests.helpers.paths import ROOT
+from tests.helpers.ray_jobs import orch, wait_state
 from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
@@ -58,56 +58,6 @@ def ray_head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
     status = subprocess.run([str(RAY_SH), "status"], env=env, capture_output=True, text=True)
     assert status.returncode == 1 and "stopped" in status.stdout
     shutil.rmtree(ray_tmp)
-
-
-def orch(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", *args],
-        cwd=cwd,
-        env=repo_env(env),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-
-
-def job_state(env: dict[str, str], cwd: Path, run: str) -> dict[str, Any]:
-    out = orch(env, cwd, "status", run, "--json")
-    assert out.returncode == 0, out.stderr[-2000:]
-    job: dict[str, Any] = json.loads(out.stdout)["ray_job"]
-    return job
-
-
-def wait_state(
-    env: dict[str, str],
-    cwd: Path,
-    run: str,
-    states: set[str],
-    timeout: float,
-    ended_after: float | None = None,
-) -> dict[str, Any]:
-    """The run's Ray job once its status is one of ``states`` (or as it is after ``timeout``).
-    With ``ended_after`` (a time), `orch status` is asked every 10 s only until the controller's
-    durable end is written after it: each `orch status` costs a second of CPU (a Jobs API
-    client), which a poll every second would take from the run on this two-core machine."""
-    deadline = time.monotonic() + timeout
-    if ended_after is not None:
-        end = cwd / "runs" / run / "logs" / "controller_end.json"
-        last_asked = time.monotonic()
-        while not (end.is_file() and end.stat().st_mtime > ended_after):
-            if time.monotonic() > deadline:
-                return job_state(env, cwd, run)
-            if time.monotonic() - last_asked > 10:  # a controller that died writes no end
-                job = job_state(env, cwd, run)
-                if job["status"] in states:
-                    return job
-                last_asked = time.monotonic()
-            time.sleep(0.5)
-    while True:
-        job = job_state(env, cwd, run)
-        if job["status"] in states or time.monotonic() > deadline:
-            return job
-        time.sleep(1)
 
 
 def train_workers(env: dict[str, str]) -> list[psutil.Process]:
