@@ -12,8 +12,10 @@ pre-flight's validation rows/s from its log.
 
     PYTHONPATH=. .venv/bin/python bench/train_rss.py [--rows 10000000] [--quick]
 
-``--quick``: 200,000 rows against 10,000 and 10 steps (it checks the path; the 10m figures are
-the full run's).
+``--quick`` (for `make test`): 200,000 rows against 10,000, and no run: one fresh process per
+size imports what a training worker imports, opens the index as training does
+(``load_train_data``), walks 30 steps of rank 0's plan of 2 and reads every picked row; its peak
+RSS is ``train_rss_loader_mb_<size>`` (``mode=loader``).
 """
 
 from __future__ import annotations
@@ -142,6 +144,44 @@ def measure(job: Path, cwd: Path) -> dict[str, float]:
     }
 
 
+PROBE = """
+import json, sys
+from pathlib import Path
+import deepspeed, torch, transformers  # noqa: F401  (what a training worker imports)
+from orchestrator.contract.spec import load_spec, resolve_paths
+from workers.data.loader import Plan
+from workers.data.microbatch import load_train_data
+job = Path(sys.argv[1])
+spec = resolve_paths(load_spec(job), job.parent)
+data = load_train_data(spec)
+plan = Plan(sizes={n: len(s) for n, s in data.items()}, weights={"faces": 1.0}, seed=0,
+            start_step=0, max_steps=30, grad_accum=1, global_micro=32, rank=0, world=2)
+rows = [data[n][i] for _, _, picks, _, _ in plan.picks() for n, i in picks]
+hwm = [line for line in open("/proc/self/status") if line.startswith("VmHWM:")][0]
+print(json.dumps({"rows": len(rows), "peak_mb": int(hwm.split()[1]) / 1024}))
+"""
+
+
+def probe(job: Path) -> dict[str, float]:
+    """The quick mode's figures of one size: the index built here (timed), then a fresh
+    process's peak RSS reading training's rows from it."""
+    from orchestrator.contract.spec import load_spec, resolve_paths
+    from workers.data.index import open_index
+
+    spec = resolve_paths(load_spec(job), job.parent)
+    index = open_index(spec, "faces", "train")
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, str(job)],
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "PYTHONPATH": str(ROOT)},
+    )
+    if out.returncode != 0:
+        raise SystemExit(f"the loader probe failed:\n{out.stderr[-4000:]}")
+    peak = json.loads(out.stdout.strip().splitlines()[-1])["peak_mb"]
+    return {"loader_mb": peak, "index_rows_per_s": len(index) / index.meta["build_s"]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, default=10_000_000)
@@ -150,7 +190,7 @@ def main() -> None:
     add_arguments(ap)
     args = ap.parse_args()
     if args.quick:
-        args.rows, args.steps = 200_000, 10
+        args.rows = 200_000
     check(args.demo, args.model)
     label = f"{args.rows // 1_000_000}m" if args.rows >= 1_000_000 else f"{args.rows // 1000}k"
     with tempfile.TemporaryDirectory(prefix="train_rss-") as tmp:
@@ -160,8 +200,15 @@ def main() -> None:
             work.mkdir()
             manifest = write_manifest(args.demo / "faces" / "train.jsonl", work / "m.parquet", rows)
             job = one_dataset_job(work / "job.toml", args.demo, args.model, manifest, args.steps)
-            figures[name] = measure(job, work)
+            figures[name] = probe(job) if args.quick else measure(job, work)
     small, big = figures["10k"], figures[label]
+    if args.quick:
+        print("mode=loader")
+        for name, f in figures.items():
+            print(f"train_rss_loader_mb_{name}={f['loader_mb']:.1f}")
+        print(f"train_rss_loader_ratio={big['loader_mb'] / small['loader_mb']:.3f}")
+        print(f"index_build_rows_per_s={big['index_rows_per_s']:.0f}")
+        return
     for name, f in figures.items():
         print(f"train_rss_mb_{name}={f['train_mb']:.1f}")
         print(f"train_rss_max_mb_{name}={f['max_mb']:.1f}")
