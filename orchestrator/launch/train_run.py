@@ -135,8 +135,9 @@ def no_room_reason(error: BaseException, spec: JobSpec, rundir: RunDir) -> str |
     return (
         f"the Ray cluster had no room for the worker group ({tr.num_workers} workers of {each}) "
         f"for training.node_wait_s = {tr.node_wait_s:g} s (a node lost?); the latest complete "
-        f"checkpoint is {latest.name if latest else 'none'}: `orch resume {rundir.name}` "
-        "continues the run from it once the cluster has room"
+        f"checkpoint is {latest.name if latest else 'none'}: once the cluster has room, "
+        f"`orch resume {rundir.name}` (or, for a run submitted with --address, the same `orch "
+        f"submit --address ... --run-name {rundir.name}`) continues the run from it"
     )
 
 
