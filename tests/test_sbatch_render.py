@@ -239,3 +239,21 @@ def test_the_dashboard_link_says_how_to_get_past_the_token_prompt(
     hint = f"`{Path(sys.executable).with_name('ray')} get-auth-token`"
     assert (hint in message) is (mode != "disabled"), message
     assert TOKEN not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("setting", "nodes", "chosen"),
+    [("auto", None, "PACK"), ("auto", "1", "PACK"), ("auto", "4", "SPREAD"),
+     ("PACK", "4", "PACK"), ("SPREAD", None, "SPREAD")],
+)  # fmt: skip
+def test_auto_placement_spreads_over_the_nodes_of_a_multi_node_allocation(
+    setting: str, nodes: str | None, chosen: str
+) -> None:
+    """The rendered allocation tells the controller its node count (ORCH_RAY_NODES); with it,
+    training.placement_strategy = "auto" spreads the workers over those nodes."""
+    from orchestrator.launch.train_run import placement_strategy
+
+    script = render_sbatch(CASES["gpu_four_nodes"])
+    assert 'export ORCH_RAY_NODES="$SLURM_JOB_NUM_NODES"' in script
+    env = {} if nodes is None else {"ORCH_RAY_NODES": nodes}
+    assert placement_strategy(setting, env) == chosen

@@ -344,14 +344,13 @@ def two_slurm_nodes(slurm: None) -> Iterator[list[str]]:
 def test_demo_job_trains_across_two_slurm_nodes(
     two_slurm_nodes: list[str], tmp_path: Path, demo_data: Path, tiny_model: Path
 ) -> None:
-    """jobs/demo_mix.toml as a user submits it, on a two-node allocation of one CPU per node:
-    the Ray head on the first node, a Ray worker on the second, one training rank on each; eval
+    """jobs/demo_mix.toml as a user submits it (no --cpus-per-task, no --mem): the Ray head on
+    the first node, a Ray worker on the second, one training rank on each; eval
     parts in their own SLURM jobs, on whichever node SLURM picks."""
     cwd = demo_project(tmp_path, demo_data, tiny_model)
     t0 = time.time()
     job_id = cluster_submit(
         ROOT / "jobs" / "demo_mix.toml", cwd, "--run-name", "two", "--nodes", "2",
-        "--cpus-per-task", "1",
         "--set", "training.max_steps=20", "--set", "training.checkpoint_every=10",
     )  # fmt: skip
     run = cwd / "runs" / "two"

@@ -202,10 +202,13 @@ class TrainingSpec(_Section):
     max_failures: int = Field(default=1, ge=0)
     """Worker-group restarts (from the last checkpoint) before the run fails: a worker that
     dies, or a node lost with its workers, costs one."""
-    placement_strategy: Literal["PACK", "SPREAD"] = "PACK"
+    placement_strategy: Literal["auto", "PACK", "SPREAD"] = "auto"
     """Where Ray Train places the workers (Ray's ScalingConfig.placement_strategy): PACK onto
     as few nodes as hold them, or SPREAD over as many nodes as there are (soft: workers share
-    a node when there are fewer nodes than workers, e.g. after a node is lost)."""
+    a node when there are fewer nodes than workers, e.g. after a node is lost). auto: SPREAD
+    on an allocation of its own with several nodes (`orch submit --cluster slurm --nodes N`,
+    N > 1: the nodes asked for are used), PACK elsewhere (one machine, or a shared cluster
+    through --address, where the nodes left free serve others)."""
     node_wait_s: float | None = Field(default=None, gt=0.0)
     """How long a worker group waits for the cluster to hold it, at the start and after each
     restart (e.g. a node was lost and the rest cannot hold every worker). None: as Ray Train

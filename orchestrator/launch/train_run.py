@@ -65,7 +65,7 @@ class RayTrainRun:
                 num_workers=tr.num_workers,
                 use_gpu=tr.use_gpu,
                 resources_per_worker=resources,
-                placement_strategy=tr.placement_strategy,
+                placement_strategy=placement_strategy(tr.placement_strategy),
             ),
             run_config=RunConfig(
                 name="train",
@@ -98,6 +98,20 @@ class RayTrainRun:
     def _last_event(self) -> str | None:
         last = last_train_event(self.rundir)
         return None if last is None else str(last.get("event"))
+
+
+def placement_strategy(setting: str, env: dict[str, str] | None = None) -> str:
+    """training.placement_strategy as Ray Train takes it: auto is SPREAD inside a SLURM
+    allocation of several nodes (the batch script sets ORCH_RAY_NODES to its node count), so
+    that the nodes the user asked for all train, and PACK anywhere else."""
+    import os
+
+    if setting != "auto":
+        return setting
+    nodes = int((os.environ if env is None else env).get("ORCH_RAY_NODES", "0") or 0)
+    chosen = "SPREAD" if nodes > 1 else "PACK"
+    logger.info("training.placement_strategy = auto: %s (%d allocation node(s))", chosen, nodes)
+    return chosen
 
 
 def last_train_event(rundir: RunDir) -> dict[str, object] | None:
