@@ -10,7 +10,9 @@ medians over every checkpoint of every run of a side.
     PYTHONPATH=. .venv/bin/python bench/ckpt_block.py [--steps 200] [--every 10] [--rounds 2]
         [--hidden H] [--quick] [--demo D] [--model M]
 
-``--quick``: 12 steps, a checkpoint every 3, one run per side, to check it end to end.
+``--quick``: 12 steps, a checkpoint every 3, one run per side, each run one rank in a process of
+its own without Ray (bench/one_rank.py: the same loop and checkpointer as a Ray Train worker,
+none of a run's start-up), to check it end to end in `make test`.
 ``--hidden H``: a wider tiny Qwen2.5-VL (text hidden size H, built in a temporary folder)
 instead of the demo's (64), whose checkpoint is too small (about 0.7 MB of weights) for the
 HF export to cost much. Needs `make run` artefacts (data/demo, models/tiny-qwen2.5-vl), or
@@ -30,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import demo_job
+from one_rank import run_one_rank
 
 logger = logging.getLogger("bench.ckpt_block")
 
@@ -40,8 +43,19 @@ def jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def submit(job: Path, runs: Path, name: str, steps: int, every: int, asynchronous: bool) -> Path:
-    """One run of the demo job; its run directory."""
+def submit(
+    job: Path, runs: Path, name: str, steps: int, every: int, asynchronous: bool, one_rank: bool
+) -> Path:
+    """One run of the demo job (``one_rank``: its training as one rank, without Ray); its run
+    directory."""
+    settings = [
+        f"training.max_steps={steps}",
+        f"training.checkpoint_every={every}",
+        f"training.async_checkpoint={'true' if asynchronous else 'false'}",
+    ]
+    if one_rank:
+        run_one_rank(job, runs / name, settings)
+        return runs / name
     cmd = [
         sys.executable, "-m", "orchestrator.cli", "submit", str(job),
         "--no-dashboard", "--run-name", name,
@@ -107,8 +121,9 @@ def main() -> int:
                 side = "async" if asynchronous else "sync"
                 logger.info("round %d/%d: %s", r + 1, args.rounds, side)
                 run = submit(
-                    job, work / "runs", f"{side}-{r}", args.steps, args.every, asynchronous
-                )
+                    job, work / "runs", f"{side}-{r}", args.steps, args.every, asynchronous,
+                    one_rank=args.quick,
+                )  # fmt: skip
                 events[asynchronous] += checkpoint_events(run, asynchronous, expected)
                 trained[asynchronous].append(training_s(run))
         weights = sum(
@@ -118,6 +133,7 @@ def main() -> int:
     print(f"steps={args.steps}")
     print(f"checkpoints_per_run={expected}")
     print(f"runs_per_side={args.rounds}")
+    print(f"ranks={1 if args.quick else 2}")
     print(f"hf_weights_mb={weights / 2**20:.2f}")
     med: dict[tuple[str, bool], float] = {}
     for asynchronous in (False, True):

@@ -66,12 +66,12 @@ def test_eval_grouping_quick(demo_data: Path, tiny_model: Path) -> None:
 
 
 def test_ckpt_block_quick(demo_data: Path, tiny_model: Path) -> None:
-    """Two runs of the demo job, synchronous and asynchronous checkpoints, four checkpoints
-    each: every figure, read from their checkpoint events."""
+    """Two trainings of the demo job, synchronous and asynchronous checkpoints, four checkpoints
+    each, one rank each without Ray: every figure, read from their checkpoint events."""
     proc = run_bench(
         "ckpt_block.py", "--quick", "--demo", str(demo_data), "--model", str(tiny_model)
     )
-    names = ["steps", "checkpoints_per_run", "runs_per_side", "hf_weights_mb"]
+    names = ["steps", "checkpoints_per_run", "runs_per_side", "ranks", "hf_weights_mb"]
     for side in ("sync", "async"):
         names += [f"{figure}_{side}" for figure in ("ckpt_block_s", "deepspeed_s", "snapshot_s")]
         names += [f"{figure}_{side}" for figure in ("hf_export_s", "hf_block_s", "total_s")]
@@ -79,6 +79,7 @@ def test_ckpt_block_quick(demo_data: Path, tiny_model: Path) -> None:
     names += ["ckpt_block_async_vs_sync", "training_async_vs_sync"]
     values = check_numbers(proc, names)
     assert values["checkpoints_per_run"] == 4 and values["runs_per_side"] == 1
+    assert values["ranks"] == 1
     assert values["ckpt_block_s_sync"] > 0 and values["ckpt_block_s_async"] > 0
     assert values["snapshot_s_sync"] == 0 and values["hf_export_s_async"] > 0
 

@@ -17,7 +17,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,19 +62,39 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train entry point. ``config``: {"run_dir": str}."""
     import ray.train
     import ray.train.torch
+
+    ctx = ray.train.get_context()
+    train_rank(
+        RunDir(Path(config["run_dir"])),
+        ctx.get_world_rank(),
+        ctx.get_world_size(),
+        ctx.get_local_world_size(),
+        ray.train.torch.get_device(),
+        lambda: worker_placements(ctx),
+    )
+
+
+def train_rank(
+    paths: RunDir,
+    rank: int,
+    world: int,
+    local_world: int,
+    device: torch.device,
+    placements: Callable[[], list[dict[str, Any]]],
+) -> None:
+    """One rank's training, from the run directory's spec to the end (or a preemption), in a
+    process group that is already there (one rank needs none). ``placements`` says where every
+    rank runs (a collective: every rank calls it)."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    paths = RunDir(Path(config["run_dir"]))
     spec = paths.read_spec()
     tr = spec.training
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s rank{rank} %(name)s: %(message)s")
     torch.set_num_threads(max(1, int(tr.cpus_per_worker)))
     torch.manual_seed(tr.seed)
 
-    placement = worker_placements(ctx)
+    placement = placements()
     data = load_train_data(spec)
     max_steps = spec.training.steps_for({n: len(s) for n, s in data.items()})
     engine, scheduler = build_engine(spec, world, max_steps)
@@ -92,13 +112,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         position=position,
         **token_plan(spec, data, world),
     )
-    loader_workers = resolve_loader_workers(
-        tr.loader_workers, ctx.get_local_world_size(), tr.cpus_per_worker
-    )
+    loader_workers = resolve_loader_workers(tr.loader_workers, local_world, tr.cpus_per_worker)
     if rank == 0:
         logger.info("%d loader worker(s) per training worker", loader_workers)
     batches = iter(make_loader(plan, Batcher(spec, data), loader_workers, tr.prefetch_batches))
-    loop = Loop(spec, paths, engine, scheduler, batches, rank, ray.train.torch.get_device())
+    loop = Loop(spec, paths, engine, scheduler, batches, rank, device)
     loop.data_position = MixturePosition.from_json(position) if position else None
     loop.guard = Guard(paths.forensics, tr.on_nonfinite, tr.max_skipped, rank, latest)
     loop.run(step, max_steps)
