@@ -18,8 +18,14 @@ machine) moves plan_error by as much.
         [--demo data/demo] [--model models/tiny-qwen2.5-vl]
 
 ``--quick``: the job shortened to 60 steps with a checkpoint every 30 (`--set`, on both sides),
-``--measure 5`` and no dashboard on either side, to check the benchmark end to end in `make
-test`. Needs `make run` artefacts (data/demo, models/tiny-qwen2.5-vl), or ``--demo``/``--model``.
+``--measure 5`` and no dashboard on either side. Needs `make run` artefacts (data/demo,
+models/tiny-qwen2.5-vl), or ``--demo``/``--model``.
+
+``--given FILE``: neither command is run; FILE (JSON) holds a plan and the run of the same job
+to compare it with: ``plan`` (what `orch plan --measure N --json` printed), ``plan_s`` (what it
+took), ``run`` (the run directory of `orch submit` of that job), ``launched`` and ``exited`` (its
+submission's start and exit, epoch seconds). `make test` checks the comparison this way on the
+session's plan and demo run, which other tests read too (no load figure between the two then).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import demo_job
 
@@ -74,34 +81,50 @@ def real_run(run: Path, launched: float, exited: float) -> dict[str, float]:
     }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--measure", type=int, default=20, help="steps of the plan's measurement")
-    ap.add_argument("--quick", action="store_true", help="a 60-step job, --measure 5")
-    demo_job.add_arguments(ap)
-    args = ap.parse_args()
+def measure_and_run(
+    args: argparse.Namespace,
+) -> tuple[dict[str, Any], float, dict[str, float], dict[str, float]]:
+    """`orch plan --measure` of the demo job, then `orch submit` of it: (plan, plan seconds, the
+    real run's components, the load averages at the start, between the two and at the end)."""
     demo_job.check(args.demo, args.model)
     extra, measure = [], args.measure
     if args.quick:
         extra = ["--set", "training.max_steps=60", "--set", "training.checkpoint_every=30"]
         extra, measure = [*extra, "--no-dashboard"], 5
-    loads = [os.getloadavg()[0]]
+    loads = {"start": os.getloadavg()[0]}
     with tempfile.TemporaryDirectory() as tmp:
         job = str(demo_job.write_job(Path(tmp) / "job.toml", args.demo, args.model))
         runs = ["--set", f"runs_dir='{tmp}/runs'"]
         planned, plan_s = orch("plan", job, "--measure", str(measure), "--json", *runs, *extra)
         plan = json.loads(planned.stdout)
-        loads.append(os.getloadavg()[0])
+        loads["between"] = os.getloadavg()[0]
         launched = time.time()
         orch("submit", job, "--run-name", "bench", *runs, *extra)
         real = real_run(Path(tmp) / "runs" / "bench", launched, time.time())
         left = [p.name for p in (Path(tmp) / "runs").iterdir() if p.name not in ("bench", ".index")]
         if left:
             raise SystemExit(f"orch plan --measure left {left} in the runs directory")
-    loads.append(os.getloadavg()[0])
+    loads["end"] = os.getloadavg()[0]
+    return plan, plan_s, real, loads
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--measure", type=int, default=20, help="steps of the plan's measurement")
+    ap.add_argument("--quick", action="store_true", help="a 60-step job, --measure 5")
+    ap.add_argument("--given", type=Path, help="compare this plan and run (JSON), run nothing")
+    demo_job.add_arguments(ap)
+    args = ap.parse_args()
+    if args.given is not None:
+        given = json.loads(args.given.read_text())
+        plan, plan_s = given["plan"], float(given["plan_s"])
+        real = real_run(Path(given["run"]), float(given["launched"]), float(given["exited"]))
+        loads = {"end": os.getloadavg()[0]}
+    else:
+        plan, plan_s, real, loads = measure_and_run(args)
     m, p = plan["measured"], plan["prediction"]
     print(f"cpus={os.cpu_count()}")
-    for when, load in zip(("start", "between", "end"), loads, strict=True):
+    for when, load in loads.items():
         print(f"load_avg_1m_{when}={load:.2f}")
     print(f"steps={p['steps']}")
     print(f"checkpoints={p['checkpoints']}")

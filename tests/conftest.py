@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,7 @@ import pytest
 
 from tests.helpers.jobs import demo_job, vqa_job
 from tests.helpers.paths import ROOT
-from tests.helpers.runs import DemoRun
+from tests.helpers.runs import DemoRun, MeasuredPlan
 
 # test_slurm.py and test_sbatch_render.py still import these from here (their home is now
 # tests.helpers.jobs and tests.helpers.paths).
@@ -70,42 +70,87 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Pa
     return hf
 
 
+def once_per_session(
+    tmp_path_factory: pytest.TempPathFactory,
+    worker_id: str,
+    name: str,
+    make: Callable[[Path], dict[str, Any]],
+) -> dict[str, Any]:
+    """``make(folder)``'s JSON record, made once per session: under pytest-xdist, the first worker
+    to ask makes it under a lock in the session's shared temp folder and the others read it back
+    (a session fixture alone would run once per worker)."""
+    import json
+
+    from filelock import FileLock
+
+    if worker_id == "master":  # no xdist
+        where = tmp_path_factory.mktemp(name)
+        lock: Any = contextlib.nullcontext()
+    else:
+        shared = tmp_path_factory.getbasetemp().parent  # this session's, shared by its workers
+        where, lock = shared / name, FileLock(str(shared / f"{name}.lock"))
+    with lock:
+        record = where / f"{name}.json"
+        if record.is_file():
+            loaded: dict[str, Any] = json.loads(record.read_text())
+            return loaded
+        where.mkdir(parents=True, exist_ok=True)
+        made = make(where)
+        record.write_text(json.dumps(made))
+        return made
+
+
 @pytest.fixture(scope="session")
 def demo_run(
     tmp_path_factory: pytest.TempPathFactory, demo_data: Path, tiny_model: Path, worker_id: str
 ) -> DemoRun:
-    """Under pytest-xdist the run is made once for all workers (the first to ask makes it under a
-    lock in the session's shared temp folder; the others read it back), not once per worker."""
-    import json
+    """The demo job (120 steps, a checkpoint every 40) submitted once for the whole session."""
     import subprocess
-
-    from filelock import FileLock
+    import time
 
     from tests.helpers.cli import only_run, orch
 
-    if worker_id == "master":  # no xdist
-        where = tmp_path_factory.mktemp("demo_run")
-        lock: Any = contextlib.nullcontext()
-    else:
-        shared = tmp_path_factory.getbasetemp().parent  # this session's, shared by its workers
-        where, lock = shared / "demo_run", FileLock(str(shared / "demo_run.lock"))
-    with lock:
-        record = where / "demo_run.json"
-        if record.is_file():
-            saved = json.loads(record.read_text())
-            proc = subprocess.CompletedProcess(saved["args"], saved["returncode"],
-                                               saved["stdout"], saved["stderr"])  # fmt: skip
-            return DemoRun(Path(saved["job"]), Path(saved["run"]), proc)
-        where.mkdir(parents=True, exist_ok=True)
+    def make(where: Path) -> dict[str, Any]:
         job = demo_job(where, demo_data, tiny_model, max_steps=120, checkpoint_every=40)
+        launched = time.time()
         proc = orch("submit", str(job), "--no-dashboard", cwd=where)
+        exited = time.time()
         assert proc.returncode == 0, proc.stderr[-4000:]
-        run = only_run(where)
-        record.write_text(json.dumps({
-            "job": str(job), "run": str(run), "args": proc.args, "returncode": proc.returncode,
-            "stdout": proc.stdout, "stderr": proc.stderr,
-        }))  # fmt: skip
-        return DemoRun(job, run, proc)
+        return {
+            "job": str(job), "run": str(only_run(where)), "args": proc.args,
+            "returncode": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr,
+            "launched": launched, "exited": exited,
+        }  # fmt: skip
+
+    saved = once_per_session(tmp_path_factory, worker_id, "demo_run", make)
+    proc = subprocess.CompletedProcess(saved["args"], saved["returncode"], saved["stdout"],
+                                       saved["stderr"])  # fmt: skip
+    return DemoRun(Path(saved["job"]), Path(saved["run"]), proc, saved["launched"],
+                   saved["exited"])  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def measured_plan(
+    tmp_path_factory: pytest.TempPathFactory, demo_data: Path, tiny_model: Path, worker_id: str
+) -> MeasuredPlan:
+    """`orch plan --measure 2 --json` of the session demo run's job (the same job: 120 steps, a
+    checkpoint every 40), once for the whole session: test_plan reads the plan, bench/plan_error's
+    quick mode compares it with the session demo run."""
+    import json
+    import time
+
+    from tests.helpers.cli import orch
+
+    def make(where: Path) -> dict[str, Any]:
+        job = demo_job(where, demo_data, tiny_model, max_steps=120, checkpoint_every=40)
+        t0 = time.time()
+        proc = orch("plan", str(job), "--json", "--measure", "2", "--no-dashboard", cwd=where)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return {"job": str(job), "plan": json.loads(proc.stdout), "plan_s": time.time() - t0,
+                "runs": sorted(p.name for p in (where / "runs").iterdir())}  # fmt: skip
+
+    saved = once_per_session(tmp_path_factory, worker_id, "measured_plan", make)
+    return MeasuredPlan(Path(saved["job"]), saved["plan"], saved["plan_s"], saved["runs"])
 
 
 @pytest.fixture(autouse=True)

@@ -8,13 +8,14 @@ of its own). Only the figure names and that their values are numbers are checked
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.helpers.bench import PY, check_numbers, figures, run_bench
-from tests.helpers.runs import DemoRun
+from tests.helpers.runs import DemoRun, MeasuredPlan
 
 pytestmark = pytest.mark.slow
 
@@ -222,16 +223,32 @@ def test_gpu_mfu_quick() -> None:
         check_numbers(proc, ["gpu_mfu", "gpu_vqa_mfu", "matmul_baseline_mfu"])
 
 
-def test_plan_error_quick(demo_data: Path, tiny_model: Path) -> None:
-    proc = run_bench(
-        "plan_error.py", "--quick", "--demo", str(demo_data), "--model", str(tiny_model)
-    )
+def test_plan_error_on_the_session_plan_and_demo_run(
+    tmp_path: Path, measured_plan: MeasuredPlan, demo_run: DemoRun
+) -> None:
+    """The comparison of a plan with its job's real run, on the session's plan of the demo job
+    (conftest: `orch plan --measure 2`) and the session's run of that job (`--given`; --quick
+    runs both itself, as make bench-quick does)."""
+    assert measured_plan.job.read_text() == demo_run.job.read_text().replace(
+        str(demo_run.job.parent), str(measured_plan.job.parent)
+    )  # the same job
+    given = tmp_path / "given.json"
+    given.write_text(json.dumps({
+        "plan": measured_plan.plan, "plan_s": measured_plan.plan_s, "run": str(demo_run.run),
+        "launched": demo_run.launched, "exited": demo_run.exited,
+    }))  # fmt: skip
+    proc = run_bench("plan_error.py", "--given", str(given))
     names = ["steps", "checkpoints", "measure_steps", "plan_s", "plan_vs_run_wall", "plan_error"]
-    names += ["cpus", "load_avg_1m_start", "load_avg_1m_between", "load_avg_1m_end"]
+    names += ["cpus", "load_avg_1m_end"]
     for name in ("checkpoint_s", "ckpt_eval_s", "ckpt_eval_warm_s", "final_eval_s"):
         names.append(f"measured_{name}")
     for name in ("wall", "startup", "step", "train", "after_training"):
         names += [f"predicted_{name}_s", f"real_{name}_s", f"{name}_predicted_vs_real"]
     values = check_numbers(proc, names)
-    assert values["steps"] == 60 and values["checkpoints"] == 2 and values["measure_steps"] == 5
+    assert values["steps"] == 120 and values["checkpoints"] == 3 and values["measure_steps"] == 2
     assert values["plan_error"] > 0 and values["predicted_wall_s"] > values["predicted_train_s"]
+    real_wall = demo_run.exited - demo_run.launched
+    assert values["real_wall_s"] == pytest.approx(real_wall, abs=1e-3)
+    assert values["plan_error"] == pytest.approx(
+        measured_plan.plan["prediction"]["wall_s"] / real_wall, abs=2e-3
+    )

@@ -11,6 +11,7 @@ import pytest
 
 from tests.helpers.cli import orch
 from tests.helpers.jobs import demo_job, vqa_job
+from tests.helpers.runs import MeasuredPlan
 
 
 def plan(tmp_path: Path, job: Path, *args: str) -> dict:
@@ -64,10 +65,11 @@ def test_an_impossible_mfu_is_refused(tmp_path: Path, demo_data: Path, tiny_mode
 
 @pytest.mark.slow  # one short run of the job: Ray, two Ray Train workers, its evals (~30 s)
 def test_measure_runs_the_job_briefly_and_predicts_the_whole_of_it(
-    tmp_path: Path, demo_data: Path, tiny_model: Path, capsys: pytest.CaptureFixture[str]
+    measured_plan: MeasuredPlan, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    job = demo_job(tmp_path, demo_data, tiny_model, max_steps=120, checkpoint_every=50)
-    p = plan(tmp_path, job, "--measure", "2", "--no-dashboard")
+    """The session's `orch plan JOB --json --measure 2` (conftest), JOB 120 steps, a checkpoint
+    every 40."""
+    job, p = measured_plan.job, measured_plan.plan
     m, pred = p["measured"], p["prediction"]
     assert m["steps"] == 2
     for key in ("wall_s", "startup_s", "first_step_s", "step_s", "checkpoint_s"):
@@ -76,7 +78,7 @@ def test_measure_runs_the_job_briefly_and_predicts_the_whole_of_it(
         assert m[key] > 0, key  # the job evaluates every checkpoint, then the best in full
     assert m["wall_s"] > m["startup_s"] + m["first_step_s"] + m["step_s"]
     # The measurement's run directory is gone (the pre-flight's row index stays, a cache).
-    assert [p.name for p in (tmp_path / "runs").iterdir()] == [".index"]
+    assert measured_plan.runs_left == [".index"]
     assert pred["steps"] == 120 and pred["checkpoints"] == 3  # the job's, not the measurement's
     assert pred["train_s"] == pytest.approx(
         m["startup_s"] + m["first_step_s"] + 119 * m["step_s"] + 3 * m["checkpoint_s"]
@@ -96,9 +98,9 @@ def test_measure_runs_the_job_briefly_and_predicts_the_whole_of_it(
     measured = Measured(**{k: v for k, v in m.items() if k != "ckpt_eval_warm_s"})
     spec = load_spec(job)
     longer = predict(measured, spec, 240)
-    assert longer["checkpoints"] == 5
+    assert longer["checkpoints"] == 6
     assert longer["train_s"] - pred["train_s"] == pytest.approx(
-        120 * m["step_s"] + 2 * m["checkpoint_s"]
+        120 * m["step_s"] + 3 * m["checkpoint_s"]
     )
     assert longer["wall_s"] > pred["wall_s"]
     itself = load_spec(job, ["training.max_steps=2", "training.checkpoint_every=2"])

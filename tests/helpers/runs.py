@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -16,3 +17,16 @@ class DemoRun:
     job: Path
     run: Path
     proc: subprocess.CompletedProcess[str]
+    launched: float  # time.time() when `orch submit` started, and when it exited
+    exited: float
+
+
+@dataclass(frozen=True)
+class MeasuredPlan:
+    """`orch plan --measure 2 --json` of the session demo run's job, run once per session: the
+    job, the plan it printed, how long it took, and what its runs folder held afterwards."""
+
+    job: Path
+    plan: dict[str, Any]
+    plan_s: float
+    runs_left: list[str]
