@@ -63,8 +63,10 @@ def node_processes(ray_tmp: str, ip: str) -> list[str]:
     return [c for c in cluster_processes(ray_tmp) if f"={ip}" in c or f"{ip}:" in c]
 
 
-@pytest.fixture
-def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """The module's two-node Ray cluster (the head 2 CPUs, orch-node-2 3), started once: each
+    test brings a lost node back (`ray.sh up --nodes 2`) before it starts."""
     home = tmp_path_factory.mktemp("home")
     ray_tmp = tempfile.mkdtemp(prefix="orch-nl-", dir="/tmp")  # short: Ray's socket paths
     env = repo_env(
@@ -79,19 +81,26 @@ def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
     env.pop("RAY_AUTH_MODE", None)
     env.pop("RAY_AUTH_TOKEN", None)
     try:
-        up = ray_sh(env, "up", "--nodes", "2")
-        assert up.returncode == 0, up.stdout + up.stderr
-        status = ray_sh(env, "status")
-        listed = re.findall(r"^(orch-node-\d+) ([0-9a-f]{56}) ([0-9.]+) (\d+) CPUs", status.stdout,
-                            re.M)  # fmt: skip
-        nodes = {name: {"id": nid, "ip": ip, "cpus": int(c)} for name, nid, ip, c in listed}
-        assert {n: v["cpus"] for n, v in nodes.items()} == {"orch-node-1": 2, "orch-node-2": 3}
-        yield {"env": env, "nodes": nodes, "tmp": ray_tmp}
+        yield {"env": env, "tmp": ray_tmp}
     finally:
         down = ray_sh(env, "down")
         assert down.returncode == 0, down.stderr
     assert not cluster_processes(ray_tmp)
     shutil.rmtree(ray_tmp)
+
+
+@pytest.fixture
+def two_nodes(cluster: dict[str, Any]) -> dict[str, Any]:
+    """The module's cluster with both nodes up: its env, nodes (name: id, ip, CPUs), temp dir."""
+    env = cluster["env"]
+    up = ray_sh(env, "up", "--nodes", "2")
+    assert up.returncode == 0, up.stdout + up.stderr
+    status = ray_sh(env, "status")
+    listed = re.findall(r"^(orch-node-\d+) ([0-9a-f]{56}) ([0-9.]+) (\d+) CPUs", status.stdout,
+                        re.M)  # fmt: skip
+    nodes = {name: {"id": nid, "ip": ip, "cpus": int(c)} for name, nid, ip, c in listed}
+    assert {n: v["cpus"] for n, v in nodes.items()} == {"orch-node-1": 2, "orch-node-2": 3}
+    return cluster | {"nodes": nodes}
 
 
 def events_of(run: Path) -> list[dict[str, Any]]:
@@ -223,46 +232,20 @@ def test_a_node_lost_mid_run_is_survived_and_status_shows_it(
     assert succeeded == {"orch-node-1"}, data["eval_attempts"]
 
 
-@pytest.fixture
-def two_full_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """Two nodes of 2 CPUs: workers of 2 CPUs fit one a node, so one node cannot hold both."""
-    home = tmp_path_factory.mktemp("home")
-    ray_tmp = tempfile.mkdtemp(prefix="orch-nw-", dir="/tmp")
-    env = repo_env(
-        os.environ,
-        HOME=str(home),
-        ORCH_RAY_PORT=str(PORT),
-        ORCH_RAY_DASHBOARD_PORT=str(DASHBOARD),
-        ORCH_RAY_TMP=ray_tmp,
-        ORCH_RAY_CPUS="2",
-    )
-    env.pop("RAY_AUTH_MODE", None)
-    env.pop("RAY_AUTH_TOKEN", None)
-    try:
-        up = ray_sh(env, "up", "--nodes", "2")
-        assert up.returncode == 0, up.stdout + up.stderr
-        yield {"env": env, "tmp": ray_tmp}
-    finally:
-        down = ray_sh(env, "down")
-        assert down.returncode == 0, down.stderr
-    assert not cluster_processes(ray_tmp)
-    shutil.rmtree(ray_tmp)
-
-
 def test_without_room_after_a_node_loss_the_run_stops_within_node_wait_s_and_resumes(
-    two_full_nodes: dict[str, Any], tmp_path: Path, demo_data: Path, tiny_model: Path
+    two_nodes: dict[str, Any], tmp_path: Path, demo_data: Path, tiny_model: Path
 ) -> None:
-    """training.node_wait_s bounds the wait for capacity: node orch-node-2 lost after the first
-    checkpoint, the head alone cannot hold the two 2-CPU workers, so after node_wait_s the run
-    stops non-zero with the reason; with the node back, `orch submit` of the same run continues
-    it from its latest complete checkpoint to the end."""
-    env = two_full_nodes["env"]
+    """training.node_wait_s bounds the wait for capacity: workers of 2 CPUs, one a node; node
+    orch-node-2 lost after the first checkpoint, the head (2 CPUs) alone cannot hold both, so
+    after node_wait_s the run stops non-zero with the reason; with the node back, `orch submit`
+    of the same run continues it from its latest complete checkpoint to the end."""
+    env = two_nodes["env"]
     cwd = demo_project(tmp_path, demo_data, tiny_model)
     args = [
         "submit", DEMO, "--address", ADDRESS, "--run-name", "wait",
         "--set", f"training.max_steps={STEPS}", "--set", f"training.checkpoint_every={EVERY}",
         "--set", "training.placement_strategy='SPREAD'", "--set", "training.max_failures=1",
-        "--set", "training.cpus_per_worker=2", "--set", "training.node_wait_s=20",
+        "--set", "training.cpus_per_worker=2", "--set", "training.node_wait_s=10",
         "--set", "evaluation.during_training=false",
     ]  # fmt: skip
     submitted = time.time()
@@ -272,23 +255,28 @@ def test_without_room_after_a_node_loss_the_run_stops_within_node_wait_s_and_res
     first = run / "checkpoints" / f"step_{EVERY:06d}" / "COMPLETE"
     wait_for("the first checkpoint", first.is_file, 300, run)
     assert not any(e["event"] == "finished" for e in events_of(run)), "trained too fast to lose"
+    logger.info("first checkpoint %.1f s after submission", time.time() - submitted)
     kill = ray_sh(env, "kill-node", "2", timeout=30)
     assert kill.returncode == 0, kill.stderr
+    killed = time.time()
     final = wait_state(env, cwd, "wait", {"SUCCEEDED", "FAILED", "STOPPED"}, 600, submitted)
+    logger.info("node lost -> run stopped (no room): %.1f s", time.time() - killed)
     logs = orch(env, cwd, "logs", "wait")
     assert final["status"] == "FAILED", logs.stdout[-4000:]
     no_room = [e for e in events_of(run) if e["event"] == "no_room"]
     assert no_room, [e["event"] for e in events_of(run)]
-    assert "training.node_wait_s = 20 s" in no_room[0]["reason"]
+    assert "training.node_wait_s = 10 s" in no_room[0]["reason"]
     assert "orch resume wait" in no_room[0]["reason"]
 
     back = ray_sh(env, "up", "--nodes", "2")
     assert back.returncode == 0, back.stdout + back.stderr
     again = time.time()
+    logger.info("node back in %.1f s", again - killed)
     out = orch(env, cwd, *args)  # the same run, continued
     assert out.returncode == 0, out.stderr[-3000:]
     final = wait_state(env, cwd, "wait", {"SUCCEEDED", "FAILED", "STOPPED"}, 600, again)
     assert final["status"] == "SUCCEEDED", orch(env, cwd, "logs", "wait").stdout[-4000:]
+    logger.info("resubmitted -> finished: %.1f s", time.time() - again)
     starts = [e for e in events_of(run) if e["event"] == "started"]
     assert starts[-1]["step"] >= EVERY and starts[-1]["resumed_from"]
     assert [e["step"] for e in events_of(run) if e["event"] == "finished"] == [STEPS]
