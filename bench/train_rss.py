@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -102,7 +103,7 @@ def measure(job: Path, cwd: Path) -> dict[str, float]:
             cwd=cwd,
             stdout=out,
             stderr=subprocess.STDOUT,
-            env={**__import__("os").environ, "PYTHONPATH": str(ROOT)},
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
             start_new_session=True,
         )
         root = psutil.Process(proc.pid)
@@ -174,7 +175,7 @@ def probe(job: Path) -> dict[str, float]:
         [sys.executable, "-c", PROBE, str(job)],
         capture_output=True,
         text=True,
-        env={**__import__("os").environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     if out.returncode != 0:
         raise SystemExit(f"the loader probe failed:\n{out.stderr[-4000:]}")

@@ -16,6 +16,7 @@ from pydantic import Field, model_validator
 from orchestrator.contract.evalpart import EvalPart
 from orchestrator.contract.kinds import EvalOutput, Finding, Split
 from orchestrator.contract.spec import DatasetSpec, JobSpec, ModelSpec
+from workers.kinds.streamed import StreamedKind
 
 if TYPE_CHECKING:
     import torch
@@ -77,20 +78,11 @@ def make_encoder(model_dir: Path, m: ModelSpec) -> ClassificationEncoder:
     return ClassificationEncoder(Path(model_dir), m.prompt, m.min_pixels, m.max_pixels)
 
 
-class ClassificationKind:
+class ClassificationKind(StreamedKind["Sample"]):
     name = "classification"
     spec: type[DatasetSpec] = ClassificationSpec
     default_metrics: tuple[str, ...] = ("accuracy", "loss", "top5_accuracy")
     record_fields = frozenset({"id", "label", "prediction", "correct", "top5", "loss"})
-
-    def read(
-        self, name: str, ds: DatasetSpec, split: Split, configured: Sequence[str] = ()
-    ) -> list[Sample]:
-        from workers.data.manifest import checked_list
-
-        problems: list[str] = []
-        rows = self.stream(name, ds, split, configured, problems)
-        return checked_list(rows, problems, ds.manifest(split), 20)
 
     def stream(
         self,

@@ -28,6 +28,7 @@ from pydantic import Field
 from orchestrator.contract.evalpart import EvalPart
 from orchestrator.contract.kinds import EvalOutput, Finding, Split
 from orchestrator.contract.spec import DatasetSpec, JobSpec
+from workers.kinds.streamed import StreamedKind
 
 if TYPE_CHECKING:
     import torch
@@ -118,22 +119,13 @@ class MCQCollator:
         )
 
 
-class MCQKind:
+class MCQKind(StreamedKind["MCQRow"]):
     name = "mcq"
     spec: type[DatasetSpec] = MCQSpec
     default_metrics: tuple[str, ...] = ("accuracy", "loss")
     record_fields = frozenset(
         {"id", "prediction", "choice", "answer", "options", "category", "group", "correct", "loss"}
     )
-
-    def read(
-        self, name: str, ds: DatasetSpec, split: Split, configured: Sequence[str] = ()
-    ) -> list[MCQRow]:
-        from workers.data.manifest import checked_list
-
-        problems: list[str] = []
-        rows = self.stream(name, ds, split, configured, problems)
-        return checked_list(rows, problems, ds.manifest(split), 20)
 
     def stream(
         self,

@@ -19,6 +19,7 @@ from pydantic import Field, field_validator
 from orchestrator.contract.evalpart import EvalPart
 from orchestrator.contract.kinds import EvalOutput, Finding, Split
 from orchestrator.contract.spec import DatasetSpec, JobSpec
+from workers.kinds.streamed import StreamedKind
 
 if TYPE_CHECKING:
     import torch
@@ -119,22 +120,13 @@ def _section(ds: DatasetSpec) -> VQASpec:
     return ds
 
 
-class VQAKind:
+class VQAKind(StreamedKind["VQASample"]):
     name = "vqa"
     spec: type[DatasetSpec] = VQASpec
     default_metrics: tuple[str, ...] = ("accuracy", "exact_match", "loss")
     record_fields = frozenset(
         {"id", "prediction", "reference", "references", "correct", "loss", "category", "group"}
     )
-
-    def read(
-        self, name: str, ds: DatasetSpec, split: Split, configured: Sequence[str] = ()
-    ) -> list[VQASample]:
-        from workers.data.manifest import checked_list
-
-        problems: list[str] = []
-        rows = self.stream(name, ds, split, configured, problems)
-        return checked_list(rows, problems, ds.manifest(split), 20)
 
     def stream(
         self,
