@@ -31,7 +31,7 @@ pytestmark = pytest.mark.e2e
 logger = logging.getLogger(__name__)
 
 RAY_SH = ROOT / "cluster" / "local" / "ray.sh"
-# Away from tests/test_ray_jobs.py's (6390/8266) and tests/test_ray_nodes.py's (6410/8286).
+# Away from Ray's defaults and tests/test_ray_nodes.py's cluster (6410/8286).
 PORT, DASHBOARD = 6450, 8326
 ADDRESS = f"http://127.0.0.1:{DASHBOARD}"
 DEMO = str(ROOT / "jobs" / "demo_mix.toml")

@@ -1,7 +1,9 @@
-"""Training across Ray nodes: `orch submit jobs/demo_mix.toml --address` on a two-node Ray cluster
-that these tests start and stop on this machine (cluster/local/ray.sh up --nodes 2: a head and a
-second raylet joining it, each its own Ray node with one logical CPU, so Ray Train's two workers
-cannot share a node). Where each rank and each eval part ran is read from the run directory."""
+"""`orch submit --address`: the controller as a Ray job on a real two-node Ray cluster that these
+tests start and stop on this machine (cluster/local/ray.sh up --nodes 2: a head and a second
+raylet joining it, each its own Ray node with one logical CPU, so Ray Train's two workers cannot
+share a node; Ray 2.60's token authentication on). Training across the nodes, status, logs and
+cancel through the Jobs API; where each rank and each eval part ran is read from the run
+directory."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -20,15 +23,16 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.helpers.jobs import demo_project
+from tests.helpers.jobs import demo_job, demo_project
 from tests.helpers.paths import ROOT
 from tests.helpers.ray_jobs import orch, wait_state
+from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 logger = logging.getLogger(__name__)
 
 RAY_SH = ROOT / "cluster" / "local" / "ray.sh"
-# Away from tests/test_ray_jobs.py's head (6390/8266), which may run beside this module.
+# Away from Ray's defaults and from tests/test_node_loss.py's cluster, which may run beside it.
 PORT, DASHBOARD = 6410, 8286
 ADDRESS = f"http://127.0.0.1:{DASHBOARD}"
 
@@ -87,22 +91,33 @@ def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
 DEMO = str(ROOT / "jobs" / "demo_mix.toml")
 
 
-def test_training_ranks_run_on_two_nodes_and_the_run_finishes(
+def test_a_job_submitted_with_address_trains_on_both_nodes_and_its_logs_are_readable(
     two_nodes: dict[str, Any], tmp_path: Path, demo_data: Path, tiny_model: Path
 ) -> None:
     env, nodes = two_nodes["env"], two_nodes["nodes"]
     cwd = demo_project(tmp_path, demo_data, tiny_model)
     submitted = time.time()
-    out = orch(
-        env, cwd, "submit", DEMO, "--address", ADDRESS, "--run-name", "two",
+    args = [
+        "submit", DEMO, "--address", ADDRESS, "--run-name", "two",
         "--set", "training.max_steps=20", "--set", "training.checkpoint_every=10",
-    )  # fmt: skip
+    ]  # fmt: skip
+    out = orch(env, cwd, *args)
     assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.strip() == "orch-two"  # named after the run, to be found in the dashboard
+    run = cwd / "runs" / "two"
+    # The client returns at once, while the controller runs on the head: the run is not over.
+    assert not (run / "eval" / "final.json").exists()
+    recorded = json.loads((run / "ray_job.json").read_text())
+    assert recorded["submission_id"] == "orch-two" and recorded["address"] == ADDRESS
     final = wait_state(env, cwd, "two", {"SUCCEEDED", "FAILED", "STOPPED"}, 800, submitted)
     logs = orch(env, cwd, "logs", "two")
     assert final["status"] == "SUCCEEDED", logs.stdout[-3000:]
     logger.info("2-node demo run (20 steps): %.1f s from submission", time.time() - submitted)
-    run = cwd / "runs" / "two"
+    # The driver's output, read back through the Jobs API, then the run's own log files.
+    assert logs.returncode == 0
+    assert f"==> Ray job orch-two at {ADDRESS} <==" in logs.stdout
+    api_part = logs.stdout.split("==> Ray job", 1)[1].split("\n==> ", 1)[0]
+    assert "run two finished (exit 0)" in api_part
 
     # Where each rank ran: the training loop records it when it starts.
     events = [json.loads(x) for x in (run / "logs" / "train_events.jsonl").read_text().splitlines()]
@@ -130,6 +145,78 @@ def test_training_ranks_run_on_two_nodes_and_the_run_finishes(
     logger.info("eval parts ran on %s", sorted(k for k, v in nodes.items() if v in ran_on))
     rows = [json.loads(x) for x in (run / "logs" / "train_metrics.jsonl").read_text().splitlines()]
     logger.info("step time on 2 nodes: %s s", [round(r["step_time_s"], 3) for r in rows])
+
+    # The same job as Ray's own client sees it (token mode, the head's token), with the run in
+    # its metadata.
+    probe = subprocess.run(
+        [sys.executable, "-c", "import json, sys; from ray.job_submission import "
+         "JobSubmissionClient as C; print(json.dumps(C(sys.argv[1]).get_job_info('orch-two')"
+         ".metadata))", ADDRESS],
+        env=env | {"RAY_AUTH_MODE": "token"}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert probe.returncode == 0, probe.stderr[-2000:]
+    assert json.loads(probe.stdout.strip().splitlines()[-1])["orch_run"] == "two"
+    token = (Path(env["HOME"]) / ".ray" / "auth_token").read_text().strip()
+    # The token is a secret: nowhere in the run directory.
+    for path in run.rglob("*"):
+        if path.is_file() and path.stat().st_size < 50_000_000:
+            assert token.encode() not in path.read_bytes(), path
+
+    # A second submission of the same run gets its own id and continues the run.
+    resubmitted = time.time()
+    again = orch(env, cwd, *args)
+    assert again.returncode == 0 and again.stdout.strip() == "orch-two-2", again.stderr[-2000:]
+    second = wait_state(env, cwd, "two", {"SUCCEEDED", "FAILED"}, 600, resubmitted)
+    assert second["status"] == "SUCCEEDED"
+
+
+def train_workers(env: dict[str, str]) -> list[psutil.Process]:
+    """The Ray Train workers of the cluster that ``env`` started: they inherit its environment,
+    ORCH_RAY_TMP (this module's own directory) included. Other Ray clusters on the machine have
+    workers of the same name."""
+    found = []
+    for p in psutil.process_iter(["name"]):
+        try:
+            if "RayTrainWorker" in (p.info["name"] or "") and (
+                p.environ().get("ORCH_RAY_TMP") == env["ORCH_RAY_TMP"]
+            ):
+                found.append(p)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def test_cancel_stops_the_ray_job(
+    two_nodes: dict[str, Any], tmp_path: Path, demo_data: Path, tiny_model: Path
+) -> None:
+    env = two_nodes["env"]
+    job = demo_job(tmp_path, demo_data, tiny_model, max_steps=5000, checkpoint_every=5000)
+    out = orch(env, tmp_path, "submit", str(job), "--address", ADDRESS, "--run-name", "long")
+    assert out.returncode == 0, out.stderr[-3000:]
+    metrics = tmp_path / "runs" / "long" / "logs" / "train_metrics.jsonl"
+    try:
+        wait_for(metrics.is_file, 600, "the first training metrics", interval=0.5)
+    except AssertionError as e:
+        raise AssertionError(orch(env, tmp_path, "logs", "long").stdout[-3000:]) from e
+    assert train_workers(env), "training runs, yet no train worker of this cluster was found"
+    cancel = orch(env, tmp_path, "cancel", "long")
+    assert cancel.returncode == 0, cancel.stderr[-2000:]
+    assert "stop requested for Ray job orch-long" in cancel.stderr
+    assert wait_state(env, tmp_path, "long", {"STOPPED"}, 300)["status"] == "STOPPED"
+    # Training stopped with it: its workers exit (waited on with a deadline, not a fixed sleep),
+    # so no metric is written after the cancel.
+    wait_for(lambda: not train_workers(env), 300, "the train workers to exit")
+
+
+def test_without_the_token_the_error_says_what_to_do(
+    two_nodes: dict[str, Any], tmp_path: Path, demo_data: Path, tiny_model: Path
+) -> None:
+    job = demo_job(tmp_path, demo_data, tiny_model, max_steps=10)
+    stranger = two_nodes["env"] | {"HOME": str(tmp_path), "RAY_AUTH_MODE": "token"}
+    out = orch(stranger, tmp_path, "submit", str(job), "--address", ADDRESS, "--run-name", "x")
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "RAY_AUTH_TOKEN" in out.stderr
+    assert not (tmp_path / "runs" / "x").exists()  # nothing created before the head said no
 
 
 def test_training_that_the_cluster_cannot_hold_is_refused_before_the_run_starts(

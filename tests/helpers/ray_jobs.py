@@ -1,5 +1,5 @@
 """The `orch` CLI against a Ray cluster's Jobs API, for the tests that start one
-(test_ray_jobs, test_ray_nodes, test_node_loss): run a verb, read a run's Ray job state, wait
+(test_ray_nodes, test_node_loss): run a verb, read a run's Ray job state, wait
 for one."""
 
 from __future__ import annotations
