@@ -254,7 +254,9 @@ def test_lmms_tasks_on_every_checkpoint_of_a_run(
     limit; the score through orch is the `lmms-eval` command line's; `orch eval --lmms-tasks`
     evaluates a checkpoint on demand."""
     require_lmms()
-    job = demo_job(tmp_path, demo_data, tiny_model, max_steps=20, checkpoint_every=10)
+    # One training rank: what is under test is the evaluation of its checkpoints.
+    job = demo_job(tmp_path, demo_data, tiny_model, max_steps=20, checkpoint_every=10,
+                   num_workers=1)  # fmt: skip
     raw = tomllib.loads(job.read_text())
     raw["datasets"] = {"faces": raw["datasets"]["faces"]}
     raw["evaluation"]["lmms"] = {"tasks": ["orch_vqa", "orch_mcq"], "limit": 4, "batch_size": 4,
