@@ -10,27 +10,21 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import shutil
-import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import psutil
 import pytest
 
 from tests.helpers.jobs import demo_project
-from tests.helpers.paths import ROOT, repo_env
-from tests.helpers.ray_jobs import orch, wait_state
+from tests.helpers.paths import ROOT
+from tests.helpers.ray_jobs import cluster_processes, local_ray_cluster, orch, ray_sh, wait_state
 
 pytestmark = pytest.mark.e2e
 logger = logging.getLogger(__name__)
 
-RAY_SH = ROOT / "cluster" / "local" / "ray.sh"
 # Away from Ray's defaults and tests/test_ray_nodes.py's cluster (6410/8286).
 PORT, DASHBOARD = 6450, 8326
 ADDRESS = f"http://127.0.0.1:{DASHBOARD}"
@@ -39,23 +33,6 @@ DEMO = str(ROOT / "jobs" / "demo_mix.toml")
 # training still has 180 steps to go.
 STEPS, EVERY = 240, 60
 CHECKPOINTS = list(range(EVERY, STEPS + 1, EVERY))
-
-
-def ray_sh(
-    env: dict[str, str], *args: str, timeout: float = 240
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(RAY_SH), *args], env=env, capture_output=True, text=True, timeout=timeout
-    )
-
-
-def cluster_processes(ray_tmp: str) -> list[str]:
-    found = []
-    for p in psutil.process_iter(["cmdline"]):
-        cmd = " ".join(p.info["cmdline"] or [])
-        if f"{ray_tmp}/" in cmd:
-            found.append(cmd[:120])
-    return found
 
 
 def node_processes(ray_tmp: str, ip: str) -> list[str]:
@@ -67,26 +44,9 @@ def node_processes(ray_tmp: str, ip: str) -> list[str]:
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """The module's two-node Ray cluster (the head 2 CPUs, orch-node-2 3), started once: each
     test brings a lost node back (`ray.sh up --nodes 2`) before it starts."""
-    home = tmp_path_factory.mktemp("home")
-    ray_tmp = tempfile.mkdtemp(prefix="orch-nl-", dir="/tmp")  # short: Ray's socket paths
-    env = repo_env(
-        os.environ,
-        HOME=str(home),
-        ORCH_RAY_PORT=str(PORT),
-        ORCH_RAY_DASHBOARD_PORT=str(DASHBOARD),
-        ORCH_RAY_TMP=ray_tmp,
-        ORCH_RAY_CPUS="3",
-        ORCH_RAY_HEAD_CPUS="2",
-    )
-    env.pop("RAY_AUTH_MODE", None)
-    env.pop("RAY_AUTH_TOKEN", None)
-    try:
-        yield {"env": env, "tmp": ray_tmp}
-    finally:
-        down = ray_sh(env, "down")
-        assert down.returncode == 0, down.stderr
-    assert not cluster_processes(ray_tmp)
-    shutil.rmtree(ray_tmp)
+    with local_ray_cluster(tmp_path_factory, "orch-nl-", PORT, DASHBOARD, ORCH_RAY_CPUS="3",
+                           ORCH_RAY_HEAD_CPUS="2") as env:  # fmt: skip
+        yield {"env": env, "tmp": env["ORCH_RAY_TMP"]}
 
 
 @pytest.fixture

@@ -11,10 +11,8 @@ import json
 import logging
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,50 +23,22 @@ import pytest
 
 from tests.helpers.jobs import demo_job, demo_project
 from tests.helpers.paths import ROOT
-from tests.helpers.ray_jobs import orch, wait_state
+from tests.helpers.ray_jobs import local_ray_cluster, orch, ray_sh, wait_state
 from tests.helpers.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 logger = logging.getLogger(__name__)
 
-RAY_SH = ROOT / "cluster" / "local" / "ray.sh"
 # Away from Ray's defaults and from tests/test_node_loss.py's cluster, which may run beside it.
 PORT, DASHBOARD = 6410, 8286
 ADDRESS = f"http://127.0.0.1:{DASHBOARD}"
 
 
-def ray_sh(
-    env: dict[str, str], *args: str, timeout: float = 240
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(RAY_SH), *args], env=env, capture_output=True, text=True, timeout=timeout
-    )
-
-
-def cluster_processes(ray_tmp: str) -> list[str]:
-    found = []
-    for p in psutil.process_iter(["cmdline"]):
-        cmd = " ".join(p.info["cmdline"] or [])
-        if f"{ray_tmp}/" in cmd:
-            found.append(cmd[:120])
-    return found
-
-
 @pytest.fixture(scope="module")
 def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
-    """A two-node Ray cluster with its own HOME (its token) and temp dir; its node ids."""
-    home = tmp_path_factory.mktemp("home")
-    ray_tmp = tempfile.mkdtemp(prefix="orch-rn-", dir="/tmp")  # short: Ray's socket paths
-    env = os.environ | {
-        "HOME": str(home),
-        "ORCH_RAY_PORT": str(PORT),
-        "ORCH_RAY_DASHBOARD_PORT": str(DASHBOARD),
-        "ORCH_RAY_TMP": ray_tmp,
-        "ORCH_RAY_CPUS": "1",
-    }
-    env.pop("RAY_AUTH_MODE", None)
-    env.pop("RAY_AUTH_TOKEN", None)
-    try:
+    """A two-node Ray cluster of one CPU a node, with its own HOME (its token) and temp dir;
+    its node ids."""
+    with local_ray_cluster(tmp_path_factory, "orch-rn-", PORT, DASHBOARD, ORCH_RAY_CPUS="1") as env:
         up = ray_sh(env, "up", "--nodes", "2")
         assert up.returncode == 0, up.stdout + up.stderr
         again = ray_sh(env, "up", "--nodes", "2")
@@ -79,13 +49,6 @@ def two_nodes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, An
         nodes = dict(listed)
         assert sorted(nodes) == ["orch-node-1", "orch-node-2"], status.stdout
         yield {"env": env, "nodes": nodes}
-    finally:
-        down = ray_sh(env, "down")
-        assert down.returncode == 0, down.stderr
-    status = ray_sh(env, "status")
-    assert status.returncode == 1 and "stopped" in status.stdout
-    assert not cluster_processes(ray_tmp)  # head, second raylet and their workers all gone
-    shutil.rmtree(ray_tmp)
 
 
 DEMO = str(ROOT / "jobs" / "demo_mix.toml")

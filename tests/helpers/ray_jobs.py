@@ -4,14 +4,21 @@ for one."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tests.helpers.paths import repo_env
+import psutil
+
+from tests.helpers.paths import ROOT, repo_env
 
 
 def orch(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -62,3 +69,52 @@ def wait_state(
         if job["status"] in states or time.monotonic() > deadline:
             return job
         time.sleep(1)
+
+
+RAY_SH = ROOT / "cluster" / "local" / "ray.sh"
+
+
+def ray_sh(
+    env: dict[str, str], *args: str, timeout: float = 240
+) -> subprocess.CompletedProcess[str]:
+    """cluster/local/ray.sh ARGS with ``env`` (its ports, temp dir and CPUs)."""
+    return subprocess.run(
+        [str(RAY_SH), *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def cluster_processes(ray_tmp: str) -> list[str]:
+    """The command lines (cut short) of every process of the cluster whose temp dir is
+    ``ray_tmp``: its raylets, GCS, agents and workers all name it."""
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(p.info["cmdline"] or [])
+        if f"{ray_tmp}/" in cmd:
+            found.append(cmd[:120])
+    return found
+
+
+@contextlib.contextmanager
+def local_ray_cluster(
+    tmp_path_factory: Any, prefix: str, port: int, dashboard: int, **cpus: str
+) -> Iterator[dict[str, str]]:
+    """The environment of a local Ray cluster of its own (HOME for its token, a short temp dir
+    for Ray's socket paths, GCS and dashboard ports, ``cpus``: ORCH_RAY_CPUS and the like) for
+    ray.sh and orch; the caller brings it up. On exit it is brought down, and nothing of it is
+    left running."""
+    home = tmp_path_factory.mktemp("home")
+    ray_tmp = tempfile.mkdtemp(prefix=prefix, dir="/tmp")  # short: Ray's socket paths
+    env = repo_env(os.environ, HOME=str(home), ORCH_RAY_PORT=str(port),
+                   ORCH_RAY_DASHBOARD_PORT=str(dashboard), ORCH_RAY_TMP=ray_tmp,
+                   **cpus)  # fmt: skip
+    env.pop("RAY_AUTH_MODE", None)
+    env.pop("RAY_AUTH_TOKEN", None)
+    try:
+        yield env
+    finally:
+        down = ray_sh(env, "down")
+        assert down.returncode == 0, down.stderr
+    status = ray_sh(env, "status")
+    assert status.returncode == 1 and "stopped" in status.stdout
+    assert not cluster_processes(ray_tmp)  # every raylet and every worker gone
+    shutil.rmtree(ray_tmp)
