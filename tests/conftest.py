@@ -36,25 +36,14 @@ SLURM_MODULES = {"test_slurm.py"}
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """test_slurm's tests are ``slurm``; ``e2e`` and ``slurm`` tests are ``slow`` too. Other slow
     tests (a Ray Train or DeepSpeed run, or more than ~5 s on 2 cores) carry ``slow`` themselves.
-
-    Modules with e2e or slurm tests run first, then those with slow ones, then the rest (each
-    module's tests in their order): pytest-xdist hands a worker a whole module at a time, in
-    this order, so the long ones start early and short ones fill in at the end, instead of a
-    long module starting last while the other workers have nothing left."""
+    The modules stay in their alphabetical order, which spreads the e2e ones among the short
+    ones: handed out heavy ones first (tried), two e2e runs at a time share the two cores and
+    the suite took 1,240 s instead of 1,120."""
     for item in items:
         if item.path.name in SLURM_MODULES:
             item.add_marker(pytest.mark.slurm)
         if any(item.get_closest_marker(name) is not None for name in ("e2e", "slurm")):
             item.add_marker(pytest.mark.slow)
-    weight: dict[Path, int] = {}
-    for item in items:
-        rank = (
-            0
-            if any(item.get_closest_marker(m) for m in ("e2e", "slurm"))
-            else (1 if item.get_closest_marker("slow") else 2)
-        )
-        weight[item.path] = min(rank, weight.get(item.path, 2))
-    items.sort(key=lambda item: weight[item.path])  # stable: each module keeps its order
 
 
 @pytest.fixture(scope="session")
