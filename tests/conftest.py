@@ -103,6 +103,16 @@ def once_per_session(
         return made
 
 
+# The session's demo job, which demo_run submits and measured_plan plans: the same job.
+SESSION_DEMO_JOB: dict[str, Any] = {"max_steps": 120, "checkpoint_every": 40}
+
+
+def _inputs(where: Path, demo_data: Path, tiny_model: Path) -> dict[str, str]:
+    """The paths a session job's file names, by role: the worker that made a shared record wrote
+    its own data and model paths, so two records' jobs compare with these put back to roles."""
+    return {"job_dir": str(where), "data": str(demo_data), "model": str(tiny_model)}
+
+
 @pytest.fixture(scope="session")
 def demo_run(
     tmp_path_factory: pytest.TempPathFactory, demo_data: Path, tiny_model: Path, worker_id: str
@@ -114,7 +124,7 @@ def demo_run(
     from tests.helpers.cli import only_run, orch
 
     def make(where: Path) -> dict[str, Any]:
-        job = demo_job(where, demo_data, tiny_model, max_steps=120, checkpoint_every=40)
+        job = demo_job(where, demo_data, tiny_model, **SESSION_DEMO_JOB)
         launched = time.time()
         proc = orch("submit", str(job), "--no-dashboard", cwd=where)
         exited = time.time()
@@ -123,13 +133,14 @@ def demo_run(
             "job": str(job), "run": str(only_run(where)), "args": proc.args,
             "returncode": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr,
             "launched": launched, "exited": exited,
+            "inputs": _inputs(where, demo_data, tiny_model),
         }  # fmt: skip
 
     saved = once_per_session(tmp_path_factory, worker_id, "demo_run", make)
     proc = subprocess.CompletedProcess(saved["args"], saved["returncode"], saved["stdout"],
                                        saved["stderr"])  # fmt: skip
     return DemoRun(Path(saved["job"]), Path(saved["run"]), proc, saved["launched"],
-                   saved["exited"])  # fmt: skip
+                   saved["exited"], saved["inputs"])  # fmt: skip
 
 
 @pytest.fixture(scope="session")
@@ -145,15 +156,17 @@ def measured_plan(
     from tests.helpers.cli import orch
 
     def make(where: Path) -> dict[str, Any]:
-        job = demo_job(where, demo_data, tiny_model, max_steps=120, checkpoint_every=40)
+        job = demo_job(where, demo_data, tiny_model, **SESSION_DEMO_JOB)
         t0 = time.time()
         proc = orch("plan", str(job), "--json", "--measure", "2", "--no-dashboard", cwd=where)
         assert proc.returncode == 0, proc.stderr[-3000:]
         return {"job": str(job), "plan": json.loads(proc.stdout), "plan_s": time.time() - t0,
-                "runs": sorted(p.name for p in (where / "runs").iterdir())}  # fmt: skip
+                "runs": sorted(p.name for p in (where / "runs").iterdir()),
+                "inputs": _inputs(where, demo_data, tiny_model)}  # fmt: skip
 
     saved = once_per_session(tmp_path_factory, worker_id, "measured_plan", make)
-    return MeasuredPlan(Path(saved["job"]), saved["plan"], saved["plan_s"], saved["runs"])
+    return MeasuredPlan(Path(saved["job"]), saved["plan"], saved["plan_s"], saved["runs"],
+                        saved["inputs"])  # fmt: skip
 
 
 @pytest.fixture(autouse=True)

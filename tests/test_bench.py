@@ -229,9 +229,7 @@ def test_plan_error_on_the_session_plan_and_demo_run(
     """The comparison of a plan with its job's real run, on the session's plan of the demo job
     (conftest: `orch plan --measure 2`) and the session's run of that job (`--given`; --quick
     runs both itself, as make bench-quick does)."""
-    assert measured_plan.job.read_text() == demo_run.job.read_text().replace(
-        str(demo_run.job.parent), str(measured_plan.job.parent)
-    )  # the same job
+    assert measured_plan.job_by_role() == demo_run.job_by_role()  # the same job, on any worker
     given = tmp_path / "given.json"
     given.write_text(json.dumps({
         "plan": measured_plan.plan, "plan_s": measured_plan.plan_s, "run": str(demo_run.run),

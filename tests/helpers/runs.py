@@ -19,6 +19,10 @@ class DemoRun:
     proc: subprocess.CompletedProcess[str]
     launched: float  # time.time() when `orch submit` started, and when it exited
     exited: float
+    inputs: dict[str, str]  # the job's folder, data and model paths, by role
+
+    def job_by_role(self) -> str:
+        return job_by_role(self.job, self.inputs)
 
 
 @dataclass(frozen=True)
@@ -30,3 +34,16 @@ class MeasuredPlan:
     plan: dict[str, Any]
     plan_s: float
     runs_left: list[str]
+    inputs: dict[str, str]  # the job's folder, data and model paths, by role
+
+    def job_by_role(self) -> str:
+        return job_by_role(self.job, self.inputs)
+
+
+def job_by_role(job: Path, inputs: dict[str, str]) -> str:
+    """The job file's text with each input path replaced by its role (``<model>``): the shared
+    records are made by whichever xdist worker asks first, each with its own data and model."""
+    text = job.read_text()
+    for role, path in sorted(inputs.items(), key=lambda kv: -len(kv[1])):  # longest first
+        text = text.replace(path, f"<{role}>")
+    return text
