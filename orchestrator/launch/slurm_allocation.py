@@ -113,6 +113,11 @@ export NETRC="${{NETRC:-$HOME/.netrc}}" PYTHONUSERBASE="${{PYTHONUSERBASE:-$HOME
 export HF_HOME="${{HF_HOME:-$HOME/.cache/huggingface}}" HOME="$TMPDIR/home"
 # Ray's token authentication with a token that lives only in this job's environment.
 export RAY_AUTH_MODE=token
+# A `ray start` that gets SIGTERM first asks the head to drain its node, for up to 30 s by
+# default; at teardown the head is gone already, so a worker node's SLURM step (its srun waits
+# for it) would sit out the whole 30 s before a requeued job could start again. Training has
+# checkpointed and stopped by then: there is nothing to drain.
+export RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S=0
 export RAY_AUTH_TOKEN="${{RAY_AUTH_TOKEN:-$(od -An -N32 -tx1 /dev/urandom | tr -d ' \\n')}}"
 PORT=$((20000 + SLURM_JOB_ID % 20000))
 DASHBOARD_PORT=$((PORT + 1))
