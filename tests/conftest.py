@@ -16,13 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.helpers.jobs import demo_job, vqa_job
-from tests.helpers.paths import ROOT
+from tests.helpers.jobs import demo_job
 from tests.helpers.runs import DemoRun, MeasuredPlan
-
-# test_slurm.py and test_sbatch_render.py still import these from here (their home is now
-# tests.helpers.jobs and tests.helpers.paths).
-__all__ = ["ROOT", "demo_job", "vqa_job"]
 
 # Tests never reach a hub or a wandb server.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -117,7 +117,7 @@ def _orch(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def test_dry_run_prints_the_script_and_creates_nothing(
     tmp_path: Path, demo_data: Path, tiny_model: Path
 ) -> None:
-    from tests.conftest import demo_job
+    from tests.helpers.jobs import demo_job
 
     job = demo_job(tmp_path, demo_data, tiny_model)
     out = _orch(
@@ -134,7 +134,7 @@ def test_dry_run_prints_the_script_and_creates_nothing(
 def test_a_hostile_option_is_refused_before_anything_is_created(
     tmp_path: Path, demo_data: Path, tiny_model: Path
 ) -> None:
-    from tests.conftest import demo_job
+    from tests.helpers.jobs import demo_job
 
     job = demo_job(tmp_path, demo_data, tiny_model)
     out = _orch(
@@ -151,7 +151,7 @@ def test_training_the_allocation_cannot_hold_is_refused_before_anything_is_creat
 ) -> None:
     """Ray Train would wait for resources until the time limit: the request is checked against
     the allocation asked for (nodes x CPUs and GPUs per node), with every setting named."""
-    from tests.conftest import demo_job
+    from tests.helpers.jobs import demo_job
 
     job = demo_job(tmp_path, demo_data, tiny_model)  # 2 workers of 1 CPU
     cases = [
