@@ -1,8 +1,9 @@
 """Asynchronous checkpoints (training.async_checkpoint): the background export writes what a
 synchronous save writes, the weights of the step it was asked for (the loop trains on while it
 writes), COMPLETE last; its failure is raised in the loop and leaves no COMPLETE; no thread
-outlives it. A real DeepSpeed engine on one gloo rank, as tests/test_disk.py drives one; the
-whole loop (Ray Train, two ranks, resume) is tests/test_e2e.py's."""
+outlives it; a preemption leaves every checkpoint complete. A real DeepSpeed engine on one gloo
+rank, as tests/test_disk.py drives one, or the training loop on one rank without Ray
+(bench/one_rank.py); the whole loop (Ray Train, two ranks, resume) is tests/test_e2e.py's."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ from typing import Any
 import pytest
 
 from orchestrator.contract import checkpoint as ckpt
-from tests.helpers.cli import orch_popen
 from tests.helpers.jobs import demo_job
 from tests.helpers.paths import ROOT, repo_env
 from tests.helpers.waiting import wait_for
@@ -279,28 +279,43 @@ def _run(
     return result
 
 
-@pytest.mark.e2e
 def test_a_preemption_leaves_every_checkpoint_complete_and_preempted_comes_last(
     tmp_path: Path, demo_data: Path, tiny_model: Path
 ) -> None:
-    """A preemption (SIGUSR1 to the controller: what the SLURM batch script forwards SLURM's
-    signal and a SIGTERM as) during a run that checkpoints every 5 steps asynchronously:
-    training saves where it is, joins the export, then says "preempted"; every checkpoint on
-    disk is complete (none left half-written by a thread), the last one at the preempted step."""
+    """A preemption during a run that checkpoints every 5 steps asynchronously: the controller's
+    handler of SLURM's signal (SIGUSR1, what the batch script forwards SLURM's signal and a
+    SIGTERM as; installed here, in this process) writes the run's preemption request, and the
+    training loop (one rank, as a Ray Train worker runs it: bench/one_rank.py) saves where it
+    is, joins the export, then says "preempted"; every checkpoint on disk is complete (none left
+    half-written by a thread), the last one at the preempted step. The whole path, from the
+    SLURM signal through the controller's exit code 3 to the requeue, is test_slurm's."""
+    from orchestrator.contract.layout import RunDir
+    from orchestrator.launch.submit import install_preemption_handlers
+
     job = demo_job(tmp_path, demo_data, tiny_model, max_steps=2000, checkpoint_every=5)
-    quiet = ("--set", "evaluation.during_training=false", "--set", "tracking.mode='disabled'")
-    proc = orch_popen("submit", str(job), "--no-dashboard", "--run-name", "p", *quiet, cwd=tmp_path)
     run = tmp_path / "runs" / "p"
+    quiet = ("--set", "evaluation.during_training=false", "--set", "tracking.mode='disabled'")
+    log = tmp_path / "one_rank.log"  # a file, not a pipe nobody reads while it trains
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "bench" / "one_rank.py"), str(job), str(run), *quiet],
+            cwd=ROOT, env=repo_env(), stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGUSR1, signal.SIGTERM)}
     try:
         first = ckpt.checkpoint_dir(run / "checkpoints", 10) / ckpt.COMPLETE
         wait_for(first.exists, 600, "the second checkpoint", 0.05)
-        proc.send_signal(signal.SIGUSR1)
-        out, _ = proc.communicate(timeout=300)
+        install_preemption_handlers(RunDir(run).preempt_request)
+        os.kill(os.getpid(), signal.SIGUSR1)
+        assert RunDir(run).preempt_request.read_text() == "SIGUSR1\n"
+        proc.wait(timeout=300)
     finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 3, out[-3000:]
+    assert proc.returncode == 0, log.read_text()[-3000:]
     events = [json.loads(x) for x in (run / "logs" / "train_events.jsonl").open()]
     assert events[-1]["event"] == "preempted", events[-3:]
     at = events[-1]["step"]
