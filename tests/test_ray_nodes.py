@@ -153,7 +153,9 @@ def test_cancel_stops_the_ray_job(
     two_nodes: dict[str, Any], tmp_path: Path, demo_data: Path, tiny_model: Path
 ) -> None:
     env = two_nodes["env"]
-    job = demo_job(tmp_path, demo_data, tiny_model, max_steps=5000, checkpoint_every=5000)
+    # One rank: what is under test is the Ray job stopping with everything under it.
+    job = demo_job(tmp_path, demo_data, tiny_model, max_steps=5000, checkpoint_every=5000,
+                   num_workers=1)  # fmt: skip
     out = orch(env, tmp_path, "submit", str(job), "--address", ADDRESS, "--run-name", "long")
     assert out.returncode == 0, out.stderr[-3000:]
     metrics = tmp_path / "runs" / "long" / "logs" / "train_metrics.jsonl"
