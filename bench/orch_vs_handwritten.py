@@ -1,14 +1,14 @@
 """`orch submit` against a minimal hand-written Ray Train + DeepSpeed script doing the same steps,
 split into a fixed cost (start-up and the end) and a per-step cost.
 
-The fixed job: jobs/demo_mix.toml on the tiny model and the demo data, 150 optimizer steps,
-2 Ray Train workers, DeepSpeed ZeRO-2 on CPU, one checkpoint at the end, evaluation and
-tracking off (`--set evaluation.during_training=false evaluation.final_full=false
-tracking.mode=disabled`). The hand-written script (below, ~80 lines) is what a competent user
-would write without orch: `ray.init`, a `TorchTrainer` whose workers load the same model with
-`from_pretrained`, the same head, the same DeepSpeed config values, the same batch size, draw
-samples with the same mixing weights, encode them with orch's own encoder (so both do the same
-data work), train 150 steps and save a DeepSpeed checkpoint.
+The fixed job: jobs/demo_mix.toml on the tiny model and the demo data, 150 optimizer steps, 2
+Ray Train workers (--workers; --quick: 1, on each side), DeepSpeed ZeRO-2 on CPU, one checkpoint
+at the end, evaluation and tracking off (`--set evaluation.during_training=false
+evaluation.final_full=false tracking.mode=disabled`). The hand-written script (below, ~80 lines)
+is what a competent user would write without orch: `ray.init`, a `TorchTrainer` whose workers
+load the same model with `from_pretrained`, the same head, the same DeepSpeed config values, the
+same batch size, draw samples with the same mixing weights, encode them with orch's own encoder
+(so both do the same data work), train 150 steps and save a DeepSpeed checkpoint.
 
 Both run as subprocesses, timed from launch to exit (each starts its own Ray), in pairs whose
 order alternates (orch first, then the script first). Inside each run, rank 0's wall clock at
@@ -35,8 +35,8 @@ or by waiting. (A process that lives less than a sampling interval may be missed
 Each figure is the median over the runs, with min and max; the ratios are orch / hand-written
 of the medians. cpus and the 1-minute load average at start and end describe the machine.
 
-    PYTHONPATH=. .venv/bin/python bench/orch_vs_handwritten.py [--pairs 5] [--steps 150] [--quick]
-        [--demo data/demo] [--model models/tiny-qwen2.5-vl]
+    PYTHONPATH=. .venv/bin/python bench/orch_vs_handwritten.py [--pairs 5] [--steps 150]
+        [--workers 2] [--quick] [--demo data/demo] [--model models/tiny-qwen2.5-vl]
 """
 
 from __future__ import annotations
@@ -68,8 +68,8 @@ import numpy as np, torch, ray, deepspeed
 from ray.train import ScalingConfig, RunConfig
 from ray.train.torch import TorchTrainer
 
-ROOT, DEMO, MODEL, OUT, STEPS = sys.argv[1:6]
-STEPS = int(STEPS)
+ROOT, DEMO, MODEL, OUT, STEPS, WORKERS = sys.argv[1:7]
+STEPS, WORKERS = int(STEPS), int(WORKERS)
 sys.path.insert(0, ROOT)
 
 def train_fn(cfg):
@@ -120,8 +120,8 @@ def train_fn(cfg):
         Path(OUT, "bench_timing.json").write_text(json.dumps(stamps))
 
 ray.init(address="local", num_cpus=4)
-TorchTrainer(train_fn, scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
-             run_config=RunConfig(storage_path=OUT)).fit()
+scaling = ScalingConfig(num_workers=WORKERS, resources_per_worker={"CPU": 1})
+TorchTrainer(train_fn, scaling_config=scaling, run_config=RunConfig(storage_path=OUT)).fit()
 ray.shutdown()
 """
 
@@ -270,7 +270,7 @@ def jsonl(path: Path) -> list[dict[str, float]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def run_orch(work: Path, job: Path, i: int, steps: int) -> Run:
+def run_orch(work: Path, job: Path, i: int, steps: int, workers: int) -> Run:
     name = f"bench-{i}"
     cmd = [
         str(Path(sys.executable).parent / "orch"),
@@ -286,6 +286,8 @@ def run_orch(work: Path, job: Path, i: int, steps: int) -> Run:
         f"training.checkpoint_every={steps}",
         "--set",
         f"training.log_every={WARMUP}",
+        "--set",
+        f"training.num_workers={workers}",
         "--set",
         "evaluation.during_training=false",
         "--set",
@@ -303,9 +305,12 @@ def run_orch(work: Path, job: Path, i: int, steps: int) -> Run:
     return Run(t0, started, at[WARMUP], at[steps], t1, steps, saved["total_s"], *figures)
 
 
-def run_handwritten(work: Path, script: Path, demo: Path, model: Path, i: int, steps: int) -> Run:
+def run_handwritten(
+    work: Path, script: Path, demo: Path, model: Path, i: int, steps: int, workers: int
+) -> Run:
     out = work / f"hand-{i}"
-    cmd = [sys.executable, str(script), str(ROOT), str(demo), str(model), str(out), str(steps)]
+    cmd = [sys.executable, str(script), str(ROOT), str(demo), str(model), str(out), str(steps),
+           str(workers)]  # fmt: skip
     t0, t1, cpu = launch(cmd, work)
     stamps = json.loads((out / "bench_timing.json").read_text())
     warm, last = stamps["steps"][WARMUP - 1], stamps["steps"][-1]
@@ -348,11 +353,13 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--pairs", type=int, default=5, help="orch/hand-written pairs (repeats)")
     ap.add_argument("--steps", type=int, default=150)
-    ap.add_argument("--quick", action="store_true", help="1 pair of 20 steps (about a minute)")
+    ap.add_argument("--workers", type=int, default=2, help="Ray Train workers, on each side")
+    ap.add_argument("--quick", action="store_true",
+                    help="1 pair of 20 steps on 1 worker each (about 40 s)")  # fmt: skip
     demo_job.add_arguments(ap)
     args = ap.parse_args()
     if args.quick:
-        args.pairs, args.steps = 1, 20
+        args.pairs, args.steps, args.workers = 1, 20, 1
     if args.steps <= WARMUP:
         raise SystemExit(f"--steps must exceed the {WARMUP} warm-up steps")
     demo, model = args.demo.resolve(), args.model.resolve()
@@ -368,17 +375,18 @@ def main() -> int:
         for i in range(args.pairs):
             # Alternate which goes first, so a slow drift of the machine hits both alike.
             if i % 2 == 0:
-                orch.append(run_orch(work, job, i, args.steps))
-                hand.append(run_handwritten(work, script, demo, model, i, args.steps))
+                orch.append(run_orch(work, job, i, args.steps, args.workers))
+                hand.append(run_handwritten(work, script, demo, model, i, args.steps, args.workers))
             else:
-                hand.append(run_handwritten(work, script, demo, model, i, args.steps))
-                orch.append(run_orch(work, job, i, args.steps))
+                hand.append(run_handwritten(work, script, demo, model, i, args.steps, args.workers))
+                orch.append(run_orch(work, job, i, args.steps, args.workers))
     # The machine's state: on a shared machine other processes take CPU from both sides (Ray
     # runs its workers at nice 15, so any ordinary process comes first).
     print(f"cpus={os.cpu_count()}")
     print(f"load_avg_1m_start={load_start:.2f}")
     print(f"load_avg_1m_end={os.getloadavg()[0]:.2f}")
     print(f"runs_per_side={args.pairs}")
+    print(f"workers={args.workers}")
     print(f"steps={args.steps}")
     print(f"steady_steps={args.steps - WARMUP}")
     medians: dict[str, tuple[float, float]] = {}

@@ -146,7 +146,7 @@ def test_orch_vs_handwritten_quick(demo_data: Path, tiny_model: Path) -> None:
     proc = run_bench(
         "orch_vs_handwritten.py", "--quick", "--demo", str(demo_data), "--model", str(tiny_model)
     )
-    names = ["cpus", "load_avg_1m_start", "load_avg_1m_end", "runs_per_side", "steps"]
+    names = ["cpus", "load_avg_1m_start", "load_avg_1m_end", "runs_per_side", "workers", "steps"]
     names += ["steady_steps"]
     for figure in (
         "per_step_s",
@@ -171,7 +171,7 @@ def test_orch_vs_handwritten_quick(demo_data: Path, tiny_model: Path) -> None:
     ratios = ("per_step", "fixed", "wall", "cpu_per_step", "fixed_cpu")
     names += [f"orch_vs_handwritten_{f}" for f in ratios]
     values = check_numbers(proc, names)
-    assert values["runs_per_side"] == 1 and values["steps"] == 20
+    assert values["runs_per_side"] == 1 and values["steps"] == 20 and values["workers"] == 1
     assert values["orch_per_step_s"] > 0 and values["handwritten_per_step_s"] > 0
     assert (
         values["orch_worker_cpu_per_step_s"] > 0 and values["handwritten_worker_cpu_per_step_s"] > 0

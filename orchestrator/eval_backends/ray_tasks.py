@@ -58,6 +58,7 @@ def _logging_to(log_paths: list[str], failure: str) -> Iterator[None]:
 def _log_node() -> None:
     """Inside a Ray worker: say which Ray node (id, name, host) the task runs on, in its logs
     (`orch status` reads the name back from each attempt's log: EVAL_NODE)."""
+    import os
     import socket
 
     import ray
@@ -66,8 +67,9 @@ def _log_node() -> None:
     names = [n.get("NodeName") for n in ray.nodes() if n.get("NodeID") == node]
     name = names[0] if names and names[0] else ray.util.get_node_ip_address()
     logging.getLogger("orch.eval").info(
-        "on Ray node %s (%s, host %s)", node, name, socket.gethostname()
-    )
+        "on Ray node %s (%s, host %s), worker pid %d", node, name, socket.gethostname(),
+        os.getpid(),
+    )  # fmt: skip
 
 
 # The line _log_node writes, as `orch status` reads it: node id, node name.
