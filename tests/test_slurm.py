@@ -22,6 +22,7 @@ from orchestrator.eval_backends.base import Cancelled, Failed, Succeeded
 from orchestrator.eval_backends.local import LocalBackend
 from orchestrator.eval_backends.slurm_jobs import SlurmBackend
 from orchestrator.tracking import find_offline_runs, read_offline_run
+from tests.helpers.cli import orch
 from tests.helpers.jobs import demo_project
 from tests.helpers.paths import ROOT
 from tests.helpers.runs import DemoRun
@@ -348,6 +349,12 @@ def test_demo_job_on_two_slurm_nodes_survives_a_requeue(
     eval_nodes = {job_field(j, "NodeList") for j in eval_jobs}
     assert eval_nodes <= set(two_slurm_nodes), eval_nodes
     logger.info("eval jobs ran on %s", sorted(eval_nodes))
+    # `orch status` names the node of every part's attempt, as SLURM placed its job.
+    shown = orch("status", str(run), "--json", cwd=cwd)
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    attempts = json.loads(shown.stdout)["eval_attempts"]
+    assert len(attempts) == len(ledger) and {a["outcome"] for a in attempts} == {"succeeded"}
+    assert {a["node"] for a in attempts} == eval_nodes, attempts
     final = json.loads((run / "eval" / "final.json").read_text())
     assert final["missing"] == {}, final["missing"]
     files = find_offline_runs(run / "wandb")

@@ -477,3 +477,33 @@ def test_slurm_parts_ask_for_their_gpus(fake: FakeSlurm, tmp_path: Path) -> None
     })  # fmt: skip
     backend = SlurmBackend.from_spec(s, RunDir(tmp_path / "run"))
     assert backend.executor.parameters["additional_parameters"]["gpus_per_task"] == 1
+
+
+def test_status_names_the_slurm_node_each_part_ran_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A SLURM part says where it runs in its job's stderr (what run_part and run_group log
+    first); the part's log in the run directory points at that file, and `orch status` follows
+    it: the node is the SLURM node's name, the attempt's outcome the ledger's."""
+    monkeypatch.setenv("SLURMD_NODENAME", "gpu-node-7")
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    with caplog.at_level(logging.INFO, logger=slurm_jobs.logger.name):
+        slurm_jobs._log_node()
+    stderr = tmp_path / "slurm" / "4242_0_log.err"
+    stderr.parent.mkdir()
+    stderr.write_text("".join(f"2026-12-03 10:00:00,000 {r.name}: {r.getMessage()}\n"
+                              for r in caplog.records) + "eval part faces ...\n")  # fmt: skip
+    rundir = RunDir(tmp_path / "run")
+    rundir.create('name = "r"\n', {"name": "r"})
+    log = rundir.eval_log(10, "faces", 1)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text(f"slurm job 4242\n{tmp_path / 'slurm' / '4242_0_log.out'}\n{stderr}\n")
+    Ledger(rundir).put(LedgerEntry(step=10, dataset="faces", eval_step=10,
+                                   status=PartStatus.SUCCEEDED, attempt=1, backend="slurm",
+                                   job_id="4242_0", submitted_at=time.time()))  # fmt: skip
+    assert slurm_jobs.part_node(log) == "gpu-node-7"
+    (attempt,) = collect_status(rundir)["eval_attempts"]
+    assert attempt == {"part": "10/faces", "attempt": 1, "node": "gpu-node-7",
+                       "outcome": "succeeded"}  # fmt: skip
+    stderr.unlink()  # not yet started, or its files are gone: no node, not an error
+    assert slurm_jobs.part_node(log) is None and collect_status(rundir)["eval_attempts"] == []

@@ -22,7 +22,9 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -159,6 +161,29 @@ def _stop(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
+# The line a SLURM part writes (to its job's stderr) to say where it runs, as `orch status`
+# reads it back (part_node): node name, host.
+SLURM_NODE = re.compile(r"on SLURM node (\S+) \(host (\S+), job \S+\)")
+
+
+def _log_node() -> None:
+    logger.info(
+        "on SLURM node %s (host %s, job %s)", os.environ.get("SLURMD_NODENAME", "unknown"),
+        socket.gethostname(), os.environ.get("SLURM_JOB_ID", "unknown"),
+    )  # fmt: skip
+
+
+def part_node(log: Path) -> str | None:
+    """The SLURM node a part's attempt ran on, from its log in the run directory (_point_log:
+    the SLURM job's id, then its stdout and stderr files), or None if it has not said yet."""
+    lines = log.read_text(errors="replace").splitlines() if log.is_file() else []
+    if len(lines) < 3 or not lines[0].startswith("slurm job "):
+        return None
+    stderr = Path(lines[2])
+    found = SLURM_NODE.search(stderr.read_text(errors="replace")) if stderr.is_file() else None
+    return found[1] if found else None
+
+
 def run_part(job: dict[str, Any]) -> str:
     """The callable a SLURM job runs (imported by name in the job, so it must be top level)."""
     # submitit ignores SIGTERM (it waits for USR2 to checkpoint), so `scancel` would leave the part
@@ -171,6 +196,7 @@ def run_part(job: dict[str, Any]) -> str:
     from workers.evaluate import run_eval
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    _log_node()
     eval_job = EvalPart(**job)
     logger.info("eval part %s (%s) of step %s", eval_job.dataset, eval_job.kind, eval_job.step)
     hf_logging.disable_progress_bar()
@@ -187,6 +213,7 @@ def run_group(jobs: list[dict[str, Any]]) -> list[str | None]:
     from workers.evaluate import run_evals
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    _log_node()
     parts = [EvalPart(**job) for job in jobs]
     logger.info("%d eval parts of step %s: %s", len(parts), parts[0].step,
                 ", ".join(p.dataset for p in parts))  # fmt: skip

@@ -128,21 +128,26 @@ def _cause(records: list[dict[str, Any]]) -> str:
 
 def eval_attempts(rundir: RunDir) -> list[dict[str, Any]]:
     """Every attempt of every eval part that said where it ran (a Ray task's part log names
-    its node: eval_backends/ray_tasks.EVAL_NODE): part, attempt, node, outcome (an attempt
-    before the ledger's latest failed; the latest has the ledger's status)."""
+    its node, eval_backends/ray_tasks.EVAL_NODE; a SLURM part's names its job's stderr, where
+    the part names its node, eval_backends/slurm_jobs.part_node): part, attempt, node, outcome
+    (an attempt before the ledger's latest failed; the latest has the ledger's status)."""
     from orchestrator.eval_backends.ray_tasks import EVAL_NODE
+    from orchestrator.eval_backends.slurm_jobs import part_node
+
+    def node_of(log: Path) -> str | None:
+        found = EVAL_NODE.search(log.read_text(errors="replace")) if log.is_file() else None
+        return found[2] if found else part_node(log)
 
     out: list[dict[str, Any]] = []
     for e in sorted(Ledger(rundir).entries.values(), key=lambda e: (e.step is None, e.step or 0,
                                                                       e.dataset)):  # fmt: skip
         for attempt in range(1, e.attempt + 1):
-            log = rundir.eval_log(e.step, e.dataset, attempt)
-            found = EVAL_NODE.search(log.read_text(errors="replace")) if log.is_file() else None
-            if found is None:
+            node = node_of(rundir.eval_log(e.step, e.dataset, attempt))
+            if node is None:
                 continue
             outcome = str(e.status) if attempt == e.attempt else "failed"
             part = f"{'final' if e.step is None else e.step}/{e.dataset}"
-            out.append({"part": part, "attempt": attempt, "node": found[2], "outcome": outcome})
+            out.append({"part": part, "attempt": attempt, "node": node, "outcome": outcome})
     return out
 
 
