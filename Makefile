@@ -46,8 +46,9 @@ run: $(STAMP) $(TINY)/config.json $(DEMO)/COMPLETE
 # pytest exits 5 when it collects no test; make fails on it like on any failure. The lmms-eval
 # environment is built first: its tests fail, rather than skip, without it (ORCH_REQUIRE_LMMS).
 # Tests run on every core (pytest-xdist), a whole module per worker: a module's fixtures (the
-# local SLURM, a Ray head) start once, and the session fixtures at most once per worker.
-XDIST := -n logical --maxprocesses 4 --dist loadscope
+# local SLURM, a Ray head) start once, and the session fixtures at most once per worker. The
+# modules are handed out in the order tests/conftest.py gives them (the longest first).
+XDIST := -n logical --maxprocesses 4 --dist loadscope --no-loadscope-reorder
 # The two environments are independent: they build side by side (-j2).
 test:
 	$(MAKE) --no-print-directory -j2 $(STAMP) $(LMMS_STAMP)
