@@ -6,6 +6,7 @@ Regenerate the golden files with ORCH_UPDATE_GOLDEN=1 after an intended change."
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -257,3 +258,22 @@ def test_auto_placement_spreads_over_the_nodes_of_a_multi_node_allocation(
     assert 'export ORCH_RAY_NODES="$SLURM_JOB_NUM_NODES"' in script
     env = {} if nodes is None else {"ORCH_RAY_NODES": nodes}
     assert placement_strategy(setting, env) == chosen
+
+
+def test_jobs_never_share_ports_and_stay_below_the_ephemeral_range() -> None:
+    """The rendered script's port arithmetic, run by bash for 2,500 consecutive job ids: each
+    job takes PORT..PORT+4 (head, dashboard, client, two dashboard agents); no two of them
+    share a port (ids 31 and 32 did, on one node, when PORT was 20000 + id), and none reaches
+    Linux's ephemeral range."""
+    script = render_sbatch(CASES["cpu_one_node"])
+    (line,) = [x for x in script.splitlines() if x.startswith("PORT=")]
+    used = [x for x in script.splitlines() if "PORT + " in x]
+    offsets = {int(n) for x in used for n in re.findall(r"PORT \+ (\d+)", x)}
+    assert offsets == {1, 2, 3, 4}
+    out = subprocess.run(
+        ["bash", "-c", f'for SLURM_JOB_ID in $(seq 1000 3499); do {line}; echo "$PORT"; done'],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    ports = [int(p) + k for p in out for k in range(5)]
+    assert len(out) == 2500 and len(set(ports)) == len(ports)
+    assert min(ports) >= 20000 and max(ports) < 32768

@@ -119,7 +119,10 @@ export RAY_AUTH_MODE=token
 # checkpointed and stopped by then: there is nothing to drain.
 export RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S=0
 export RAY_AUTH_TOKEN="${{RAY_AUTH_TOKEN:-$(od -An -N32 -tx1 /dev/urandom | tr -d ' \\n')}}"
-PORT=$((20000 + SLURM_JOB_ID % 20000))
+# Five ports a job (the head's, its dashboard's, Ray client's, two dashboard agents'), from the
+# job id: jobs whose ids are less than 2,500 apart never share one, and all stay below Linux's
+# ephemeral range (32768 and up), which the OS hands to outgoing connections.
+PORT=$((20000 + SLURM_JOB_ID % 2500 * 5))
 DASHBOARD_PORT=$((PORT + 1))
 HEAD=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
 HEAD_IP=$(getent hosts "$HEAD" | awk '{{print $1; exit}}')
