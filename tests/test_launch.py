@@ -4,6 +4,7 @@ happen on demand, so ray.init is scripted here: what is checked is orch's reacti
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -60,3 +61,37 @@ def test_other_errors_and_the_last_timeout_are_raised(monkeypatch: pytest.Monkey
     with pytest.raises(Exception, match="timed out during startup"):
         submit.init_embedded_ray(4, dashboard=False)
     assert fake.calls == submit.RAY_START_ATTEMPTS
+
+
+def test_a_sigterm_after_ray_started_asks_for_a_preemption(
+    tmp_path: Path, demo_data: Path, tiny_model: Path
+) -> None:
+    """An embedded Ray started as `orch submit` starts it (ray.init puts in its own SIGTERM
+    handler, which exits): a SIGTERM then writes the run's preemption request, as SLURM's
+    signal does, and the controller goes on to stop training at a checkpoint."""
+    import subprocess
+    import sys
+
+    from tests.helpers.jobs import demo_job
+    from tests.helpers.paths import ROOT, repo_env
+
+    job = demo_job(tmp_path, demo_data, tiny_model)
+    script = (
+        "import os, signal, sys, time\n"
+        "from pathlib import Path\n"
+        "import ray\n"
+        "from orchestrator.contract.spec import load_spec\n"
+        "from orchestrator.launch.submit import start_ray_keeping_handlers\n"
+        "request = Path(sys.argv[2])\n"
+        "start_ray_keeping_handlers(load_spec(Path(sys.argv[1])), False, request)\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        "time.sleep(0.5)\n"
+        "print('still here:', request.read_text().strip())\n"
+        "ray.shutdown()\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(job), str(tmp_path / "control" / "preempt")],
+        cwd=ROOT, env=repo_env(), capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip().endswith("still here: SIGTERM"), proc.stdout

@@ -272,9 +272,9 @@ def submit(spec: JobSpec, *, run_name: str | None = None, dashboard: bool = True
     request = rundir.preempt_request
     if request.exists():  # left by the allocation that was preempted; this one trains on
         request.unlink()
-    install_preemption_handlers(request)
+    install_preemption_handlers(request)  # a signal while Ray starts is a request too
     reap_leftovers(rundir.processes)
-    start_ray(spec, dashboard)
+    start_ray_keeping_handlers(spec, dashboard, request)
     recorder = ProcessRecorder(rundir.processes).start()
     tracker = make_tracker(spec, rundir)
     backend = make_backend(spec, rundir)
@@ -299,6 +299,14 @@ def submit(spec: JobSpec, *, run_name: str | None = None, dashboard: bool = True
         ray.shutdown()
     logger.info("run directory: %s", rundir.path)
     return code
+
+
+def start_ray_keeping_handlers(spec: JobSpec, dashboard: bool, request: Path) -> None:
+    """``start_ray``, then the preemption handlers again: ``ray.init`` (and an embedded head)
+    put their own SIGTERM handler in, which exits at once, and a SIGTERM to a local `orch
+    submit` then lost the step's checkpoint instead of asking for it."""
+    start_ray(spec, dashboard)
+    install_preemption_handlers(request)
 
 
 def install_preemption_handlers(request: Path) -> None:
