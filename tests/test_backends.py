@@ -14,10 +14,6 @@ from tests.helpers.evals import comparable, wait
 from tests.helpers.jobs import eval_part
 from tests.helpers.waiting import wait_for
 
-# test_slurm.py and test_slurm_fake.py still import job, wait and comparable from this module;
-# they live in tests/helpers (eval_part in jobs, the rest in evals): import them from there.
-job = eval_part
-
 
 @pytest.mark.slow  # an embedded Ray and two eval workers: ~30 s
 def test_local_and_ray_backends_write_identical_results(

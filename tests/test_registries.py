@@ -33,7 +33,7 @@ from orchestrator.tracking import (
     register_tracker,
 )
 from orchestrator.tracking import base as tracker_base
-from tests.test_controller import make_spec
+from tests.helpers.jobs import make_spec
 
 
 @pytest.fixture

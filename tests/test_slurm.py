@@ -23,10 +23,10 @@ from orchestrator.eval_backends.local import LocalBackend
 from orchestrator.eval_backends.slurm_jobs import SlurmBackend
 from orchestrator.tracking import find_offline_runs, read_offline_run
 from tests.helpers.cli import orch
-from tests.helpers.jobs import demo_project
+from tests.helpers.evals import comparable, wait
+from tests.helpers.jobs import demo_project, eval_part
 from tests.helpers.paths import ROOT
 from tests.helpers.runs import DemoRun
-from tests.test_backends import comparable, job, wait
 
 logger = logging.getLogger(__name__)
 SLURM_SH = ROOT / "cluster" / "local" / "slurm.sh"
@@ -52,7 +52,9 @@ def test_a_part_on_slurm_gives_the_same_result_as_locally(
 ) -> None:
     b = backend(tmp_path)
     out = tmp_path / "slurm" / "faces.json"
-    job_id = b.submit(job(checkpoint, demo_data, out, backend="slurm"), tmp_path / "faces.log")
+    job_id = b.submit(
+        eval_part(checkpoint, demo_data, out, backend="slurm"), tmp_path / "faces.log"
+    )
     assert wait(b, job_id) == Succeeded(out)
     state = subprocess.run(
         ["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True
@@ -60,9 +62,9 @@ def test_a_part_on_slurm_gives_the_same_result_as_locally(
     assert f"JobId={job_id} JobName=orch-eval-10" in state.stdout  # a real SLURM job
     local = LocalBackend()
     out_local = tmp_path / "local" / "faces.json"
-    assert wait(local, local.submit(job(checkpoint, demo_data, out_local), tmp_path / "l.log")) == (
-        Succeeded(out_local)
-    )
+    assert wait(
+        local, local.submit(eval_part(checkpoint, demo_data, out_local), tmp_path / "l.log")
+    ) == (Succeeded(out_local))
     assert comparable(out) == comparable(out_local)
 
 
@@ -71,8 +73,8 @@ def test_one_job_array_per_checkpoint(
 ) -> None:
     b = backend(tmp_path)
     parts = [
-        (job(checkpoint, demo_data, tmp_path / "a.json"), tmp_path / "a.log"),
-        (job(checkpoint, demo_data, tmp_path / "b.json", eval_ratio=1.0), tmp_path / "b.log"),
+        (eval_part(checkpoint, demo_data, tmp_path / "a.json"), tmp_path / "a.log"),
+        (eval_part(checkpoint, demo_data, tmp_path / "b.json", eval_ratio=1.0), tmp_path / "b.log"),
     ]
     ids = b.submit_array(parts)
     assert len({i.split("_")[0] for i in ids}) == 1 and all("_" in i for i in ids)  # one array
@@ -97,8 +99,11 @@ def test_grouped_parts_share_one_job_and_a_new_controller_adopts_them(
     )
     good, bad = tmp_path / "good.json", tmp_path / "bad.json"
     parts = [
-        (job(checkpoint, demo_data, good), tmp_path / "good.log"),
-        (job(checkpoint, demo_data, bad, manifest=tmp_path / "nope.jsonl"), tmp_path / "bad.log"),
+        (eval_part(checkpoint, demo_data, good), tmp_path / "good.log"),
+        (
+            eval_part(checkpoint, demo_data, bad, manifest=tmp_path / "nope.jsonl"),
+            tmp_path / "bad.log",
+        ),
     ]
     ids = first.submit_array(parts)
     slurm_id = ids[0].split(":")[0]
@@ -128,14 +133,14 @@ def test_failure_and_cancel_are_typed_outcomes(
     slurm: None, tmp_path: Path, checkpoint: Path, demo_data: Path
 ) -> None:
     b = backend(tmp_path)
-    bad = job(checkpoint, demo_data, tmp_path / "x.json", manifest=tmp_path / "nope.jsonl")
+    bad = eval_part(checkpoint, demo_data, tmp_path / "x.json", manifest=tmp_path / "nope.jsonl")
     outcome = wait(b, b.submit(bad, tmp_path / "bad.log"))
     assert isinstance(outcome, Failed) and "manifest not found" in outcome.reason
     digits = {
         "kind": "classification", "train": str(demo_data / "digits" / "train.jsonl"),
         "eval": str(demo_data / "digits" / "test.jsonl"), "num_classes": 10,
     }  # fmt: skip
-    slow = job(
+    slow = eval_part(
         checkpoint,
         demo_data,
         tmp_path / "slow.json",

@@ -22,7 +22,7 @@ from orchestrator.eval_backends.slurm_jobs import SlurmBackend, job_variables, s
 from orchestrator.launch.slurm_allocation import SbatchOptions, render_sbatch, submit_sbatch
 from orchestrator.views.status import collect_status, render_status
 from tests.fakes.slurm.fakeslurm import FakeSlurm
-from tests.test_backends import job
+from tests.helpers.jobs import eval_part
 
 # What a job submitted from a real allocation (sbatch --cpus-per-task=2, DefMemPerCPU) sees,
 # as printed by `env` inside one on cluster/local/slurm.sh's SLURM, plus input variables a
@@ -77,7 +77,10 @@ def parts(tmp_path: Path, *datasets: str, **kw: Any) -> list[tuple[Any, Path]]:
     """(eval part, log path) for each dataset of one checkpoint; nothing runs them."""
     ckpt, data = tmp_path / "ckpt", tmp_path / "data"
     return [
-        (job(ckpt, data, tmp_path / "eval" / f"{d}.json", dataset=d, **kw), tmp_path / f"{d}.log")
+        (
+            eval_part(ckpt, data, tmp_path / "eval" / f"{d}.json", dataset=d, **kw),
+            tmp_path / f"{d}.log",
+        )
         for d in datasets
     ]
 

@@ -9,11 +9,6 @@ from pathlib import Path
 
 from tests.helpers.paths import ROOT
 
-# Still importing from another test module or from conftest; each goes once it imports the same
-# names from tests.helpers (then conftest, test_backends and test_controller drop their
-# re-exports).
-NOT_YET = {"test_slurm.py", "test_slurm_fake.py", "test_sbatch_render.py", "test_registries.py"}
-
 
 def imported_test_modules(path: Path) -> list[str]:
     names = []
@@ -28,7 +23,7 @@ def imported_test_modules(path: Path) -> list[str]:
 def offenders(tests: Path) -> dict[str, list[str]]:
     found = {}
     for path in sorted(tests.rglob("*.py")):
-        if (imported := imported_test_modules(path)) and path.name not in NOT_YET:
+        if imported := imported_test_modules(path):
             found[path.relative_to(tests).as_posix()] = imported
     return found
 
@@ -41,7 +36,3 @@ def test_the_check_finds_such_an_import(tmp_path: Path) -> None:
     (tmp_path / "test_a.py").write_text("from tests.test_b import helper\nimport tests.conftest\n")
     (tmp_path / "test_b.py").write_text("from tests.helpers.jobs import demo_job\n")
     assert offenders(tmp_path) == {"test_a.py": ["tests.test_b", "tests.conftest"]}
-
-
-def test_the_exceptions_still_exist() -> None:
-    assert all((ROOT / "tests" / name).is_file() for name in NOT_YET)
