@@ -504,9 +504,10 @@ def test_status_names_the_slurm_node_each_part_ran_on(
     Ledger(rundir).put(LedgerEntry(step=10, dataset="faces", eval_step=10,
                                    status=PartStatus.SUCCEEDED, attempt=1, backend="slurm",
                                    job_id="4242_0", submitted_at=time.time()))  # fmt: skip
-    assert slurm_jobs.part_node(log) == "gpu-node-7"
+    assert slurm_jobs.part_node(log.read_text()) == "gpu-node-7"
     (attempt,) = collect_status(rundir)["eval_attempts"]
     assert attempt == {"part": "10/faces", "attempt": 1, "node": "gpu-node-7",
                        "outcome": "succeeded"}  # fmt: skip
     stderr.unlink()  # not yet started, or its files are gone: no node, not an error
-    assert slurm_jobs.part_node(log) is None and collect_status(rundir)["eval_attempts"] == []
+    assert slurm_jobs.part_node(log.read_text()) is None
+    assert collect_status(rundir)["eval_attempts"] == []

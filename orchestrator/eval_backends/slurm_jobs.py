@@ -162,8 +162,8 @@ def _stop(signum: int, frame: Any) -> None:
 
 
 # The line a SLURM part writes (to its job's stderr) to say where it runs, as `orch status`
-# reads it back (part_node): node name, host.
-SLURM_NODE = re.compile(r"on SLURM node (\S+) \(host (\S+), job \S+\)")
+# reads it back (part_node): the node's name.
+SLURM_NODE = re.compile(r"on SLURM node (\S+) \(host ")
 
 
 def _log_node() -> None:
@@ -173,10 +173,11 @@ def _log_node() -> None:
     )  # fmt: skip
 
 
-def part_node(log: Path) -> str | None:
-    """The SLURM node a part's attempt ran on, from its log in the run directory (_point_log:
-    the SLURM job's id, then its stdout and stderr files), or None if it has not said yet."""
-    lines = log.read_text(errors="replace").splitlines() if log.is_file() else []
+def part_node(log_text: str) -> str | None:
+    """The SLURM node a part's attempt ran on, from the text of its log in the run directory
+    (_point_log: the SLURM job's id, then its stdout and stderr files), or None if it has not
+    said yet."""
+    lines = log_text.splitlines()
     if len(lines) < 3 or not lines[0].startswith("slurm job "):
         return None
     stderr = Path(lines[2])

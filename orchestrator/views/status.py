@@ -135,8 +135,9 @@ def eval_attempts(rundir: RunDir) -> list[dict[str, Any]]:
     from orchestrator.eval_backends.slurm_jobs import part_node
 
     def node_of(log: Path) -> str | None:
-        found = EVAL_NODE.search(log.read_text(errors="replace")) if log.is_file() else None
-        return found[2] if found else part_node(log)
+        text = log.read_text(errors="replace") if log.is_file() else ""
+        found = EVAL_NODE.search(text)
+        return found[2] if found else part_node(text)
 
     out: list[dict[str, Any]] = []
     for e in sorted(Ledger(rundir).entries.values(), key=lambda e: (e.step is None, e.step or 0,

@@ -19,10 +19,7 @@ class DemoRun:
     proc: subprocess.CompletedProcess[str]
     launched: float  # time.time() when `orch submit` started, and when it exited
     exited: float
-    inputs: dict[str, str]  # the job's folder, data and model paths, by role
-
-    def job_by_role(self) -> str:
-        return job_by_role(self.job, self.inputs)
+    inputs: dict[str, str]  # the job's folder, data and model paths, by role (job_by_role)
 
 
 @dataclass(frozen=True)
@@ -34,10 +31,7 @@ class MeasuredPlan:
     plan: dict[str, Any]
     plan_s: float
     runs_left: list[str]
-    inputs: dict[str, str]  # the job's folder, data and model paths, by role
-
-    def job_by_role(self) -> str:
-        return job_by_role(self.job, self.inputs)
+    inputs: dict[str, str]  # the job's folder, data and model paths, by role (job_by_role)
 
 
 def job_by_role(job: Path, inputs: dict[str, str]) -> str:
